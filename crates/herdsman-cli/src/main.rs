@@ -1,0 +1,3 @@
+//! The `herdsman` command: validate, run, status.
+
+fn main() {}

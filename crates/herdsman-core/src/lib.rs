@@ -1,0 +1,1 @@
+//! herdsman-core (work in progress).

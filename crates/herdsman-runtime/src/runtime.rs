@@ -1,0 +1,329 @@
+//! The `Runtime` trait: what the actor tree needs from a container backend.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use herdsman_probe::{CheckResult, CommandOutput, HttpProber, Outcome, StepReport};
+use herdsman_spec::{Check, InitStep, ReplicaVars, Service, StopSignal};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::RuntimeError;
+
+/// Identity of one container incarnation: deployment, service, replica index and a
+/// generation that changes every time the replica's container is re-created, so a late
+/// exit of an old incarnation is never taken for the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContainerId {
+    /// Deployment name.
+    pub deployment: Arc<str>,
+    /// Service name.
+    pub service: Arc<str>,
+    /// Replica index, 0-based.
+    pub replica: u32,
+    /// Incarnation counter.
+    pub generation: u64,
+}
+
+impl ContainerId {
+    /// The id of `replica` in `service` of `deployment` at `generation`.
+    pub fn new(
+        deployment: impl Into<Arc<str>>,
+        service: impl Into<Arc<str>>,
+        replica: u32,
+        generation: u64,
+    ) -> ContainerId {
+        ContainerId {
+            deployment: deployment.into(),
+            service: service.into(),
+            replica,
+            generation,
+        }
+    }
+
+    /// The same replica at the next generation.
+    pub fn next_generation(&self) -> ContainerId {
+        ContainerId {
+            generation: self.generation + 1,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}-{}#{}",
+            self.deployment, self.service, self.replica, self.generation
+        )
+    }
+}
+
+/// Everything a runtime needs to create one replica's container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// The validated service the replica belongs to.
+    pub service: Arc<Service>,
+    /// The replica's template variables (index, ports, names).
+    pub vars: ReplicaVars,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ExitReason {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// The runtime lost track of it (its exit notification was dropped).
+    Lost,
+}
+
+/// One container exit: how it ended and how long it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// How it ended.
+    pub reason: ExitReason,
+    /// Time from start to exit.
+    pub ran_for: Duration,
+}
+
+impl Exit {
+    /// True for exit code 0.
+    pub fn is_success(&self) -> bool {
+        self.reason == ExitReason::Code(0)
+    }
+
+    /// The exit code, if it exited rather than being killed.
+    pub fn code(&self) -> Option<i32> {
+        match self.reason {
+            ExitReason::Code(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The signal, if it was killed by one.
+    pub fn signal(&self) -> Option<i32> {
+        match self.reason {
+            ExitReason::Signal(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            ExitReason::Code(c) => write!(f, "exit code {c}"),
+            ExitReason::Signal(s) => write!(f, "signal {s}"),
+            ExitReason::Lost => f.write_str("lost"),
+        }?;
+        write!(f, " after {}", herdsman_probe::humanize(self.ran_for))
+    }
+}
+
+/// Sender half of an exit notification, held by a runtime until the container exits.
+pub type ExitSender = oneshot::Sender<Exit>;
+
+/// A future that resolves, without polling anything, when the container exits.
+///
+/// If the runtime drops its sender without sending (it lost the container), this resolves
+/// to an exit with [`ExitReason::Lost`].
+#[derive(Debug)]
+pub struct ExitWatch {
+    rx: oneshot::Receiver<Exit>,
+}
+
+impl ExitWatch {
+    /// A new notification pair: the runtime keeps the sender, the caller the watch.
+    pub fn channel() -> (ExitSender, ExitWatch) {
+        let (tx, rx) = oneshot::channel();
+        (tx, ExitWatch { rx })
+    }
+}
+
+impl Future for ExitWatch {
+    type Output = Exit;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or(Exit {
+                reason: ExitReason::Lost,
+                ran_for: Duration::ZERO,
+            })
+        })
+    }
+}
+
+/// What `start` hands back: the process id where there is one, and the exit watch.
+#[derive(Debug)]
+pub struct Started {
+    /// OS process id of the container's main process, if the backend has one.
+    pub pid: Option<u32>,
+    /// Resolves when the container exits.
+    pub exit: ExitWatch,
+}
+
+/// A container backend, driven by the actor tree. Usable as `Arc<dyn Runtime>`.
+///
+/// Lifecycle of one [`ContainerId`]: `create` → `start` → (exit or `stop`) → `remove`.
+/// A replica that is re-created gets a new id (next generation); the old one is removed.
+///
+/// Health checks and init steps have default implementations that probe the network and
+/// run commands on this host ([`Runtime::check`], [`Runtime::init_step`]); a backend whose
+/// containers live elsewhere (a VM, a network namespace) or a simulation overrides them.
+///
+/// # Implementing it for your backend
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use async_trait::async_trait;
+/// use herdsman_runtime::{
+///     ContainerId, ContainerSpec, Exit, ExitReason, ExitWatch, Runtime, RuntimeError, Started,
+/// };
+/// use herdsman_probe::CommandOutput;
+/// use herdsman_spec::StopSignal;
+///
+/// /// A backend whose "containers" finish at once with exit code 0.
+/// struct Instant;
+///
+/// #[async_trait]
+/// impl Runtime for Instant {
+///     async fn create(&self, _id: &ContainerId, _spec: &ContainerSpec) -> Result<(), RuntimeError> {
+///         Ok(()) // pull the image, create the container, keep its handle keyed by id
+///     }
+///     async fn start(&self, _id: &ContainerId) -> Result<Started, RuntimeError> {
+///         // Start it, then hand back a watch the backend completes when it exits: for
+///         // Docker, the `wait` API; for a VM, the hypervisor's exit event. Never a timer.
+///         let (tx, watch) = ExitWatch::channel();
+///         let _ = tx.send(Exit { reason: ExitReason::Code(0), ran_for: Duration::ZERO });
+///         Ok(Started { pid: None, exit: watch })
+///     }
+///     async fn stop(&self, _id: &ContainerId, _signal: StopSignal, _grace: Duration)
+///         -> Result<(), RuntimeError> {
+///         Ok(()) // signal, wait `grace`, kill; return once it is gone
+///     }
+///     async fn remove(&self, _id: &ContainerId) -> Result<(), RuntimeError> {
+///         Ok(())
+///     }
+///     async fn exec(&self, id: &ContainerId, _command: &str, _timeout: Duration)
+///         -> Result<CommandOutput, RuntimeError> {
+///         Err(RuntimeError::Unsupported { id: id.to_string(), what: "exec" })
+///     }
+///     fn logs(&self, _id: &ContainerId, _lines: usize) -> Vec<String> {
+///         Vec::new()
+///     }
+/// }
+///
+/// let runtime: Arc<dyn Runtime> = Arc::new(Instant);
+/// # let _ = runtime;
+/// ```
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Create the container for `id` (not started).
+    ///
+    /// # Errors
+    /// The backend could not create it; the message names what was wrong.
+    async fn create(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<(), RuntimeError>;
+
+    /// Start a created container.
+    ///
+    /// # Errors
+    /// The container could not start (missing binary, permission denied, bad workdir...).
+    async fn start(&self, id: &ContainerId) -> Result<Started, RuntimeError>;
+
+    /// Stop it: `signal` to everything it started, wait up to `grace`, then kill. Returns
+    /// once nothing of it is left running. Stopping an exited container is not an error.
+    ///
+    /// # Errors
+    /// The container is unknown, or the backend failed.
+    async fn stop(
+        &self,
+        id: &ContainerId,
+        signal: StopSignal,
+        grace: Duration,
+    ) -> Result<(), RuntimeError>;
+
+    /// Forget a stopped or exited container and free what it holds (logs, handles).
+    ///
+    /// # Errors
+    /// The backend failed.
+    async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError>;
+
+    /// Run a shell command line in the container's context with a hard timeout (for
+    /// command probes). Nothing it starts outlives the timeout.
+    ///
+    /// # Errors
+    /// The command could not be spawned or the backend does not support exec.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<CommandOutput, RuntimeError>;
+
+    /// The last `lines` lines the container printed, oldest first.
+    fn logs(&self, id: &ContainerId, lines: usize) -> Vec<String>;
+
+    /// The address a probe connects to for this container (default: loopback).
+    fn probe_host(&self, _id: &ContainerId) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+
+    /// Run one health check against the container. `check` has not been expanded yet;
+    /// `vars` are the replica's template values.
+    async fn check(
+        &self,
+        id: &ContainerId,
+        check: &Check,
+        vars: &ReplicaVars,
+        timeout: Duration,
+    ) -> CheckResult {
+        match check {
+            Check::Tcp { host, port } => {
+                let port_text = port.expand(vars);
+                let Ok(port) = port_text.parse::<u16>() else {
+                    return CheckResult::new(
+                        Outcome::Unknown(format!("port {port_text:?} is not a port number")),
+                        Duration::ZERO,
+                        "",
+                    );
+                };
+                let host = host
+                    .as_ref()
+                    .map(|h| h.expand(vars))
+                    .unwrap_or_else(|| self.probe_host(id).to_string());
+                herdsman_probe::check_tcp(&host, port, timeout).await
+            }
+            Check::Http { url, expect_status } => {
+                HttpProber::shared()
+                    .check(&url.expand(vars), *expect_status, timeout)
+                    .await
+            }
+            Check::Command { command } => {
+                match self.exec(id, &command.expand(vars), timeout).await {
+                    Ok(out) => out.to_check_result(),
+                    Err(e) => CheckResult::new(Outcome::Unknown(e.to_string()), Duration::ZERO, ""),
+                }
+            }
+        }
+    }
+
+    /// Run one init step (with its timeout and retries) before the container is created.
+    async fn init_step(
+        &self,
+        _id: &ContainerId,
+        step: &InitStep,
+        vars: &ReplicaVars,
+    ) -> StepReport {
+        herdsman_probe::run_step(step, vars).await
+    }
+}
