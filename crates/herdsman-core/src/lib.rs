@@ -1,1 +1,39 @@
-//! herdsman-core (work in progress).
+//! The supervision actor tree, its policies, events, status board and embedding API.
+//!
+//! ```text
+//! DeploymentActor          start order, health aggregation, stabilization, shutdown
+//!  └─ ServiceSupervisor    desired replicas, restart decisions, panic action
+//!      └─ ContainerActor   init steps → create → start → report exit
+//!          └─ ProbeActor   health checks, thresholds, transitions
+//! ```
+//!
+//! Layout: `handle` (spawning and the [`DeploymentHandle`]), `deployment_actor`,
+//! `service_supervisor`, `container_actor`, `probe_actor` (the actors, thin shells over
+//! pure policies), `restart` and `backoff` (restart window and crash-loop delay),
+//! `init_retry` (init failure policy), `stabilization` (when a deployment is stable and
+//! why not), `event` (typed events and their bounded bus), `board` (shared status).
+
+mod backoff;
+mod board;
+mod container_actor;
+mod deployment_actor;
+mod error;
+mod event;
+mod handle;
+mod init_retry;
+mod probe_actor;
+mod restart;
+mod service_supervisor;
+mod stabilization;
+
+pub use board::{
+    DeploymentStatus, ProbeRecord, ReplicaState, ReplicaStatus, ServicePhase, ServiceStatus,
+    StatusBoard, PROBE_HISTORY,
+};
+pub use error::CoreError;
+pub use event::{Event, EventKind, EventStream, Received};
+pub use handle::{spawn_deployment, spawn_deployment_linked, DeploymentHandle, DeploymentOptions};
+pub use stabilization::{FailingReplica, FailingService, Stabilization};
+
+/// Most replicas a service may have.
+pub const MAX_REPLICAS: u32 = 100_000;

@@ -1,0 +1,312 @@
+//! The status board: actors write each replica's status into a shared map, readers (the
+//! API, the CLI, hosts) read it without messaging any actor.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use herdsman_probe::{CheckResult, Outcome};
+use herdsman_runtime::{ContainerId, Exit};
+use serde::{Deserialize, Serialize};
+
+/// How many probe results each replica keeps for status.
+pub const PROBE_HISTORY: usize = 5;
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Running its init steps.
+    Initializing,
+    /// Being created and started.
+    Starting,
+    /// Its container is running.
+    Running,
+    /// Crash looping: waiting out a restart delay (see `backoff_ms`).
+    Backoff,
+    /// Kept for debugging or unhealthy: not ready, not restarted.
+    Isolated,
+    /// Being stopped.
+    Stopping,
+    /// Stopped on purpose.
+    Stopped,
+    /// Ran to completion.
+    Completed,
+    /// Will not be restarted.
+    Failed,
+}
+
+impl ReplicaState {
+    /// True for `running`.
+    pub fn is_running(self) -> bool {
+        matches!(self, ReplicaState::Running)
+    }
+}
+
+/// One probe result as kept for status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// Milliseconds since the deployment was spawned.
+    pub at_ms: u64,
+    /// `success`, `failure` or `unknown`.
+    pub outcome: String,
+    /// Why it failed, if it did.
+    pub reason: Option<String>,
+    /// How long the check took.
+    pub duration_ms: u64,
+    /// Capped output.
+    pub output: String,
+}
+
+impl ProbeRecord {
+    pub(crate) fn new(at_ms: u64, r: &CheckResult) -> ProbeRecord {
+        let (outcome, reason) = match &r.outcome {
+            Outcome::Success => ("success", None),
+            Outcome::Failure(why) => ("failure", Some(why.clone())),
+            Outcome::Unknown(why) => ("unknown", Some(why.clone())),
+        };
+        ProbeRecord {
+            at_ms,
+            outcome: outcome.to_string(),
+            reason,
+            duration_ms: r.duration.as_millis() as u64,
+            output: r.output.clone(),
+        }
+    }
+}
+
+/// Status of one replica, as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Replica index.
+    pub replica: u32,
+    /// Life-cycle state.
+    pub state: ReplicaState,
+    /// Passing its health check (true without one while running).
+    pub healthy: bool,
+    /// OS pid of its main process, when running.
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Exit code of the last exit, if it exited with one.
+    pub last_exit_code: Option<i32>,
+    /// The last exit, with signal and run time.
+    pub last_exit: Option<Exit>,
+    /// Restart delay in force while in `backoff`.
+    pub backoff_ms: Option<u64>,
+    /// Current container incarnation.
+    pub container: Option<ContainerId>,
+    /// The last probe results, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeRecord>,
+}
+
+impl ReplicaStatus {
+    fn new(replica: u32) -> ReplicaStatus {
+        ReplicaStatus {
+            replica,
+            state: ReplicaState::Initializing,
+            healthy: false,
+            pid: None,
+            restarts: 0,
+            last_exit_code: None,
+            last_exit: None,
+            backoff_ms: None,
+            container: None,
+            probes: Vec::new(),
+        }
+    }
+
+    /// Running and healthy.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_running() && self.healthy
+    }
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServicePhase {
+    /// Waiting for its dependencies.
+    Waiting,
+    /// Supervising its replicas.
+    Running,
+    /// Stopped by its panic action `shutdown`.
+    Shutdown,
+    /// Cannot run: a dependency timed out or replicas gave up.
+    Failed,
+    /// Stopped with the deployment.
+    Stopped,
+}
+
+/// Status of one service, as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Phase.
+    pub phase: ServicePhase,
+    /// Why it is not running, when it is not.
+    pub reason: Option<String>,
+    /// Desired replicas.
+    pub desired: u32,
+    /// Replicas whose container is running.
+    pub running: u32,
+    /// Running replicas passing their health check.
+    pub healthy: u32,
+    /// Replicas, by index.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// The whole deployment, as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    /// Deployment name.
+    pub deployment: String,
+    /// Every service has its desired replicas running and healthy.
+    pub stable: bool,
+    /// Services in spec order.
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone)]
+struct ServiceMeta {
+    phase: ServicePhase,
+    reason: Option<String>,
+    desired: u32,
+}
+
+#[derive(Debug)]
+struct BoardInner {
+    deployment: Arc<str>,
+    order: Vec<Arc<str>>,
+    services: DashMap<Arc<str>, ServiceMeta>,
+    replicas: DashMap<(Arc<str>, u32), ReplicaStatus>,
+    stable: AtomicBool,
+}
+
+/// Shared, lock-striped status of every replica. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatusBoard {
+    inner: Arc<BoardInner>,
+}
+
+impl StatusBoard {
+    pub(crate) fn new(deployment: Arc<str>, services: &[(Arc<str>, u32)]) -> StatusBoard {
+        let map = DashMap::new();
+        for (name, desired) in services {
+            map.insert(
+                name.clone(),
+                ServiceMeta {
+                    phase: ServicePhase::Waiting,
+                    reason: None,
+                    desired: *desired,
+                },
+            );
+        }
+        StatusBoard {
+            inner: Arc::new(BoardInner {
+                deployment,
+                order: services.iter().map(|(n, _)| n.clone()).collect(),
+                services: map,
+                replicas: DashMap::new(),
+                stable: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Change one replica's status, creating it if needed.
+    pub(crate) fn update(
+        &self,
+        service: &Arc<str>,
+        replica: u32,
+        f: impl FnOnce(&mut ReplicaStatus),
+    ) {
+        let mut entry = self
+            .inner
+            .replicas
+            .entry((service.clone(), replica))
+            .or_insert_with(|| ReplicaStatus::new(replica));
+        f(entry.value_mut());
+    }
+
+    /// Forget a replica that was scaled away.
+    pub(crate) fn remove(&self, service: &Arc<str>, replica: u32) {
+        self.inner.replicas.remove(&(service.clone(), replica));
+    }
+
+    /// One replica's status.
+    pub fn replica(&self, service: &str, replica: u32) -> Option<ReplicaStatus> {
+        self.inner
+            .replicas
+            .get(&(Arc::from(service), replica))
+            .map(|r| r.value().clone())
+    }
+
+    pub(crate) fn set_service(
+        &self,
+        service: &Arc<str>,
+        phase: ServicePhase,
+        reason: Option<String>,
+    ) {
+        if let Some(mut m) = self.inner.services.get_mut(service) {
+            m.phase = phase;
+            m.reason = reason;
+        }
+    }
+
+    pub(crate) fn set_desired(&self, service: &Arc<str>, desired: u32) {
+        if let Some(mut m) = self.inner.services.get_mut(service) {
+            m.desired = desired;
+        }
+    }
+
+    pub(crate) fn set_stable(&self, stable: bool) {
+        self.inner.stable.store(stable, Ordering::Release);
+    }
+
+    /// Whether the deployment is stable right now.
+    pub fn is_stable(&self) -> bool {
+        self.inner.stable.load(Ordering::Acquire)
+    }
+
+    /// A consistent-enough copy of everything, services in spec order, replicas by index.
+    pub fn snapshot(&self) -> DeploymentStatus {
+        let mut services: Vec<ServiceStatus> = self
+            .inner
+            .order
+            .iter()
+            .map(|name| {
+                let meta = self.inner.services.get(name).map(|m| m.value().clone());
+                let (phase, reason, desired) = meta
+                    .map(|m| (m.phase, m.reason, m.desired))
+                    .unwrap_or((ServicePhase::Stopped, None, 0));
+                ServiceStatus {
+                    name: name.to_string(),
+                    phase,
+                    reason,
+                    desired,
+                    running: 0,
+                    healthy: 0,
+                    replicas: Vec::new(),
+                }
+            })
+            .collect();
+        for r in self.inner.replicas.iter() {
+            let (svc, _) = r.key();
+            if let Some(s) = services.iter_mut().find(|s| s.name.as_str() == &**svc) {
+                s.replicas.push(r.value().clone());
+            }
+        }
+        for s in &mut services {
+            s.replicas.sort_by_key(|r| r.replica);
+            s.running = s.replicas.iter().filter(|r| r.state.is_running()).count() as u32;
+            s.healthy = s.replicas.iter().filter(|r| r.is_ready()).count() as u32;
+        }
+        DeploymentStatus {
+            deployment: self.inner.deployment.to_string(),
+            stable: self.is_stable(),
+            services,
+        }
+    }
+}

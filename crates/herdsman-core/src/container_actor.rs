@@ -1,0 +1,474 @@
+//! `ContainerActor`: one per replica. Runs the init steps, creates and starts the
+//! container, hands its exit notification to a watcher that reports straight to the
+//! service supervisor, runs the probe actor, and carries out the supervisor's decisions.
+//! It never decides whether it restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman_probe::StepReport;
+use herdsman_runtime::{ContainerId, ContainerSpec};
+use herdsman_spec::{ReplicaVars, StepFailure};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::task::JoinHandle;
+
+use crate::board::ReplicaState;
+use crate::event::EventKind;
+use crate::probe_actor::{ProbeActor, ProbeArgs};
+use crate::service_supervisor::{ServiceContext, SupervisorMsg};
+
+/// Messages of a container actor.
+pub(crate) enum ContainerMsg {
+    // Commands from the supervisor.
+    /// (Re)start as `generation`: drop the probe, stop and remove the current container if
+    /// there is one, then boot.
+    Restart { generation: u64 },
+    /// Its container exited and the supervisor keeps it (backoff, isolation): drop the
+    /// probe, keep the container for logs and debugging.
+    Hold,
+    /// Its container exited for good: drop the probe and remove the container.
+    Release,
+    /// Stop everything (stop signal, grace, kill) and remove the container. With `forget`
+    /// the replica was scaled away: its status is removed and the actor stops.
+    Stop {
+        reply: Option<RpcReplyPort<()>>,
+        forget: bool,
+    },
+    /// Fault injection: panic inside the handler, as a bug would.
+    InjectPanic,
+    // Reports from children and tasks.
+    /// An init step finished.
+    InitStepDone {
+        generation: u64,
+        index: usize,
+        report: StepReport,
+    },
+    /// The probe actor saw a health transition.
+    Health { generation: u64, healthy: bool },
+    // Self-sent.
+    /// Start the current generation: init steps, then create and start.
+    Boot,
+}
+
+/// How a container actor begins.
+#[derive(Debug, Clone)]
+pub(crate) enum Mode {
+    /// A fresh replica: boot at `generation`.
+    Boot,
+    /// Replacing an actor that failed while its container was running: watch it again.
+    AdoptRunning,
+    /// Replacing an actor that failed while its container was exited but kept.
+    AdoptHeld,
+    /// Replacing an actor that failed mid-boot: `stale` may be half started; remove it and
+    /// boot again at `generation`.
+    Recreate { stale: Option<ContainerId> },
+}
+
+pub(crate) struct ContainerArgs {
+    pub(crate) ctx: Arc<ServiceContext>,
+    pub(crate) replica: u32,
+    pub(crate) generation: u64,
+    pub(crate) mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No container for the current id yet.
+    Empty,
+    /// Running init steps.
+    Initializing,
+    /// Created and started.
+    Running,
+    /// Exited, container kept.
+    Held,
+    /// Stopped or removed.
+    Gone,
+}
+
+pub(crate) struct ContainerState {
+    ctx: Arc<ServiceContext>,
+    id: ContainerId,
+    vars: ReplicaVars,
+    phase: Phase,
+    probe: Option<ActorRef<crate::probe_actor::ProbeMsg>>,
+    init_task: Option<JoinHandle<()>>,
+    /// Container id created in the runtime and not yet removed.
+    created: Option<ContainerId>,
+}
+
+pub(crate) struct ContainerActor;
+
+impl Actor for ContainerActor {
+    type Msg = ContainerMsg;
+    type State = ContainerState;
+    type Arguments = ContainerArgs;
+
+    /// Cheap: the parent's handler waits for it. Slow work starts from `post_start`.
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ContainerMsg>,
+        args: ContainerArgs,
+    ) -> Result<ContainerState, ActorProcessingErr> {
+        let ctx = args.ctx;
+        let id = ContainerId {
+            deployment: ctx.deployment_name.clone(),
+            service: ctx.service_name.clone(),
+            replica: args.replica,
+            generation: args.generation,
+        };
+        let vars = ReplicaVars::new(&ctx.deployment, &ctx.service, args.replica);
+        let (phase, created) = match &args.mode {
+            Mode::AdoptRunning => (Phase::Running, Some(id.clone())),
+            Mode::AdoptHeld => (Phase::Held, Some(id.clone())),
+            Mode::Boot => (Phase::Empty, None),
+            Mode::Recreate { stale } => (Phase::Empty, stale.clone()),
+        };
+        Ok(ContainerState {
+            ctx,
+            id,
+            vars,
+            phase,
+            probe: None,
+            init_task: None,
+            created,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<ContainerMsg>,
+        state: &mut ContainerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match state.phase {
+            Phase::Running => state.spawn_probe(&myself).await,
+            Phase::Empty => {
+                // A stale half-started container from a failed predecessor goes first, so
+                // the replica is never duplicated.
+                state.discard_created(true).await;
+                let _ = myself.cast(ContainerMsg::Boot);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ContainerMsg>,
+        msg: ContainerMsg,
+        state: &mut ContainerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ContainerMsg::Boot => state.boot(&myself).await,
+            ContainerMsg::Restart { generation } => {
+                state.drop_probe();
+                state.abort_init();
+                state.discard_created(true).await;
+                state.id.generation = generation;
+                state.phase = Phase::Empty;
+                state.boot(&myself).await;
+            }
+            ContainerMsg::Hold => {
+                state.drop_probe();
+                if state.phase == Phase::Running {
+                    state.phase = Phase::Held;
+                }
+            }
+            ContainerMsg::Release => {
+                state.drop_probe();
+                state.discard_created(false).await;
+                state.phase = Phase::Gone;
+            }
+            ContainerMsg::Stop { reply, forget } => {
+                state.stop(forget).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+                if forget {
+                    myself.stop(None);
+                }
+            }
+            ContainerMsg::InjectPanic => {
+                panic!("injected panic in container actor {}", state.id);
+            }
+            ContainerMsg::InitStepDone {
+                generation,
+                index,
+                report,
+            } => {
+                if generation == state.id.generation && state.phase == Phase::Initializing {
+                    state.init_step_done(&myself, index, report).await;
+                }
+            }
+            ContainerMsg::Health {
+                generation,
+                healthy,
+            } => {
+                if generation == state.id.generation && state.phase == Phase::Running {
+                    let ctx = &state.ctx;
+                    ctx.board
+                        .update(&ctx.service_name, state.id.replica, |r| r.healthy = healthy);
+                    let _ = ctx.supervisor.cast(SupervisorMsg::Health {
+                        replica: state.id.replica,
+                        generation,
+                        healthy,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ContainerMsg>,
+        evt: SupervisionEvent,
+        state: &mut ContainerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The only child is the probe actor. A probe that crashed is replaced while the
+        // container runs; the container itself is unaffected.
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            let was_ours = state
+                .probe
+                .as_ref()
+                .is_some_and(|p| p.get_id() == cell.get_id());
+            if was_ours {
+                tracing::warn!(container = %state.id, error = %err, "probe actor failed; restarting it");
+                state.probe = None;
+                if state.phase == Phase::Running {
+                    state.spawn_probe(&myself).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ContainerState {
+    async fn boot(&mut self, myself: &ActorRef<ContainerMsg>) {
+        if self.phase != Phase::Empty {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let id = self.id.clone();
+        ctx.board.update(&ctx.service_name, id.replica, |r| {
+            r.state = if ctx.service.init.is_empty() {
+                ReplicaState::Starting
+            } else {
+                ReplicaState::Initializing
+            };
+            r.container = Some(id.clone());
+            r.pid = None;
+            r.healthy = false;
+            r.backoff_ms = None;
+        });
+        if ctx.service.init.is_empty() {
+            self.create_and_start(myself).await;
+        } else {
+            self.phase = Phase::Initializing;
+            self.run_init_step(myself, 0);
+        }
+    }
+
+    /// Init steps can take minutes (waiting for a dependency): they run in a task that
+    /// reports back, so a stop is never stuck behind one.
+    fn run_init_step(&mut self, myself: &ActorRef<ContainerMsg>, index: usize) {
+        let ctx = self.ctx.clone();
+        let id = self.id.clone();
+        let vars = self.vars.clone();
+        let me = myself.clone();
+        self.init_task = Some(tokio::spawn(async move {
+            let Some(step) = ctx.service.init.get(index) else {
+                return;
+            };
+            let report = ctx.runtime.init_step(&id, step, &vars).await;
+            let _ = me.cast(ContainerMsg::InitStepDone {
+                generation: id.generation,
+                index,
+                report,
+            });
+        }));
+    }
+
+    async fn init_step_done(
+        &mut self,
+        myself: &ActorRef<ContainerMsg>,
+        index: usize,
+        report: StepReport,
+    ) {
+        self.init_task = None;
+        let ctx = self.ctx.clone();
+        let Some(step) = ctx.service.init.get(index) else {
+            return;
+        };
+        if !report.ok {
+            let error = report.error.clone().unwrap_or_else(|| "failed".into());
+            let continues = step.on_failure != StepFailure::Fail;
+            if step.on_failure != StepFailure::Continue {
+                ctx.events.emit(EventKind::InitStepFailed {
+                    service: ctx.service_name.clone(),
+                    replica: self.id.replica,
+                    step: step.id.clone(),
+                    error: error.clone(),
+                    continues,
+                });
+            }
+            if step.on_failure == StepFailure::Warn {
+                tracing::warn!(container = %self.id, step = %step.id, %error, "init step failed; going on");
+            }
+            if !continues {
+                self.phase = Phase::Empty;
+                let _ = ctx.supervisor.cast(SupervisorMsg::InitFailed {
+                    replica: self.id.replica,
+                    generation: self.id.generation,
+                    step: step.id.clone(),
+                    error,
+                });
+                return;
+            }
+        }
+        if index + 1 < ctx.service.init.len() {
+            self.run_init_step(myself, index + 1);
+        } else {
+            self.phase = Phase::Empty;
+            self.create_and_start(myself).await;
+        }
+    }
+
+    async fn create_and_start(&mut self, myself: &ActorRef<ContainerMsg>) {
+        let ctx = self.ctx.clone();
+        let id = self.id.clone();
+        ctx.board.update(&ctx.service_name, id.replica, |r| {
+            r.state = ReplicaState::Starting
+        });
+        let spec = ContainerSpec {
+            service: ctx.service.clone(),
+            vars: self.vars.clone(),
+        };
+        let started = match ctx.runtime.create(&id, &spec).await {
+            Ok(()) => {
+                self.created = Some(id.clone());
+                ctx.runtime.start(&id).await
+            }
+            Err(e) => Err(e),
+        };
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                self.discard_created(false).await;
+                self.phase = Phase::Empty;
+                let _ = ctx.supervisor.cast(SupervisorMsg::StartFailed {
+                    replica: id.replica,
+                    generation: id.generation,
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
+        // The watcher reports to the supervisor, not to this actor, so an exit is never
+        // lost if this actor fails and is replaced.
+        let supervisor = ctx.supervisor.clone();
+        let exit = started.exit;
+        let (replica, generation) = (id.replica, id.generation);
+        tokio::spawn(async move {
+            let exit = exit.await;
+            let _ = supervisor.cast(SupervisorMsg::Exited {
+                replica,
+                generation,
+                exit,
+            });
+        });
+        self.phase = Phase::Running;
+        let has_health = ctx.service.health.is_some();
+        ctx.board.update(&ctx.service_name, id.replica, |r| {
+            r.state = ReplicaState::Running;
+            r.pid = started.pid;
+            r.healthy = !has_health;
+        });
+        ctx.events.emit(EventKind::ReplicaStarted {
+            service: ctx.service_name.clone(),
+            replica: id.replica,
+            generation: id.generation,
+            pid: started.pid,
+        });
+        let _ = ctx.supervisor.cast(SupervisorMsg::Started {
+            replica: id.replica,
+            generation: id.generation,
+        });
+        self.spawn_probe(myself).await;
+    }
+
+    async fn spawn_probe(&mut self, myself: &ActorRef<ContainerMsg>) {
+        let Some(health) = self.ctx.service.health.clone() else {
+            return;
+        };
+        let args = ProbeArgs {
+            ctx: self.ctx.clone(),
+            id: self.id.clone(),
+            vars: self.vars.clone(),
+            health,
+            parent: myself.clone(),
+        };
+        match Actor::spawn_linked(None, ProbeActor, args, myself.get_cell()).await {
+            Ok((probe, _)) => self.probe = Some(probe),
+            Err(e) => {
+                tracing::error!(container = %self.id, error = %e, "cannot spawn probe actor");
+            }
+        }
+    }
+
+    fn drop_probe(&mut self) {
+        if let Some(p) = self.probe.take() {
+            p.stop(None);
+        }
+    }
+
+    fn abort_init(&mut self) {
+        if let Some(t) = self.init_task.take() {
+            t.abort();
+        }
+    }
+
+    /// Stop (if `stop` and it may still run) and remove the created container, if any.
+    async fn discard_created(&mut self, stop: bool) {
+        let Some(id) = self.created.take() else {
+            return;
+        };
+        let rt = &self.ctx.runtime;
+        if stop {
+            let svc = &self.ctx.service;
+            if let Err(e) = rt.stop(&id, svc.stop_signal, svc.stop_grace_period).await {
+                tracing::debug!(container = %id, error = %e, "stop before removal");
+            }
+        }
+        if let Err(e) = rt.remove(&id).await {
+            tracing::debug!(container = %id, error = %e, "remove");
+        }
+    }
+
+    async fn stop(&mut self, forget: bool) {
+        let ctx = self.ctx.clone();
+        self.drop_probe();
+        self.abort_init();
+        ctx.board.update(&ctx.service_name, self.id.replica, |r| {
+            r.state = ReplicaState::Stopping
+        });
+        self.discard_created(true).await;
+        self.phase = Phase::Gone;
+        if forget {
+            ctx.board.remove(&ctx.service_name, self.id.replica);
+        } else {
+            ctx.board.update(&ctx.service_name, self.id.replica, |r| {
+                r.state = ReplicaState::Stopped;
+                r.pid = None;
+                r.healthy = false;
+                r.backoff_ms = None;
+            });
+        }
+    }
+}
+
+/// Upper bound on how long stopping one replica may take: its grace plus the kill.
+pub(crate) fn stop_budget(grace: Duration) -> Duration {
+    grace + Duration::from_secs(5)
+}

@@ -1,0 +1,469 @@
+//! `DeploymentActor`: one per deployment. Starts services in dependency order, aggregates
+//! their health from supervisor messages, answers stabilization waits the moment the
+//! deployment becomes stable (or at their deadline), and shuts services down in reverse
+//! dependency order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman_runtime::Runtime;
+use herdsman_spec::{Dependency, DependencyCondition, Deployment};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::board::{ServicePhase, StatusBoard};
+use crate::event::{EventBus, EventKind};
+use crate::service_supervisor::{
+    shutdown_budget, ServiceSupervisor, SupervisorArgs, SupervisorMsg,
+};
+use crate::stabilization::{
+    is_stable, replica_reason, service_reason, FailingReplica, FailingService, ServiceCounts,
+    Stabilization,
+};
+use crate::CoreError;
+
+/// Messages of the deployment actor.
+pub(crate) enum DeploymentMsg {
+    // Commands.
+    Scale {
+        service: String,
+        replicas: u32,
+        reply: RpcReplyPort<Result<(), CoreError>>,
+    },
+    Shutdown(RpcReplyPort<()>),
+    InjectPanic {
+        service: String,
+        replica: u32,
+    },
+    // Reports from supervisors.
+    ServiceHealth {
+        service: Arc<str>,
+        counts: ServiceCounts,
+    },
+    // Timer ticks.
+    WaiterDeadline(u64),
+    DependencyDeadline {
+        service: Arc<str>,
+        dependency: String,
+    },
+    // Queries.
+    WaitStable {
+        timeout: Duration,
+        reply: RpcReplyPort<Stabilization>,
+    },
+}
+
+pub(crate) struct DeploymentArgs {
+    pub(crate) spec: Arc<Deployment>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) board: StatusBoard,
+    pub(crate) events: EventBus,
+    pub(crate) seed: u64,
+    pub(crate) log_tail_lines: usize,
+}
+
+struct ServiceEntry {
+    supervisor: Option<ActorRef<SupervisorMsg>>,
+    counts: ServiceCounts,
+    /// Failed before it could start (dependency timeout) or its supervisor failed.
+    failed: bool,
+}
+
+pub(crate) struct DeploymentState {
+    args: DeploymentArgs,
+    services: BTreeMap<Arc<str>, ServiceEntry>,
+    /// Services in start order.
+    order: Vec<Arc<str>>,
+    waiters: HashMap<u64, RpcReplyPort<Stabilization>>,
+    next_waiter: u64,
+    /// When the current stretch of stability began.
+    stable_after: Option<Duration>,
+    was_stable: bool,
+    stopping: bool,
+}
+
+pub(crate) struct DeploymentActor;
+
+impl Actor for DeploymentActor {
+    type Msg = DeploymentMsg;
+    type State = DeploymentState;
+    type Arguments = DeploymentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<DeploymentMsg>,
+        args: DeploymentArgs,
+    ) -> Result<DeploymentState, ActorProcessingErr> {
+        let order: Vec<Arc<str>> = args.spec.start_order().into_iter().map(Arc::from).collect();
+        let services = args
+            .spec
+            .services
+            .iter()
+            .map(|s| {
+                let counts = ServiceCounts {
+                    desired: s.initial_replicas(),
+                    viable: true,
+                    ..ServiceCounts::default()
+                };
+                (
+                    Arc::from(s.name.as_str()),
+                    ServiceEntry {
+                        supervisor: None,
+                        counts,
+                        failed: false,
+                    },
+                )
+            })
+            .collect();
+        Ok(DeploymentState {
+            args,
+            services,
+            order,
+            waiters: HashMap::new(),
+            next_waiter: 0,
+            stable_after: None,
+            was_stable: false,
+            stopping: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<DeploymentMsg>,
+        state: &mut DeploymentState,
+    ) -> Result<(), ActorProcessingErr> {
+        for svc in state.args.spec.services.clone().iter() {
+            let name: Arc<str> = Arc::from(svc.name.as_str());
+            for dep in &svc.depends {
+                let (service, dependency) = (name.clone(), dep.service.clone());
+                myself.send_after(dep.timeout, move || DeploymentMsg::DependencyDeadline {
+                    service,
+                    dependency,
+                });
+            }
+        }
+        state.start_ready_services(&myself).await?;
+        state.check_stable();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<DeploymentMsg>,
+        msg: DeploymentMsg,
+        state: &mut DeploymentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DeploymentMsg::Scale {
+                service,
+                replicas,
+                reply,
+            } => {
+                let _ = reply.send(state.scale(&service, replicas));
+            }
+            DeploymentMsg::Shutdown(reply) => {
+                state.shutdown().await;
+                let _ = reply.send(());
+                myself.stop(None);
+            }
+            DeploymentMsg::InjectPanic { service, replica } => {
+                if let Some(sup) = state
+                    .services
+                    .get(service.as_str())
+                    .and_then(|e| e.supervisor.as_ref())
+                {
+                    let _ = sup.cast(SupervisorMsg::InjectPanic { replica });
+                }
+            }
+            DeploymentMsg::ServiceHealth { service, counts } => {
+                if let Some(e) = state.services.get_mut(&service) {
+                    e.counts = counts;
+                }
+                if !state.stopping {
+                    state.start_ready_services(&myself).await?;
+                }
+            }
+            DeploymentMsg::WaitStable { timeout, reply } => {
+                if let Some(after) = state.stable_after.filter(|_| state.was_stable) {
+                    let _ = reply.send(Stabilization::Ready { after });
+                } else {
+                    let id = state.next_waiter;
+                    state.next_waiter += 1;
+                    state.waiters.insert(id, reply);
+                    myself.send_after(timeout, move || DeploymentMsg::WaiterDeadline(id));
+                }
+            }
+            DeploymentMsg::WaiterDeadline(id) => {
+                if let Some(reply) = state.waiters.remove(&id) {
+                    let failing = state.failing_services();
+                    state.args.events.emit(EventKind::StabilizationTimedOut {
+                        failing: failing.clone(),
+                    });
+                    let _ = reply.send(Stabilization::TimedOut { failing });
+                }
+            }
+            DeploymentMsg::DependencyDeadline {
+                service,
+                dependency,
+            } => state.dependency_deadline(&service, &dependency),
+        }
+        state.check_stable();
+        Ok(())
+    }
+
+    /// Overrides ractor's default, which would stop the deployment when a supervisor ends.
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<DeploymentMsg>,
+        evt: SupervisionEvent,
+        state: &mut DeploymentState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            let failed: Vec<Arc<str>> = state
+                .services
+                .iter()
+                .filter(|(_, e)| {
+                    e.supervisor
+                        .as_ref()
+                        .is_some_and(|s| s.get_id() == cell.get_id())
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in failed {
+                let reason = format!("service supervisor failed: {err}");
+                tracing::error!(service = %name, %reason);
+                state.fail_service(&name, reason);
+            }
+        }
+        state.check_stable();
+        Ok(())
+    }
+}
+
+impl DeploymentState {
+    fn is_stable(&self) -> bool {
+        is_stable(self.services.values().map(|e| &e.counts))
+    }
+
+    /// Recompute stability; the moment it becomes true, answer every waiter.
+    fn check_stable(&mut self) {
+        let stable = !self.stopping && self.is_stable();
+        self.args.board.set_stable(stable);
+        if stable && !self.was_stable {
+            let after = self.args.events.since_epoch();
+            self.stable_after = Some(after);
+            self.args.events.emit(EventKind::DeploymentStable {
+                after_ms: after.as_millis() as u64,
+            });
+        }
+        self.was_stable = stable;
+        if let Some(after) = self.stable_after.filter(|_| stable) {
+            for (_, reply) in self.waiters.drain() {
+                let _ = reply.send(Stabilization::Ready { after });
+            }
+        }
+    }
+
+    fn dependency_met(&self, dep: &Dependency) -> bool {
+        self.services
+            .get(dep.service.as_str())
+            .is_some_and(|e| match dep.condition {
+                DependencyCondition::Started => e.counts.is_started(),
+                DependencyCondition::Healthy => e.counts.is_ready(),
+            } && e.supervisor.is_some())
+    }
+
+    /// Start every service whose dependencies are met and that has not started yet.
+    async fn start_ready_services(
+        &mut self,
+        myself: &ActorRef<DeploymentMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let spec = self.args.spec.clone();
+        for name in self.order.clone() {
+            let Some(svc) = spec.service(&name) else {
+                continue;
+            };
+            let Some(entry) = self.services.get(&name) else {
+                continue;
+            };
+            if entry.supervisor.is_some() || entry.failed {
+                continue;
+            }
+            let waiting: Vec<&Dependency> = svc
+                .depends
+                .iter()
+                .filter(|d| !self.dependency_met(d))
+                .collect();
+            if !waiting.is_empty() {
+                let reason = waiting
+                    .iter()
+                    .map(|d| format!("{} ({:?})", d.service, d.condition).to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.args.board.set_service(
+                    &name,
+                    ServicePhase::Waiting,
+                    Some(format!("waiting for {reason}")),
+                );
+                continue;
+            }
+            let args = SupervisorArgs {
+                deployment: spec.clone(),
+                service: Arc::new(svc.clone()),
+                runtime: self.args.runtime.clone(),
+                board: self.args.board.clone(),
+                events: self.args.events.clone(),
+                parent: myself.clone(),
+                seed: self.args.seed ^ hash_name(&name),
+            };
+            let (sup, _) =
+                Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
+            if let Some(e) = self.services.get_mut(&name) {
+                e.supervisor = Some(sup);
+            }
+        }
+        Ok(())
+    }
+
+    fn dependency_deadline(&mut self, service: &Arc<str>, dependency: &str) {
+        let Some(entry) = self.services.get(service) else {
+            return;
+        };
+        if entry.supervisor.is_some() || entry.failed || self.stopping {
+            return;
+        }
+        let Some(dep) = self
+            .args
+            .spec
+            .service(service)
+            .and_then(|s| s.depends.iter().find(|d| d.service == dependency))
+            .cloned()
+        else {
+            return;
+        };
+        if !self.dependency_met(&dep) {
+            let reason = format!(
+                "dependency {} not {} within {}",
+                dep.service,
+                format!("{:?}", dep.condition).to_lowercase(),
+                herdsman_probe::humanize(dep.timeout)
+            );
+            self.fail_service(service, reason);
+        }
+    }
+
+    fn fail_service(&mut self, service: &Arc<str>, reason: String) {
+        if let Some(e) = self.services.get_mut(service) {
+            e.failed = true;
+            e.supervisor = None;
+            e.counts.viable = false;
+        }
+        self.args
+            .board
+            .set_service(service, ServicePhase::Failed, Some(reason.clone()));
+        self.args.events.emit(EventKind::ServiceFailed {
+            service: service.clone(),
+            reason,
+        });
+    }
+
+    fn scale(&mut self, service: &str, replicas: u32) -> Result<(), CoreError> {
+        if replicas > crate::MAX_REPLICAS {
+            return Err(CoreError::InvalidScale {
+                service: service.to_string(),
+                replicas,
+            });
+        }
+        let Some(entry) = self.services.get_mut(service) else {
+            return Err(CoreError::UnknownService(service.to_string()));
+        };
+        entry.counts.desired = replicas;
+        let name: Arc<str> = Arc::from(service);
+        self.args.board.set_desired(&name, replicas);
+        if let Some(sup) = &entry.supervisor {
+            let _ = sup.cast(SupervisorMsg::Scale { replicas });
+        }
+        Ok(())
+    }
+
+    /// Stop services in reverse start order, each replica with its stop signal and grace.
+    async fn shutdown(&mut self) {
+        self.stopping = true;
+        for name in self.order.clone().iter().rev() {
+            let Some(sup) = self
+                .services
+                .get_mut(name)
+                .and_then(|e| e.supervisor.take())
+            else {
+                self.args
+                    .board
+                    .set_service(name, ServicePhase::Stopped, None);
+                continue;
+            };
+            let budget = self
+                .args
+                .spec
+                .service(name)
+                .map(shutdown_budget)
+                .unwrap_or(Duration::from_secs(15));
+            if let Err(e) = sup.call(SupervisorMsg::Shutdown, Some(budget)).await {
+                tracing::warn!(service = %name, error = %e, "service shutdown");
+            }
+            // Its replicas are stopped; stop the actors too, children first.
+            sup.stop_children_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
+            let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        }
+        self.args.board.set_stable(false);
+        self.args.events.emit(EventKind::DeploymentStopped);
+        let failing = self.failing_services();
+        for (_, reply) in self.waiters.drain() {
+            let _ = reply.send(Stabilization::TimedOut {
+                failing: failing.clone(),
+            });
+        }
+    }
+
+    /// Each service that is not ready, with counts, reason and log tails.
+    fn failing_services(&self) -> Vec<FailingService> {
+        let snapshot = self.args.board.snapshot();
+        snapshot
+            .services
+            .iter()
+            .filter(|s| {
+                self.services
+                    .get(s.name.as_str())
+                    .is_some_and(|e| !e.counts.is_ready())
+            })
+            .map(|s| FailingService {
+                service: s.name.clone(),
+                desired: s.desired,
+                running: s.running,
+                healthy: s.healthy,
+                reason: service_reason(s),
+                replicas: s
+                    .replicas
+                    .iter()
+                    .filter(|r| !r.is_ready())
+                    .map(|r| FailingReplica {
+                        replica: r.replica,
+                        state: r.state,
+                        reason: replica_reason(r),
+                        log_tail: r
+                            .container
+                            .as_ref()
+                            .map(|c| self.args.runtime.logs(c, self.args.log_tail_lines))
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+fn hash_name(name: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}

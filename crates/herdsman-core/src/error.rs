@@ -1,0 +1,27 @@
+//! The core crate's error type.
+
+/// Errors of the embedding API.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The deployment actor could not be spawned; retrying will not help unless the
+    /// actor system is short of resources.
+    #[error("cannot spawn the deployment actor")]
+    Spawn(#[source] ractor::SpawnErr),
+    /// The deployment has stopped (or its actor died); retrying will not help.
+    #[error("the deployment is not running")]
+    Stopped,
+    /// The deployment did not answer in time; retrying may help.
+    #[error("the deployment did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// No service by that name; retrying will not help.
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    /// A replica count out of range; retrying will not help.
+    #[error("cannot scale {service} to {replicas} replicas (at most 100000)")]
+    InvalidScale {
+        /// Service.
+        service: String,
+        /// Requested count.
+        replicas: u32,
+    },
+}

@@ -1,0 +1,237 @@
+//! The embedding API: spawn a deployment, standalone or under a host's own actor, and a
+//! handle to wait for stability, read status, subscribe to events, scale and shut down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman_runtime::Runtime;
+use herdsman_spec::Deployment;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::board::{DeploymentStatus, StatusBoard};
+use crate::deployment_actor::{DeploymentActor, DeploymentArgs, DeploymentMsg};
+use crate::event::{EventBus, EventStream};
+use crate::stabilization::Stabilization;
+use crate::CoreError;
+
+/// Knobs of a deployment that are not in its spec.
+#[derive(Debug, Clone)]
+pub struct DeploymentOptions {
+    /// Events buffered per subscriber before the oldest are dropped (default 4096).
+    pub event_capacity: usize,
+    /// Seed for backoff jitter and first-probe jitter (default 0: deterministic).
+    pub seed: u64,
+    /// Log lines included per failing replica in a stabilization report (default 20).
+    pub log_tail_lines: usize,
+}
+
+impl Default for DeploymentOptions {
+    fn default() -> Self {
+        DeploymentOptions {
+            event_capacity: 4096,
+            seed: 0,
+            log_tail_lines: 20,
+        }
+    }
+}
+
+/// A running deployment. Cheap to clone; every clone drives the same actor tree.
+#[derive(Clone)]
+pub struct DeploymentHandle {
+    actor: ActorRef<DeploymentMsg>,
+    board: StatusBoard,
+    events: EventBus,
+    join: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for DeploymentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentHandle")
+            .field("actor", &self.actor.get_id())
+            .finish()
+    }
+}
+
+/// Spawn a deployment's actor tree on `runtime`, standalone.
+///
+/// # Errors
+/// [`CoreError::Spawn`] when the actor cannot start.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use herdsman_core::{spawn_deployment, DeploymentOptions, Stabilization};
+/// use herdsman_runtime::ProcessRuntime;
+///
+/// let spec = herdsman_spec::load("deploy.yaml".as_ref())?;
+/// let runtime = Arc::new(ProcessRuntime::new(Default::default()));
+/// let handle = spawn_deployment(spec, runtime, DeploymentOptions::default()).await?;
+/// if let Stabilization::TimedOut { failing } = handle.wait_stable(Duration::from_secs(30)).await? {
+///     eprintln!("not stable: {failing:?}");
+/// }
+/// handle.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub async fn spawn_deployment(
+    spec: Deployment,
+    runtime: Arc<dyn Runtime>,
+    options: DeploymentOptions,
+) -> Result<DeploymentHandle, CoreError> {
+    spawn_inner(spec, runtime, options, None).await
+}
+
+/// Spawn a deployment's actor tree linked under `supervisor`, a host's own actor, which
+/// receives the deployment actor's supervision events.
+///
+/// # Errors
+/// [`CoreError::Spawn`] when the actor cannot start.
+pub async fn spawn_deployment_linked(
+    spec: Deployment,
+    runtime: Arc<dyn Runtime>,
+    options: DeploymentOptions,
+    supervisor: ActorCell,
+) -> Result<DeploymentHandle, CoreError> {
+    spawn_inner(spec, runtime, options, Some(supervisor)).await
+}
+
+async fn spawn_inner(
+    spec: Deployment,
+    runtime: Arc<dyn Runtime>,
+    options: DeploymentOptions,
+    supervisor: Option<ActorCell>,
+) -> Result<DeploymentHandle, CoreError> {
+    let name: Arc<str> = Arc::from(spec.name.as_str());
+    let services: Vec<(Arc<str>, u32)> = spec
+        .services
+        .iter()
+        .map(|s| (Arc::from(s.name.as_str()), s.initial_replicas()))
+        .collect();
+    let board = StatusBoard::new(name.clone(), &services);
+    let events = EventBus::new(name, options.event_capacity);
+    let args = DeploymentArgs {
+        spec: Arc::new(spec),
+        runtime,
+        board: board.clone(),
+        events: events.clone(),
+        seed: options.seed,
+        log_tail_lines: options.log_tail_lines,
+    };
+    let spawned = match supervisor {
+        Some(sup) => Actor::spawn_linked(None, DeploymentActor, args, sup).await,
+        None => Actor::spawn(None, DeploymentActor, args).await,
+    };
+    let (actor, join) = spawned.map_err(CoreError::Spawn)?;
+    Ok(DeploymentHandle {
+        actor,
+        board,
+        events,
+        join: Arc::new(Mutex::new(Some(join))),
+    })
+}
+
+fn answer<T>(
+    r: Result<CallResult<T>, impl std::fmt::Debug>,
+    waited: Duration,
+) -> Result<T, CoreError> {
+    match r {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(CoreError::Timeout(waited)),
+        Ok(CallResult::SenderError) | Err(_) => Err(CoreError::Stopped),
+    }
+}
+
+impl DeploymentHandle {
+    /// Wait until the deployment is stable (answered the moment it becomes so) or until
+    /// `timeout` passes (answered with the failing services, reasons and log tails).
+    ///
+    /// # Errors
+    /// [`CoreError::Stopped`] if the deployment is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future abandons the wait and nothing else.
+    pub async fn wait_stable(&self, timeout: Duration) -> Result<Stabilization, CoreError> {
+        // The actor answers at `timeout` itself; the call's own bound only guards
+        // against an actor that died.
+        let bound = timeout + Duration::from_secs(5);
+        let r = self
+            .actor
+            .call(
+                |reply| DeploymentMsg::WaitStable { timeout, reply },
+                Some(bound),
+            )
+            .await;
+        answer(r, bound)
+    }
+
+    /// Everything's status, read from the board without messaging any actor.
+    pub fn status(&self) -> DeploymentStatus {
+        self.board.snapshot()
+    }
+
+    /// The shared status board itself, for readers that poll it cheaply.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// A new subscription to the deployment's events, starting now.
+    pub fn subscribe(&self) -> EventStream {
+        self.events.subscribe()
+    }
+
+    /// Set a service's desired replica count. Replicas are added at the top or removed
+    /// highest index first; a removed replica's pending restart is cancelled.
+    ///
+    /// # Errors
+    /// Unknown service, a count over 100000, or a stopped deployment.
+    pub async fn scale(&self, service: &str, replicas: u32) -> Result<(), CoreError> {
+        let bound = Duration::from_secs(10);
+        let service = service.to_string();
+        let r = self
+            .actor
+            .call(
+                |reply| DeploymentMsg::Scale {
+                    service,
+                    replicas,
+                    reply,
+                },
+                Some(bound),
+            )
+            .await;
+        answer(r, bound)?
+    }
+
+    /// Fault injection: make one replica's container actor panic, as a bug would. Its
+    /// supervisor replaces the actor and re-adopts the replica's container.
+    pub fn inject_actor_panic(&self, service: &str, replica: u32) {
+        let _ = self.actor.cast(DeploymentMsg::InjectPanic {
+            service: service.to_string(),
+            replica,
+        });
+    }
+
+    /// Stop every service in reverse dependency order, each replica with its stop signal
+    /// and grace period, then the actors. Returns once everything is stopped.
+    ///
+    /// # Errors
+    /// [`CoreError::Stopped`] if the deployment was already gone.
+    pub async fn shutdown(&self) -> Result<(), CoreError> {
+        // Generous: each service's budget is enforced inside; this only guards a hang.
+        let bound = Duration::from_secs(3600);
+        let r = self.actor.call(DeploymentMsg::Shutdown, Some(bound)).await;
+        let result = answer(r, bound);
+        if let Some(join) = self.join.lock().await.take() {
+            let _ = join.await;
+        }
+        result
+    }
+
+    /// The deployment actor's cell, e.g. to recognise its supervision events in a host.
+    pub fn actor_cell(&self) -> ActorCell {
+        self.actor.get_cell()
+    }
+}

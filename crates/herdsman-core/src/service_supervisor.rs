@@ -1,0 +1,775 @@
+//! `ServiceSupervisor`: one per service. Owns the desired replica count and one restart
+//! tracker per replica, decides what every exit, start failure, init failure and health
+//! transition means, and has its container actors carry it out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman_runtime::{Exit, Runtime};
+use herdsman_spec::{Deployment, OnUnhealthy, Service, ServiceKind};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
+
+use crate::board::{ReplicaState, ServicePhase, StatusBoard};
+use crate::container_actor::{stop_budget, ContainerActor, ContainerArgs, ContainerMsg, Mode};
+use crate::deployment_actor::DeploymentMsg;
+use crate::event::{EventBus, EventKind};
+use crate::init_retry::InitRetry;
+use crate::restart::{Cause, Decision, RestartTracker};
+use crate::stabilization::ServiceCounts;
+
+/// What every actor of one service shares.
+pub(crate) struct ServiceContext {
+    pub(crate) deployment_name: Arc<str>,
+    pub(crate) service_name: Arc<str>,
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) service: Arc<Service>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) board: StatusBoard,
+    pub(crate) events: EventBus,
+    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    pub(crate) seed: u64,
+}
+
+/// Messages of a service supervisor.
+pub(crate) enum SupervisorMsg {
+    // Commands.
+    /// Change the desired replica count.
+    Scale {
+        replicas: u32,
+    },
+    /// Stop every replica (stop signal, grace, kill) and reply when all are gone.
+    Shutdown(RpcReplyPort<()>),
+    /// Fault injection: make a replica's container actor panic.
+    InjectPanic {
+        replica: u32,
+    },
+    // Reports from container actors and their exit watchers.
+    Started {
+        replica: u32,
+        generation: u64,
+    },
+    Exited {
+        replica: u32,
+        generation: u64,
+        exit: Exit,
+    },
+    StartFailed {
+        replica: u32,
+        generation: u64,
+        error: String,
+    },
+    InitFailed {
+        replica: u32,
+        generation: u64,
+        step: String,
+        error: String,
+    },
+    Health {
+        replica: u32,
+        generation: u64,
+        healthy: bool,
+    },
+    // Timer ticks.
+    RestartDue {
+        replica: u32,
+        token: u64,
+    },
+    ReadyDue {
+        replica: u32,
+        token: u64,
+    },
+}
+
+pub(crate) struct SupervisorArgs {
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) service: Arc<Service>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) board: StatusBoard,
+    pub(crate) events: EventBus,
+    pub(crate) parent: ActorRef<DeploymentMsg>,
+    pub(crate) seed: u64,
+}
+
+/// The supervisor's view of one replica: the authority on its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Booting,
+    Running,
+    /// Running but unhealthy, `on_unhealthy: isolate`.
+    Unhealthy,
+    Backoff,
+    /// Exited and kept by the panic action `isolate`.
+    Isolated,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+struct Slot {
+    actor: ActorRef<ContainerMsg>,
+    generation: u64,
+    state: SlotState,
+    healthy: bool,
+    ready: bool,
+    /// Invalidates restart and ready timers that no longer apply.
+    token: u64,
+    tracker: RestartTracker,
+    init_retry: InitRetry,
+}
+
+pub(crate) struct SupervisorState {
+    ctx: Arc<ServiceContext>,
+    parent: ActorRef<DeploymentMsg>,
+    desired: u32,
+    slots: BTreeMap<u32, Slot>,
+    actors: HashMap<ActorId, u32>,
+    phase: ServicePhase,
+    reported: Option<ServiceCounts>,
+}
+
+pub(crate) struct ServiceSupervisor;
+
+impl Actor for ServiceSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let ctx = Arc::new(ServiceContext {
+            deployment_name: Arc::from(args.deployment.name.as_str()),
+            service_name: Arc::from(args.service.name.as_str()),
+            deployment: args.deployment,
+            service: args.service.clone(),
+            runtime: args.runtime,
+            board: args.board,
+            events: args.events,
+            supervisor: myself,
+            seed: args.seed,
+        });
+        Ok(SupervisorState {
+            ctx,
+            parent: args.parent,
+            desired: args.service.initial_replicas(),
+            slots: BTreeMap::new(),
+            actors: HashMap::new(),
+            phase: ServicePhase::Running,
+            reported: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let ctx = state.ctx.clone();
+        ctx.board
+            .set_service(&ctx.service_name, ServicePhase::Running, None);
+        for replica in 0..state.desired {
+            state.add_slot(&myself, replica).await?;
+        }
+        state.report();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Scale { replicas } => state.scale(&myself, replicas).await?,
+            SupervisorMsg::Shutdown(reply) => {
+                state.stop_all(ServicePhase::Stopped, None).await;
+                let _ = reply.send(());
+            }
+            SupervisorMsg::InjectPanic { replica } => {
+                if let Some(slot) = state.slots.get(&replica) {
+                    let _ = slot.actor.cast(ContainerMsg::InjectPanic);
+                }
+            }
+            SupervisorMsg::Started {
+                replica,
+                generation,
+            } => state.started(&myself, replica, generation),
+            SupervisorMsg::Exited {
+                replica,
+                generation,
+                exit,
+            } => state.exited(&myself, replica, generation, exit).await,
+            SupervisorMsg::StartFailed {
+                replica,
+                generation,
+                error,
+            } => {
+                state
+                    .start_failed(&myself, replica, generation, error)
+                    .await
+            }
+            SupervisorMsg::InitFailed {
+                replica,
+                generation,
+                step,
+                error,
+            } => state.init_failed(&myself, replica, generation, step, error),
+            SupervisorMsg::Health {
+                replica,
+                generation,
+                healthy,
+            } => state.health(&myself, replica, generation, healthy).await,
+            SupervisorMsg::RestartDue { replica, token } => state.restart_due(replica, token),
+            SupervisorMsg::ReadyDue { replica, token } => state.ready_due(replica, token),
+        }
+        state.report();
+        Ok(())
+    }
+
+    /// Overrides ractor's default, which would stop this supervisor when a child ends.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(replica) = state.actors.remove(&cell.get_id()) {
+                    tracing::warn!(
+                        service = %state.ctx.service_name, replica, error = %err,
+                        "container actor failed; respawning it"
+                    );
+                    state.respawn(&myself, replica).await?;
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.actors.remove(&cell.get_id());
+            }
+            _ => {}
+        }
+        state.report();
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn spawn_container(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        generation: u64,
+        mode: Mode,
+    ) -> Result<ActorRef<ContainerMsg>, ActorProcessingErr> {
+        let args = ContainerArgs {
+            ctx: self.ctx.clone(),
+            replica,
+            generation,
+            mode,
+        };
+        let (actor, _) = Actor::spawn_linked(None, ContainerActor, args, myself.get_cell()).await?;
+        self.actors.insert(actor.get_id(), replica);
+        Ok(actor)
+    }
+
+    async fn add_slot(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+    ) -> Result<(), ActorProcessingErr> {
+        let svc = self.ctx.service.clone();
+        let seed = self.ctx.seed ^ (u64::from(replica) << 20);
+        let actor = self.spawn_container(myself, replica, 0, Mode::Boot).await?;
+        self.slots.insert(
+            replica,
+            Slot {
+                actor,
+                generation: 0,
+                state: SlotState::Booting,
+                healthy: false,
+                ready: false,
+                token: 0,
+                tracker: RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed),
+                init_retry: InitRetry::new(svc.on_init_failure, seed),
+            },
+        );
+        Ok(())
+    }
+
+    /// A container actor failed (a bug, or injected): replace it so the replica is neither
+    /// lost nor duplicated. A running container is adopted; one caught mid-boot is removed
+    /// and booted again; a kept one is held again.
+    async fn respawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(slot) = self.slots.get(&replica) else {
+            return Ok(());
+        };
+        let (state, generation) = (slot.state, slot.generation);
+        let on_board = self
+            .ctx
+            .board
+            .replica(&self.ctx.service_name, replica)
+            .and_then(|r| r.container.map(|c| (c, r.state)));
+        let mode = match (state, on_board) {
+            (SlotState::Running | SlotState::Unhealthy, Some((c, ReplicaState::Running)))
+                if c.generation == generation =>
+            {
+                Mode::AdoptRunning
+            }
+            (SlotState::Backoff | SlotState::Isolated, Some((c, _)))
+                if c.generation == generation =>
+            {
+                Mode::AdoptHeld
+            }
+            (SlotState::Completed | SlotState::Failed | SlotState::Stopped, _) => Mode::AdoptHeld,
+            (_, board) => {
+                // Caught between boot and running: whatever was half created goes, and the
+                // replica boots again as a new generation.
+                let stale = board.map(|(c, _)| c);
+                if let Some(slot) = self.slots.get_mut(&replica) {
+                    slot.generation += 1;
+                    slot.state = SlotState::Booting;
+                    slot.healthy = false;
+                    slot.ready = false;
+                }
+                Mode::Recreate { stale }
+            }
+        };
+        let generation = self
+            .slots
+            .get(&replica)
+            .map_or(generation, |s| s.generation);
+        let actor = self
+            .spawn_container(myself, replica, generation, mode)
+            .await?;
+        if let Some(slot) = self.slots.get_mut(&replica) {
+            slot.actor = actor;
+        }
+        Ok(())
+    }
+
+    async fn scale(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replicas: u32,
+    ) -> Result<(), ActorProcessingErr> {
+        let from = self.desired;
+        if replicas == from || self.phase != ServicePhase::Running {
+            self.desired = replicas;
+            self.ctx.board.set_desired(&self.ctx.service_name, replicas);
+            return Ok(());
+        }
+        self.desired = replicas;
+        self.ctx.board.set_desired(&self.ctx.service_name, replicas);
+        self.ctx.events.emit(EventKind::Scaled {
+            service: self.ctx.service_name.clone(),
+            from,
+            to: replicas,
+        });
+        for replica in from..replicas {
+            self.add_slot(myself, replica).await?;
+        }
+        // Highest index first; removing the slot cancels its pending restart or ready
+        // timer, whose token no longer finds it.
+        for replica in (replicas..from).rev() {
+            if let Some(slot) = self.slots.remove(&replica) {
+                let _ = slot.actor.cast(ContainerMsg::Stop {
+                    reply: None,
+                    forget: true,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop every replica, wait for them (each within its grace plus the kill), and
+    /// leave the service in `phase`.
+    async fn stop_all(&mut self, phase: ServicePhase, reason: Option<String>) {
+        self.phase = phase;
+        let budget = stop_budget(self.ctx.service.stop_grace_period);
+        let calls = self.slots.values_mut().map(|slot| {
+            slot.state = SlotState::Stopped;
+            slot.ready = false;
+            slot.token += 1;
+            slot.actor.call(
+                |reply| ContainerMsg::Stop {
+                    reply: Some(reply),
+                    forget: false,
+                },
+                Some(budget),
+            )
+        });
+        for r in futures::future::join_all(calls).await {
+            if let Err(e) = r {
+                tracing::warn!(service = %self.ctx.service_name, error = %e, "replica stop");
+            }
+        }
+        self.ctx
+            .board
+            .set_service(&self.ctx.service_name, phase, reason);
+    }
+
+    fn started(&mut self, myself: &ActorRef<SupervisorMsg>, replica: u32, generation: u64) {
+        let has_health = self.ctx.service.health.is_some();
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return;
+        };
+        if slot.generation != generation || slot.state != SlotState::Booting {
+            return;
+        }
+        slot.init_retry.reset();
+        slot.state = SlotState::Running;
+        slot.healthy = !has_health;
+        if slot.healthy {
+            Self::arm_ready(&self.ctx, myself, replica, slot);
+        }
+    }
+
+    /// Mark ready now, or after `min_ready` of uninterrupted health.
+    fn arm_ready(
+        ctx: &ServiceContext,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        slot: &mut Slot,
+    ) {
+        slot.token += 1;
+        let min_ready = ctx.service.min_ready;
+        if min_ready.is_zero() {
+            slot.ready = true;
+        } else {
+            let token = slot.token;
+            myself.send_after(min_ready, move || SupervisorMsg::ReadyDue {
+                replica,
+                token,
+            });
+        }
+    }
+
+    fn ready_due(&mut self, replica: u32, token: u64) {
+        if let Some(slot) = self.slots.get_mut(&replica) {
+            if slot.token == token && slot.state == SlotState::Running && slot.healthy {
+                slot.ready = true;
+            }
+        }
+    }
+
+    async fn exited(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        generation: u64,
+        exit: Exit,
+    ) {
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return;
+        };
+        // A late exit of an old incarnation, or of one this supervisor is stopping.
+        if slot.generation != generation
+            || matches!(slot.state, SlotState::Stopped | SlotState::Booting)
+        {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        ctx.board.update(&ctx.service_name, replica, |r| {
+            r.last_exit = Some(exit);
+            r.last_exit_code = exit.code();
+            r.pid = None;
+            r.healthy = false;
+        });
+        ctx.events.emit(EventKind::ReplicaExited {
+            service: ctx.service_name.clone(),
+            replica,
+            generation,
+            exit,
+        });
+        let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
+        self.apply(myself, replica, decision).await;
+    }
+
+    async fn start_failed(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        generation: u64,
+        error: String,
+    ) {
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return;
+        };
+        if slot.generation != generation || slot.state != SlotState::Booting {
+            return;
+        }
+        self.ctx.events.emit(EventKind::StartFailed {
+            service: self.ctx.service_name.clone(),
+            replica,
+            error,
+        });
+        let decision = slot.tracker.decide(Cause::StartFailed, Instant::now());
+        self.apply(myself, replica, decision).await;
+    }
+
+    fn init_failed(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        generation: u64,
+        step: String,
+        error: String,
+    ) {
+        let ctx = self.ctx.clone();
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return;
+        };
+        if slot.generation != generation || slot.state != SlotState::Booting {
+            return;
+        }
+        match slot.init_retry.after_failure() {
+            Some(delay) => {
+                slot.state = SlotState::Backoff;
+                slot.token += 1;
+                let token = slot.token;
+                ctx.board.update(&ctx.service_name, replica, |r| {
+                    r.state = ReplicaState::Backoff;
+                    r.backoff_ms = Some(delay.as_millis() as u64);
+                });
+                ctx.events.emit(EventKind::ReplicaRestarting {
+                    service: ctx.service_name.clone(),
+                    replica,
+                    delay_ms: delay.as_millis() as u64,
+                    restarts: slot.tracker.total(),
+                });
+                myself.send_after(delay, move || SupervisorMsg::RestartDue { replica, token });
+            }
+            None => {
+                let reason = format!("init step {step:?} failed: {error}");
+                Self::fail_slot(&ctx, replica, slot, reason);
+            }
+        }
+    }
+
+    async fn health(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        generation: u64,
+        healthy: bool,
+    ) {
+        let ctx = self.ctx.clone();
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return;
+        };
+        if slot.generation != generation
+            || !matches!(slot.state, SlotState::Running | SlotState::Unhealthy)
+        {
+            return;
+        }
+        slot.healthy = healthy;
+        ctx.events.emit(EventKind::HealthChanged {
+            service: ctx.service_name.clone(),
+            replica,
+            healthy,
+        });
+        if healthy {
+            if slot.state == SlotState::Unhealthy {
+                slot.state = SlotState::Running;
+                ctx.board.update(&ctx.service_name, replica, |r| {
+                    r.state = ReplicaState::Running
+                });
+            }
+            Self::arm_ready(&ctx, myself, replica, slot);
+            return;
+        }
+        slot.ready = false;
+        slot.token += 1;
+        match ctx.service.health.as_ref().map(|h| h.on_unhealthy) {
+            Some(OnUnhealthy::Isolate) => {
+                slot.state = SlotState::Unhealthy;
+                ctx.board.update(&ctx.service_name, replica, |r| {
+                    r.state = ReplicaState::Isolated
+                });
+                ctx.events.emit(EventKind::Isolated {
+                    service: ctx.service_name.clone(),
+                    replica,
+                    reason: "health check failing".into(),
+                });
+            }
+            Some(OnUnhealthy::Restart) => {
+                let decision = slot.tracker.decide(Cause::Unhealthy, Instant::now());
+                self.apply(myself, replica, decision).await;
+            }
+            Some(OnUnhealthy::None) | None => {}
+        }
+    }
+
+    fn restart_due(&mut self, replica: u32, token: u64) {
+        let ctx = self.ctx.clone();
+        if let Some(slot) = self.slots.get_mut(&replica) {
+            if slot.token == token && slot.state == SlotState::Backoff {
+                Self::restart(&ctx, replica, slot);
+            }
+        }
+    }
+
+    fn restart(ctx: &ServiceContext, replica: u32, slot: &mut Slot) {
+        slot.generation += 1;
+        slot.state = SlotState::Booting;
+        slot.healthy = false;
+        slot.ready = false;
+        slot.token += 1;
+        let _ = slot.actor.cast(ContainerMsg::Restart {
+            generation: slot.generation,
+        });
+        let restarts = slot.tracker.total();
+        ctx.board
+            .update(&ctx.service_name, replica, |r| r.restarts = restarts);
+    }
+
+    fn fail_slot(ctx: &ServiceContext, replica: u32, slot: &mut Slot, reason: String) {
+        slot.state = SlotState::Failed;
+        slot.ready = false;
+        let _ = slot.actor.cast(ContainerMsg::Release);
+        ctx.board.update(&ctx.service_name, replica, |r| {
+            r.state = ReplicaState::Failed;
+            r.backoff_ms = None;
+        });
+        ctx.events.emit(EventKind::GaveUp {
+            service: ctx.service_name.clone(),
+            replica,
+            reason,
+        });
+    }
+
+    /// Carry out a restart decision for one replica.
+    async fn apply(&mut self, myself: &ActorRef<SupervisorMsg>, replica: u32, decision: Decision) {
+        let ctx = self.ctx.clone();
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return;
+        };
+        slot.ready = false;
+        match decision {
+            Decision::RestartNow => {
+                Self::restart(&ctx, replica, slot);
+                ctx.events.emit(EventKind::ReplicaRestarting {
+                    service: ctx.service_name.clone(),
+                    replica,
+                    delay_ms: 0,
+                    restarts: slot.tracker.total(),
+                });
+            }
+            Decision::RestartAfter(delay) => {
+                slot.state = SlotState::Backoff;
+                slot.token += 1;
+                let token = slot.token;
+                let delay_ms = delay.as_millis() as u64;
+                let restarts = slot.tracker.total();
+                let _ = slot.actor.cast(ContainerMsg::Hold);
+                ctx.board.update(&ctx.service_name, replica, |r| {
+                    r.state = ReplicaState::Backoff;
+                    r.backoff_ms = Some(delay_ms);
+                    r.restarts = restarts.saturating_sub(1);
+                });
+                ctx.events.emit(EventKind::BackOff {
+                    service: ctx.service_name.clone(),
+                    replica,
+                    delay_ms,
+                });
+                ctx.events.emit(EventKind::ReplicaRestarting {
+                    service: ctx.service_name.clone(),
+                    replica,
+                    delay_ms,
+                    restarts,
+                });
+                myself.send_after(delay, move || SupervisorMsg::RestartDue { replica, token });
+            }
+            Decision::Complete => {
+                slot.state = SlotState::Completed;
+                let _ = slot.actor.cast(ContainerMsg::Release);
+                ctx.board.update(&ctx.service_name, replica, |r| {
+                    r.state = ReplicaState::Completed
+                });
+                ctx.events.emit(EventKind::Completed {
+                    service: ctx.service_name.clone(),
+                    replica,
+                });
+            }
+            Decision::Fail(reason) => Self::fail_slot(&ctx, replica, slot, reason),
+            Decision::GiveUp(reason) => {
+                Self::fail_slot(&ctx, replica, slot, reason.clone());
+                let why = format!("replica {replica} {reason}");
+                ctx.board
+                    .set_service(&ctx.service_name, ServicePhase::Failed, Some(why.clone()));
+                self.phase = ServicePhase::Failed;
+                ctx.events.emit(EventKind::ServiceFailed {
+                    service: ctx.service_name.clone(),
+                    reason: why,
+                });
+            }
+            Decision::Isolate => {
+                slot.state = SlotState::Isolated;
+                let _ = slot.actor.cast(ContainerMsg::Hold);
+                ctx.board.update(&ctx.service_name, replica, |r| {
+                    r.state = ReplicaState::Isolated
+                });
+                ctx.events.emit(EventKind::Isolated {
+                    service: ctx.service_name.clone(),
+                    replica,
+                    reason: "exited unexpectedly; kept for debugging".into(),
+                });
+            }
+            Decision::ShutdownService => {
+                let reason = format!("replica {replica} exited unexpectedly; on_panic is shutdown");
+                ctx.events.emit(EventKind::ServiceShutdown {
+                    service: ctx.service_name.clone(),
+                    reason: reason.clone(),
+                });
+                self.stop_all(ServicePhase::Shutdown, Some(reason)).await;
+            }
+        }
+    }
+
+    /// Tell the deployment actor when this service's counts change.
+    fn report(&mut self) {
+        let is_job = self.ctx.service.kind == ServiceKind::Job;
+        let mut c = ServiceCounts {
+            desired: self.desired,
+            viable: matches!(self.phase, ServicePhase::Running),
+            ..ServiceCounts::default()
+        };
+        for slot in self.slots.values() {
+            match slot.state {
+                SlotState::Running => {
+                    c.running += 1;
+                    if slot.healthy {
+                        c.healthy += 1;
+                    }
+                    if slot.ready {
+                        c.ready += 1;
+                    }
+                }
+                SlotState::Unhealthy => c.running += 1,
+                SlotState::Completed if is_job => c.ready += 1,
+                _ => {}
+            }
+        }
+        if self.reported != Some(c) {
+            self.reported = Some(c);
+            let _ = self.parent.cast(DeploymentMsg::ServiceHealth {
+                service: self.ctx.service_name.clone(),
+                counts: c,
+            });
+        }
+    }
+}
+
+/// How long a whole service may take to stop.
+pub(crate) fn shutdown_budget(service: &Service) -> Duration {
+    stop_budget(service.stop_grace_period) + Duration::from_secs(1)
+}
