@@ -4,11 +4,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use herdsman_spec::{InitAction, InitStep, ReplicaVars, StepFailure};
+use herdsman_spec::{InitAction, InitStep, ReplicaVars};
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 
-use crate::{cap_output, check_tcp, humanize, run_command, CommandRequest, HttpProber, Outcome};
+use crate::{check_tcp, humanize, run_command, CommandRequest, HttpProber, Outcome};
 
 /// First pause between two tries of a step; it doubles per try.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -20,6 +20,9 @@ const POLL_FIRST: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_secs(1);
 /// Time left for the last check of a `wait_*` try (at most a quarter of the try).
 const LAST_CHECK_ROOM: Duration = Duration::from_millis(100);
+/// Most bytes of a failed try's output appended to the step's error: enough for a
+/// message, short enough for an event.
+const ERROR_OUTPUT_CAP: usize = 1024;
 /// A try bounds itself by its deadline; the outer bound leaves it this long to report
 /// (an `init.run` command killed at the deadline is still reaped and its output read).
 const TRY_SLACK: Duration = Duration::from_secs(1);
@@ -33,23 +36,12 @@ pub struct StepReport {
     pub ok: bool,
     /// Tries made (1 + retries used).
     pub attempts: u32,
-    /// Why the last try failed.
+    /// Why the last try failed, followed by the end of its output when it had any (an
+    /// `init.run` command's output, an `init.wait_http` response body), so an event can
+    /// show what went wrong.
     pub error: Option<String>,
     /// Total time.
     pub duration: Duration,
-    /// The step's `on_failure`, copied so the sequence can be judged from the reports
-    /// alone (see [`StepReport::verdict`]).
-    #[serde(default = "default_on_failure")]
-    pub on_failure: StepFailure,
-    /// Output of the last try: an `init.run` command's output (last
-    /// [`OUTPUT_CAP`](crate::OUTPUT_CAP) bytes), or the last response excerpt of
-    /// `init.wait_http`.
-    #[serde(default)]
-    pub output: String,
-}
-
-fn default_on_failure() -> StepFailure {
-    StepFailure::Fail
 }
 
 impl StepReport {
@@ -61,8 +53,6 @@ impl StepReport {
             attempts,
             error: None,
             duration,
-            on_failure: step.on_failure,
-            output: String::new(),
         }
     }
 
@@ -79,8 +69,6 @@ impl StepReport {
             attempts,
             error: Some(error.into()),
             duration,
-            on_failure: step.on_failure,
-            output: String::new(),
         }
     }
 }
@@ -168,11 +156,23 @@ where
         step: step.id.clone(),
         ok: last.error.is_none(),
         attempts,
-        error: last.error,
+        error: last.error.map(|e| with_output(e, &last.output)),
         duration: started.elapsed(),
-        on_failure: step.on_failure,
-        output: cap_output(last.output),
     }
+}
+
+/// `error`, then `; output: ` and the last [`ERROR_OUTPUT_CAP`] bytes of `output` when it
+/// has any.
+fn with_output(error: String, output: &str) -> String {
+    let output = output.trim();
+    if output.is_empty() {
+        return error;
+    }
+    let mut start = output.len().saturating_sub(ERROR_OUTPUT_CAP);
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{error}; output: {}", &output[start..])
 }
 
 /// A step's action with its templates expanded for one replica.
@@ -305,7 +305,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herdsman_spec::Template;
+    use herdsman_spec::{StepFailure, Template};
     use std::sync::{Arc, Mutex};
 
     fn step(timeout_ms: u64, retry: u32) -> InitStep {
@@ -318,6 +318,16 @@ mod tests {
             retry,
             on_failure: StepFailure::Warn,
         }
+    }
+
+    #[test]
+    fn a_failed_try_error_ends_with_the_tail_of_its_output() {
+        assert_eq!(with_output("boom".into(), "  \n"), "boom");
+        assert_eq!(with_output("boom".into(), "a\nb\n"), "boom; output: a\nb");
+        let long = format!("{}end", "x".repeat(5000));
+        let e = with_output("boom".into(), &long);
+        assert_eq!(e.len(), "boom; output: ".len() + ERROR_OUTPUT_CAP);
+        assert!(e.ends_with("xend"));
     }
 
     #[test]
@@ -379,9 +389,7 @@ mod tests {
         let r = run_tries(&step(1000, 2), flaky(99, Duration::ZERO, starts, origin)).await;
         assert!(!r.ok);
         assert_eq!(r.attempts, 3);
-        assert_eq!(r.error.as_deref(), Some("try 3 failed"));
-        assert_eq!(r.output, "out 3");
-        assert_eq!(r.on_failure, StepFailure::Warn);
+        assert_eq!(r.error.as_deref(), Some("try 3 failed; output: out 3"));
         assert_eq!(r.duration, Duration::from_millis(300));
     }
 

@@ -32,9 +32,9 @@ impl StepVerdict {
 }
 
 impl StepReport {
-    /// What this report means for the sequence, from `ok` and the step's `on_failure`.
-    pub fn verdict(&self) -> StepVerdict {
-        match (self.ok, self.on_failure) {
+    /// What this report means for the sequence, given its step's `on_failure`.
+    pub fn verdict(&self, on_failure: StepFailure) -> StepVerdict {
+        match (self.ok, on_failure) {
             (true, _) => StepVerdict::Passed,
             (false, StepFailure::Warn) => StepVerdict::Warned,
             (false, StepFailure::Continue) => StepVerdict::Ignored,
@@ -68,12 +68,13 @@ impl SequenceOutcome {
     }
 }
 
-/// Judge a sequence from the reports of the steps run so far, in order: failed at the
-/// first report whose verdict is [`StepVerdict::Failed`], completed otherwise.
-pub fn sequence_outcome(reports: &[StepReport]) -> SequenceOutcome {
+/// Judge a sequence from the reports of the steps run so far: `reports[i]` is the report of
+/// `steps[i]` (extra steps without a report are not judged). Failed at the first report
+/// whose verdict is [`StepVerdict::Failed`], completed otherwise.
+pub fn sequence_outcome(steps: &[InitStep], reports: &[StepReport]) -> SequenceOutcome {
     let mut warned = Vec::new();
-    for r in reports {
-        match r.verdict() {
+    for (step, r) in steps.iter().zip(reports) {
+        match r.verdict(step.on_failure) {
             StepVerdict::Passed | StepVerdict::Ignored => {}
             StepVerdict::Warned => warned.push(r.step.clone()),
             StepVerdict::Failed => {
@@ -104,13 +105,13 @@ where
     let mut reports = Vec::with_capacity(steps.len());
     for step in steps {
         let report = run(step).await;
-        let goes_on = report.verdict().goes_on();
+        let goes_on = report.verdict(step.on_failure).goes_on();
         reports.push(report);
         if !goes_on {
             break;
         }
     }
-    let outcome = sequence_outcome(&reports);
+    let outcome = sequence_outcome(steps, &reports);
     (reports, outcome)
 }
 
@@ -196,16 +197,21 @@ mod tests {
     use herdsman_spec::{InitAction, Template};
     use tokio::time::{sleep, Instant};
 
-    fn report(id: &str, ok: bool, on_failure: StepFailure) -> StepReport {
+    fn report(id: &str, ok: bool) -> StepReport {
         StepReport {
             step: id.into(),
             ok,
             attempts: 1,
             error: (!ok).then(|| format!("{id} broke")),
             duration: Duration::ZERO,
-            on_failure,
-            output: String::new(),
         }
+    }
+
+    /// Steps and their reports from `(id, ok, on_failure)` rows.
+    fn run_of(rows: &[(&str, bool, StepFailure)]) -> (Vec<InitStep>, Vec<StepReport>) {
+        rows.iter()
+            .map(|(id, ok, f)| (init_step(id, *f), report(id, *ok)))
+            .unzip()
     }
 
     #[test]
@@ -220,7 +226,7 @@ mod tests {
         ];
         for (ok, on_failure, want) in cases {
             assert_eq!(
-                report("s", ok, on_failure).verdict(),
+                report("s", ok).verdict(on_failure),
                 want,
                 "{ok} {on_failure:?}"
             );
@@ -230,31 +236,28 @@ mod tests {
     #[test]
     fn sequence_fails_at_the_first_failing_fail_step_and_lists_warnings() {
         use StepFailure::*;
-        let reports = vec![
-            report("a", true, Fail),
-            report("b", false, Warn),
-            report("c", false, Continue),
-            report("d", false, Warn),
-        ];
+        let (steps, reports) = run_of(&[
+            ("a", true, Fail),
+            ("b", false, Warn),
+            ("c", false, Continue),
+            ("d", false, Warn),
+        ]);
         assert_eq!(
-            sequence_outcome(&reports),
+            sequence_outcome(&steps, &reports),
             SequenceOutcome::Completed {
                 warned: vec!["b".into(), "d".into()]
             }
         );
-        let reports = vec![
-            report("a", false, Warn),
-            report("b", false, Fail),
-            report("c", false, Fail),
-        ];
+        let (steps, reports) =
+            run_of(&[("a", false, Warn), ("b", false, Fail), ("c", false, Fail)]);
         assert_eq!(
-            sequence_outcome(&reports),
+            sequence_outcome(&steps, &reports),
             SequenceOutcome::Failed {
                 step: "b".into(),
                 error: "b broke".into()
             }
         );
-        assert!(sequence_outcome(&[]).is_completed());
+        assert!(sequence_outcome(&steps, &[]).is_completed());
     }
 
     fn init_step(id: &str, on_failure: StepFailure) -> InitStep {
