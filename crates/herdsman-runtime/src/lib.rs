@@ -2,12 +2,60 @@
 //! (real OS processes, the default) and [`SimRuntime`] (simulated containers with
 //! fault injection, for fleet simulations and deterministic tests).
 //!
-//! Layout: `runtime` (the trait, container ids, exits), `error` (this crate's error).
+//! # Plugging in your own backend
+//!
+//! An orchestrator that runs its workloads with Docker, youki, Firecracker VMs or anything
+//! else implements [`Runtime`] for that backend and hands it to the actor tree as
+//! `Arc<dyn Runtime>`. The tree calls it once per replica incarnation, named by a
+//! [`ContainerId`] (deployment, service, replica, generation), concurrently for different
+//! ids; never block the executor and never hold a lock across an await.
+//!
+//! - `create` prepares the container from [`ContainerSpec`]: the validated service (image,
+//!   command, env templates) and the replica's variables to expand them with. Keep the
+//!   backend's handle keyed by the id.
+//! - `start` starts it and returns [`Started`] with an [`ExitWatch`]: keep the
+//!   [`ExitSender`] from [`ExitWatch::channel`] and complete it from the backend's own exit
+//!   event (Docker's `wait` endpoint, youki's pidfd or SIGCHLD, the hypervisor's exit
+//!   event). Never poll on a timer: restarts are only as fast as this notification. A
+//!   dropped sender reads as [`ExitReason::Lost`].
+//! - `stop` sends the stop signal to everything the container runs (for youki, its
+//!   cgroup), waits up to the grace period, kills, and returns once nothing is left.
+//!   Stopping an exited container succeeds. `remove` frees what is left and is idempotent.
+//! - `exec` runs `sh -c <command>` inside the container with a hard timeout (Docker exec,
+//!   `youki exec`, the VM's agent), for command health checks; answer
+//!   [`RuntimeError::Unsupported`] if the backend cannot.
+//! - `logs` returns the output's tail synchronously (keep a ring buffer), for the log
+//!   tails of stabilization reports.
+//! - `probe_host` is the address TCP and HTTP checks connect to (default loopback; a
+//!   bridge network's container IP otherwise). `check` and `init_step` probe from this
+//!   host by default; override them when the workload is unreachable from here, e.g. to
+//!   run checks through a VM's agent.
+//! - Errors: [`RuntimeError::Start`] for causes someone must fix (name the image or path),
+//!   [`RuntimeError::Io`] for transient ones, [`RuntimeError::UnknownContainer`] for ids
+//!   it never created.
+//!
+//! The example on [`Runtime`] is a minimal, compiled implementation; [`ProcessRuntime`]
+//! and [`SimRuntime`] are complete ones.
+//!
+//! Layout: `runtime` (the trait, container ids, exits), `error` (this crate's error),
+//! `process` (the process runtime), `launch` (a replica's argv, env and workdir),
+//! `process_group` (signalling a replica's whole process group), `log_buffer` (bounded
+//! output capture), `sim` (the simulated runtime), `fault` (fault profiles and seeded
+//! randomness).
 
 mod error;
+mod fault;
+mod launch;
+mod log_buffer;
+mod process;
+mod process_group;
 mod runtime;
+mod sim;
 
 pub use error::RuntimeError;
+pub use fault::{ExecBehaviour, FaultProfile, HealthBehaviour, Lifetime};
+pub use process::{ProcessConfig, ProcessRuntime};
 pub use runtime::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started,
 };
+pub use sim::{SimRuntime, SimStats};

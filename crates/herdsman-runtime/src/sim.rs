@@ -1,0 +1,792 @@
+//! [`SimRuntime`]: containers that exist only in memory, living and failing as their
+//! service's [`FaultProfile`] says, with faults injectable at run time. Deterministic for
+//! a seed, and cheap enough to simulate fleets of 100,000 replicas.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use herdsman_probe::{CheckResult, CommandOutput, Outcome, StepReport};
+use herdsman_spec::{Check, InitStep, ReplicaVars, StopSignal};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::fault::{chance, rng_for, Stream};
+use crate::{
+    ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, FaultProfile, Runtime,
+    RuntimeError, Started,
+};
+
+/// Simulated containers: no processes, no I/O, only state and timers on the tokio clock,
+/// so whole fleets run under `tokio::time::pause()` in milliseconds.
+///
+/// - Each service's containers follow its [`FaultProfile`] ([`SimRuntime::set_profile`],
+///   at any time; a change applies from the next decision on).
+/// - Faults are injected at run time: [`SimRuntime::kill`], [`SimRuntime::kill_replica`],
+///   [`SimRuntime::fail_starts`].
+/// - Queries for tests and fleet invariants: [`SimRuntime::running`],
+///   [`SimRuntime::running_count`], [`SimRuntime::is_running`], [`SimRuntime::stats`].
+/// - Deterministic: every random decision comes from a generator derived from the seed,
+///   the container id and a per-container counter, so the same seed and the same calls
+///   replay the same exits at the same times, whatever order containers are driven in.
+/// - Cheap: an idle container is one map entry (a few hundred bytes, see
+///   [`SimRuntime::approx_memory`]) and no task. Timed exits are scheduled by one driver
+///   task per runtime, spawned on the first timed start; a `Forever` container has no
+///   timer at all.
+/// - Health checks and init steps are answered from the profile instead of probing;
+///   [`Runtime::logs`] returns synthetic lines (`started`, `exited with code N`).
+///
+/// [`SimRuntime::new`] needs no tokio runtime; `start` must run inside one.
+#[derive(Debug)]
+pub struct SimRuntime {
+    shared: Arc<Shared>,
+}
+
+/// Counters of what a [`SimRuntime`] did, in total or for one service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Containers created.
+    pub created: u64,
+    /// Starts that succeeded.
+    pub started: u64,
+    /// Starts that failed (injected).
+    pub start_failures: u64,
+    /// Exits, however caused.
+    pub exited: u64,
+    /// Exits caused by `stop` (or by `remove` of a running container).
+    pub stopped: u64,
+    /// Exits injected with `kill` or `kill_replica`.
+    pub killed: u64,
+    /// Containers removed.
+    pub removed: u64,
+    /// Init step tries that failed.
+    pub init_failures: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    seed: u64,
+    state: Mutex<SimState>,
+    /// Wakes the driver when a deadline earlier than all others is scheduled.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// Ordered, so one replica's incarnations are a range and `running()` is sorted.
+    containers: BTreeMap<ContainerId, SimContainer>,
+    profiles: HashMap<String, Arc<FaultProfile>>,
+    default_profile: Arc<FaultProfile>,
+    /// Service → starts still to fail (`fail_starts`).
+    forced_start_failures: HashMap<String, u32>,
+    /// Init steps run per container, so a re-run init sequence draws fresh outcomes.
+    init_runs: HashMap<ContainerId, u32>,
+    /// Deployments seen, to find a replica by service and index.
+    deployments: Vec<Arc<str>>,
+    /// Pending exits, earliest first. Entries of containers stopped or killed earlier are
+    /// left in place and skipped when due (counted in `stale_timers`).
+    timers: BinaryHeap<Reverse<Timer>>,
+    stale_timers: usize,
+    stats: SimStats,
+    service_stats: HashMap<Arc<str>, SimStats>,
+    driver: Option<JoinHandle<()>>,
+}
+
+/// One simulated container.
+#[derive(Debug)]
+struct SimContainer {
+    phase: SimPhase,
+    /// Start attempts so far: indexes the start, lifetime and exit-code draws, and tells a
+    /// timer of this incarnation from a stale one.
+    attempts: u32,
+    /// Health checks so far (indexes the health draws).
+    checks: u32,
+    /// Exec commands so far (indexes the exec draws).
+    execs: u32,
+    /// A timer for the current incarnation is in the heap.
+    timer_pending: bool,
+}
+
+#[derive(Debug)]
+enum SimPhase {
+    Created,
+    StartFailed,
+    Running {
+        since: Instant,
+        exit_tx: Option<ExitSender>,
+        /// Set while a `stop` waits out the grace period of a container that ignores it.
+        stop_waiter: Option<oneshot::Sender<()>>,
+    },
+    Exited(Exit),
+}
+
+/// A scheduled self-inflicted exit. Ordered by deadline, then container id, so exits due
+/// at the same instant fire in an order that does not depend on start order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    deadline: Instant,
+    id: ContainerId,
+    attempt: u32,
+}
+
+/// Why a container ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    ByItself,
+    Stop,
+    Kill,
+}
+
+/// An exit to deliver once the state lock is released.
+#[derive(Debug)]
+#[must_use = "an ending must be delivered"]
+struct Ending {
+    exit: Exit,
+    exit_tx: Option<ExitSender>,
+    stop_waiter: Option<oneshot::Sender<()>>,
+}
+
+impl Ending {
+    fn deliver(self) {
+        if let Some(tx) = self.exit_tx {
+            let _ = tx.send(self.exit);
+        }
+        if let Some(tx) = self.stop_waiter {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl SimState {
+    fn profile(&self, service: &str) -> Arc<FaultProfile> {
+        self.profiles
+            .get(service)
+            .unwrap_or(&self.default_profile)
+            .clone()
+    }
+
+    fn count(&mut self, service: &Arc<str>, f: impl Fn(&mut SimStats)) {
+        f(&mut self.stats);
+        f(self.service_stats.entry(service.clone()).or_default());
+    }
+
+    /// End the running container `id` (of start attempt `attempt`, if given) with `reason`.
+    /// `None` when it is not running (or is a later incarnation).
+    fn end(
+        &mut self,
+        id: &ContainerId,
+        attempt: Option<u32>,
+        reason: ExitReason,
+        cause: Cause,
+    ) -> Option<Ending> {
+        let c = self.containers.get_mut(id)?;
+        if attempt.is_some_and(|a| a != c.attempts) {
+            return None;
+        }
+        let SimPhase::Running { since, .. } = c.phase else {
+            return None;
+        };
+        let exit = Exit {
+            reason,
+            ran_for: Instant::now().saturating_duration_since(since),
+        };
+        let SimPhase::Running {
+            exit_tx,
+            stop_waiter,
+            ..
+        } = std::mem::replace(&mut c.phase, SimPhase::Exited(exit))
+        else {
+            return None;
+        };
+        if std::mem::take(&mut c.timer_pending) && cause != Cause::ByItself {
+            self.stale_timers += 1;
+        }
+        self.count(&id.service, |s| {
+            s.exited += 1;
+            match cause {
+                Cause::ByItself => {}
+                Cause::Stop => s.stopped += 1,
+                Cause::Kill => s.killed += 1,
+            }
+        });
+        Some(Ending {
+            exit,
+            exit_tx,
+            stop_waiter,
+        })
+    }
+
+    /// Pop every timer due at `now`, ending its container if it is still that incarnation.
+    /// Returns the endings and the next deadline.
+    fn take_due(&mut self, seed: u64, now: Instant) -> (Vec<Ending>, Option<Instant>) {
+        let mut endings = Vec::new();
+        while let Some(Reverse(timer)) = self.timers.peek() {
+            if timer.deadline > now {
+                break;
+            }
+            let Some(Reverse(timer)) = self.timers.pop() else {
+                break;
+            };
+            let live = self
+                .containers
+                .get(&timer.id)
+                .is_some_and(|c| c.timer_pending && c.attempts == timer.attempt);
+            if !live {
+                self.stale_timers = self.stale_timers.saturating_sub(1);
+                continue;
+            }
+            let profile = self.profile(&timer.id.service);
+            let mut rng = rng_for(seed, &timer.id, Stream::ExitCode, "", timer.attempt.into());
+            let code = profile.exit_code(&mut rng);
+            if let Some(ending) = self.end(
+                &timer.id,
+                Some(timer.attempt),
+                ExitReason::Code(code),
+                Cause::ByItself,
+            ) {
+                endings.push(ending);
+            }
+        }
+        self.compact_timers();
+        (endings, self.timers.peek().map(|Reverse(t)| t.deadline))
+    }
+
+    /// Drop stale timers once they outnumber live ones, so a long simulation with many
+    /// stops of long-lived containers does not grow the heap without bound.
+    fn compact_timers(&mut self) {
+        if self.stale_timers < 1024 || self.stale_timers * 2 < self.timers.len() {
+            return;
+        }
+        let containers = &self.containers;
+        self.timers.retain(|Reverse(t)| {
+            containers
+                .get(&t.id)
+                .is_some_and(|c| c.timer_pending && c.attempts == t.attempt)
+        });
+        self.stale_timers = 0;
+    }
+}
+
+impl SimRuntime {
+    /// A simulation whose every random decision derives from `seed`. Needs no tokio
+    /// runtime; the driver task is spawned by the first `start` that schedules an exit.
+    pub fn new(seed: u64) -> SimRuntime {
+        SimRuntime {
+            shared: Arc::new(Shared {
+                seed,
+                state: Mutex::new(SimState::default()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The seed it was created with.
+    pub fn seed(&self) -> u64 {
+        self.shared.seed
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        self.shared.state()
+    }
+
+    /// Use `profile` for the containers of `service` from now on.
+    pub fn set_profile(&self, service: &str, profile: FaultProfile) {
+        self.state()
+            .profiles
+            .insert(service.to_string(), Arc::new(profile));
+    }
+
+    /// Use `profile` for services without a profile of their own.
+    pub fn set_default_profile(&self, profile: FaultProfile) {
+        self.state().default_profile = Arc::new(profile);
+    }
+
+    /// The profile `service` currently follows.
+    pub fn profile(&self, service: &str) -> FaultProfile {
+        (*self.state().profile(service)).clone()
+    }
+
+    /// Make the next `n` starts of `service` fail (on top of any already pending).
+    pub fn fail_starts(&self, service: &str, n: u32) {
+        let mut st = self.state();
+        let pending = st
+            .forced_start_failures
+            .entry(service.to_string())
+            .or_default();
+        *pending = pending.saturating_add(n);
+    }
+
+    /// End container `id` now with `exit_code`, as if it crashed. Returns `false` when it
+    /// was not running.
+    pub fn kill(&self, id: &ContainerId, exit_code: i32) -> bool {
+        let ending = self
+            .state()
+            .end(id, None, ExitReason::Code(exit_code), Cause::Kill);
+        match ending {
+            Some(ending) => {
+                ending.deliver();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// End the running incarnation of replica `replica` of `service` (in every deployment)
+    /// now with `exit_code`. Returns the ids it killed.
+    pub fn kill_replica(&self, service: &str, replica: u32, exit_code: i32) -> Vec<ContainerId> {
+        let mut st = self.state();
+        let ids = replica_ids(&st, service, replica);
+        let endings: Vec<_> = ids
+            .iter()
+            .filter_map(|id| st.end(id, None, ExitReason::Code(exit_code), Cause::Kill))
+            .collect();
+        drop(st);
+        endings.into_iter().for_each(Ending::deliver);
+        ids
+    }
+
+    /// Every running container, sorted.
+    pub fn running(&self) -> Vec<ContainerId> {
+        self.state()
+            .containers
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, SimPhase::Running { .. }))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// How many incarnations of replica `replica` of `service` run (in every deployment).
+    /// A correct supervisor keeps this at most 1 per deployment.
+    pub fn running_count(&self, service: &str, replica: u32) -> usize {
+        replica_ids(&self.state(), service, replica).len()
+    }
+
+    /// Whether container `id` is running.
+    pub fn is_running(&self, id: &ContainerId) -> bool {
+        self.state()
+            .containers
+            .get(id)
+            .is_some_and(|c| matches!(c.phase, SimPhase::Running { .. }))
+    }
+
+    /// How many containers exist (created and not removed), whatever their state.
+    pub fn container_count(&self) -> usize {
+        self.state().containers.len()
+    }
+
+    /// How many self-inflicted exits are scheduled. `Forever` containers add none.
+    pub fn scheduled_exits(&self) -> usize {
+        let st = self.state();
+        st.timers.len().saturating_sub(st.stale_timers)
+    }
+
+    /// Counters over every service.
+    pub fn stats(&self) -> SimStats {
+        self.state().stats
+    }
+
+    /// Counters for one service.
+    pub fn service_stats(&self, service: &str) -> SimStats {
+        self.state()
+            .service_stats
+            .get(service)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A structural estimate of the bytes held for containers: the ordered map's entries
+    /// (with B-tree nodes assumed half full, their minimum), each running container's exit
+    /// notification, the container id's names, pending timers and init counters.
+    pub fn approx_memory(&self) -> usize {
+        // A oneshot channel's shared allocation: reference counts, state, value, two wakers.
+        const ONESHOT: usize = 2 * 8 + 8 + std::mem::size_of::<Option<Exit>>() + 2 * 24;
+        let st = self.state();
+        let entry = std::mem::size_of::<ContainerId>() + std::mem::size_of::<SimContainer>();
+        let per_container: usize = st
+            .containers
+            .iter()
+            .map(|(id, c)| {
+                let names = id.deployment.len() + id.service.len() + 2 * 16;
+                let notify = match &c.phase {
+                    SimPhase::Running { exit_tx, .. } if exit_tx.is_some() => ONESHOT,
+                    _ => 0,
+                };
+                2 * entry + names + notify
+            })
+            .sum();
+        let timers = st.timers.capacity() * std::mem::size_of::<Reverse<Timer>>();
+        let init = st.init_runs.capacity() * (std::mem::size_of::<(ContainerId, u32)>() + 1);
+        per_container + timers + init
+    }
+
+    /// Spawn the driver task if it is not running yet. Must run in a tokio runtime.
+    fn ensure_driver(&self, st: &mut SimState) {
+        if st.driver.is_none() {
+            st.driver = Some(tokio::spawn(drive(self.shared.clone())));
+        }
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        // Every mutation completes without panicking paths in between; a poisoned lock
+        // still holds a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The running incarnations of `service`'s replica `replica`, across deployments.
+fn replica_ids(st: &SimState, service: &str, replica: u32) -> Vec<ContainerId> {
+    let service: Arc<str> = Arc::from(service);
+    let mut ids = Vec::new();
+    for deployment in &st.deployments {
+        let lo = ContainerId::new(deployment.clone(), service.clone(), replica, 0);
+        let hi = ContainerId::new(deployment.clone(), service.clone(), replica, u64::MAX);
+        ids.extend(
+            st.containers
+                .range(lo..=hi)
+                .filter(|(_, c)| matches!(c.phase, SimPhase::Running { .. }))
+                .map(|(id, _)| id.clone()),
+        );
+    }
+    ids
+}
+
+/// The driver: one task per runtime that fires due exits. It sleeps until the earliest
+/// deadline, or until woken because an earlier one was scheduled.
+async fn drive(shared: Arc<Shared>) {
+    loop {
+        let (endings, next) = shared.state().take_due(shared.seed, Instant::now());
+        endings.into_iter().for_each(Ending::deliver);
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = shared.wake.notified() => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+impl Drop for SimRuntime {
+    /// Stop the driver. Pending exit watches resolve as [`ExitReason::Lost`].
+    fn drop(&mut self) {
+        if let Some(driver) = self.state().driver.take() {
+            driver.abort();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for SimRuntime {
+    async fn create(&self, id: &ContainerId, _spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let mut st = self.state();
+        if let Some(old) = st.containers.get(id) {
+            if matches!(old.phase, SimPhase::Running { .. }) {
+                return Err(RuntimeError::Start {
+                    id: id.to_string(),
+                    reason: "it already exists and is running".into(),
+                });
+            }
+            if old.timer_pending {
+                st.stale_timers += 1;
+            }
+        }
+        if !st.deployments.contains(&id.deployment) {
+            st.deployments.push(id.deployment.clone());
+        }
+        st.init_runs.remove(id);
+        st.containers.insert(
+            id.clone(),
+            SimContainer {
+                phase: SimPhase::Created,
+                attempts: 0,
+                checks: 0,
+                execs: 0,
+                timer_pending: false,
+            },
+        );
+        st.count(&id.service, |s| s.created += 1);
+        Ok(())
+    }
+
+    async fn start(&self, id: &ContainerId) -> Result<Started, RuntimeError> {
+        let latency = {
+            let st = self.state();
+            if !st.containers.contains_key(id) {
+                return Err(RuntimeError::UnknownContainer { id: id.to_string() });
+            }
+            st.profile(&id.service).start_latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+
+        let seed = self.shared.seed;
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let profile = st.profile(&id.service);
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })?;
+        match c.phase {
+            SimPhase::Created | SimPhase::StartFailed => {}
+            SimPhase::Running { .. } => {
+                return Err(RuntimeError::Start {
+                    id: id.to_string(),
+                    reason: "it is already running".into(),
+                })
+            }
+            SimPhase::Exited(_) => {
+                return Err(RuntimeError::Start {
+                    id: id.to_string(),
+                    reason: "it has already run; create the next generation".into(),
+                })
+            }
+        }
+        c.attempts += 1;
+        let attempt = u64::from(c.attempts);
+        let forced = match st.forced_start_failures.get_mut(&*id.service) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        let mut rng = rng_for(seed, id, Stream::Start, "", attempt);
+        if forced || chance(&mut rng, profile.start_failure) {
+            c.phase = SimPhase::StartFailed;
+            st.count(&id.service, |s| s.start_failures += 1);
+            let what = if forced {
+                "start failure (fail_starts)".to_string()
+            } else {
+                format!("start failure (probability {})", profile.start_failure)
+            };
+            return Err(RuntimeError::Injected {
+                id: id.to_string(),
+                what,
+            });
+        }
+
+        let now = Instant::now();
+        let mut rng = rng_for(seed, id, Stream::Lifetime, "", attempt);
+        let deadline = profile
+            .lifetime
+            .sample(&mut rng)
+            .and_then(|d| now.checked_add(d));
+        let (exit_tx, exit) = ExitWatch::channel();
+        c.phase = SimPhase::Running {
+            since: now,
+            exit_tx: Some(exit_tx),
+            stop_waiter: None,
+        };
+        c.timer_pending = deadline.is_some();
+        let attempt = c.attempts;
+        st.count(&id.service, |s| s.started += 1);
+        if let Some(deadline) = deadline {
+            let earliest = st.timers.peek().map(|Reverse(t)| t.deadline);
+            st.timers.push(Reverse(Timer {
+                deadline,
+                id: id.clone(),
+                attempt,
+            }));
+            self.ensure_driver(st);
+            if earliest.is_none_or(|e| deadline < e) {
+                self.shared.wake.notify_one();
+            }
+        }
+        Ok(Started { pid: None, exit })
+    }
+
+    async fn stop(
+        &self,
+        id: &ContainerId,
+        signal: StopSignal,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let (waiter, attempt) = {
+            let mut guard = self.state();
+            let st = &mut *guard;
+            let hangs = st.profile(&id.service).stop_hangs && signal != StopSignal::KILL;
+            let c = st
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })?;
+            let SimPhase::Running { stop_waiter, .. } = &mut c.phase else {
+                return Ok(());
+            };
+            if hangs {
+                let (tx, rx) = oneshot::channel();
+                *stop_waiter = Some(tx);
+                (rx, c.attempts)
+            } else {
+                let ending = st.end(id, None, ExitReason::Signal(signal.0), Cause::Stop);
+                drop(guard);
+                ending.into_iter().for_each(Ending::deliver);
+                return Ok(());
+            }
+        };
+        // It ignores the signal: wait out the grace period unless it exits by itself
+        // first. A concurrent stop replacing the waiter wakes this one early, hence the
+        // deadline check below.
+        let deadline = Instant::now() + grace;
+        let _ = tokio::time::timeout_at(deadline, waiter).await;
+        if self.is_running(id) && Instant::now() < deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+        let ending = self
+            .state()
+            .end(id, Some(attempt), ExitReason::Signal(9), Cause::Stop);
+        ending.into_iter().for_each(Ending::deliver);
+        Ok(())
+    }
+
+    async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        let mut st = self.state();
+        let ending = st.end(id, None, ExitReason::Signal(9), Cause::Stop);
+        if let Some(c) = st.containers.remove(id) {
+            if c.timer_pending {
+                st.stale_timers += 1;
+            }
+            st.count(&id.service, |s| s.removed += 1);
+        }
+        st.init_runs.remove(id);
+        drop(st);
+        ending.into_iter().for_each(Ending::deliver);
+        Ok(())
+    }
+
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        _command: &str,
+        timeout: Duration,
+    ) -> Result<CommandOutput, RuntimeError> {
+        let (failed, behaviour) = {
+            let mut guard = self.state();
+            let st = &mut *guard;
+            let behaviour = st.profile(&id.service).exec;
+            let c = st
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })?;
+            c.execs += 1;
+            let mut rng = rng_for(self.shared.seed, id, Stream::Exec, "", c.execs.into());
+            (chance(&mut rng, behaviour.p_fail), behaviour)
+        };
+        let timed_out = behaviour.duration > timeout;
+        let duration = behaviour.duration.min(timeout);
+        if !duration.is_zero() {
+            tokio::time::sleep(duration).await;
+        }
+        Ok(CommandOutput {
+            exit_code: match (timed_out, failed) {
+                (true, _) => None,
+                (false, true) => Some(behaviour.fail_code),
+                (false, false) => Some(0),
+            },
+            signal: timed_out.then_some(9),
+            timed_out,
+            output: String::new(),
+            duration,
+        })
+    }
+
+    fn logs(&self, id: &ContainerId, lines: usize) -> Vec<String> {
+        let st = self.state();
+        let Some(c) = st.containers.get(id) else {
+            return Vec::new();
+        };
+        let all: Vec<String> = match &c.phase {
+            SimPhase::Created => Vec::new(),
+            SimPhase::StartFailed => vec!["start failed: injected fault".into()],
+            SimPhase::Running { .. } => vec!["started".into()],
+            SimPhase::Exited(exit) => {
+                let last = match exit.reason {
+                    ExitReason::Code(code) => format!("exited with code {code}"),
+                    ExitReason::Signal(signal) => format!("killed by signal {signal}"),
+                    ExitReason::Lost => "lost".into(),
+                };
+                vec!["started".into(), last]
+            }
+        };
+        let skip = all.len().saturating_sub(lines);
+        all.into_iter().skip(skip).collect()
+    }
+
+    /// Answered from the service's [`HealthBehaviour`](crate::HealthBehaviour), whatever
+    /// the check's kind; a container that is not running fails.
+    async fn check(
+        &self,
+        id: &ContainerId,
+        _check: &Check,
+        _vars: &ReplicaVars,
+        _timeout: Duration,
+    ) -> CheckResult {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let health = st.profile(&id.service).health;
+        let outcome = match st.containers.get_mut(id) {
+            None => Outcome::Failure("no such container".into()),
+            Some(c) => match c.phase {
+                SimPhase::Running { since, .. } => {
+                    c.checks += 1;
+                    let mut rng =
+                        rng_for(self.shared.seed, id, Stream::Health, "", c.checks.into());
+                    health.verdict(Instant::now().saturating_duration_since(since), &mut rng)
+                }
+                _ => Outcome::Failure("container is not running".into()),
+            },
+        };
+        CheckResult::new(outcome, Duration::ZERO, "")
+    }
+
+    /// Each try fails with the profile's `init_failure` probability; the step's retries are
+    /// honoured and take no simulated time.
+    async fn init_step(
+        &self,
+        id: &ContainerId,
+        step: &InitStep,
+        _vars: &ReplicaVars,
+    ) -> StepReport {
+        let mut st = self.state();
+        let p = st.profile(&id.service).init_failure;
+        let run = st.init_runs.entry(id.clone()).or_default();
+        *run += 1;
+        let run = u64::from(*run) << 32;
+        let tries = step.retry.saturating_add(1);
+        let mut failures: u32 = 0;
+        let mut ok = false;
+        for attempt in 1..=tries {
+            let mut rng = rng_for(
+                self.shared.seed,
+                id,
+                Stream::Init,
+                &step.id,
+                run | u64::from(attempt),
+            );
+            if chance(&mut rng, p) {
+                failures += 1;
+            } else {
+                ok = true;
+                break;
+            }
+        }
+        st.count(&id.service, |s| s.init_failures += u64::from(failures));
+        if ok {
+            StepReport::passed(step, failures + 1, Duration::ZERO)
+        } else {
+            StepReport::failed(
+                step,
+                tries,
+                format!("injected init failure ({tries} tries)"),
+                Duration::ZERO,
+            )
+        }
+    }
+}
