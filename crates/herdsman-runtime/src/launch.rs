@@ -119,9 +119,18 @@ impl Launch {
     pub(crate) fn spawn_error(&self, id: &ContainerId, err: &io::Error) -> RuntimeError {
         let program = self.program();
         let reason = match err.kind() {
-            io::ErrorKind::NotFound if program.contains('/') => format!(
-                "program {program} not found (no such file, or its #! interpreter is missing)"
-            ),
+            io::ErrorKind::NotFound if program.contains('/') => {
+                // A relative path is resolved in the workdir (exec happens after chdir).
+                let place = match &self.workdir {
+                    Some(dir) if !program.starts_with('/') => {
+                        format!(" in workdir {}", dir.display())
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "program {program} not found{place} (no such file, or its #! interpreter is missing)"
+                )
+            }
             io::ErrorKind::NotFound => format!("program {program} not found in PATH"),
             io::ErrorKind::PermissionDenied => {
                 format!("permission denied executing {program} (is it executable?)")

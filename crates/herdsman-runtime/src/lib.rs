@@ -40,7 +40,7 @@
 //! Layout: `runtime` (the trait, container ids, exits), `error` (this crate's error),
 //! `process` (the process runtime), `launch` (a replica's argv, env and workdir),
 //! `process_group` (signalling a replica's whole process group), `log_buffer` (bounded
-//! output capture), `sim` (the simulated runtime), `fault` (fault profiles and seeded
+//! output capture), `sim` (the simulated runtime), `sim_state` (its state and timer driver), `fault` (fault profiles and seeded
 //! randomness).
 
 mod error;
@@ -51,6 +51,7 @@ mod process;
 mod process_group;
 mod runtime;
 mod sim;
+mod sim_state;
 
 pub use error::RuntimeError;
 pub use fault::{ExecBehaviour, FaultProfile, HealthBehaviour, Lifetime};
@@ -58,4 +59,5 @@ pub use process::{ProcessConfig, ProcessRuntime};
 pub use runtime::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started,
 };
-pub use sim::{SimRuntime, SimStats};
+pub use sim::SimRuntime;
+pub use sim_state::SimStats;

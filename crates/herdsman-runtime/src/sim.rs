@@ -2,21 +2,20 @@
 //! service's [`FaultProfile`] says, with faults injectable at run time. Deterministic for
 //! a seed, and cheap enough to simulate fleets of 100,000 replicas.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herdsman_probe::{CheckResult, CommandOutput, Outcome, StepReport};
 use herdsman_spec::{Check, InitStep, ReplicaVars, StopSignal};
 use tokio::sync::{oneshot, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fault::{chance, rng_for, Stream};
+use crate::sim_state::{
+    drive, replica_ids, Cause, Ending, Shared, SimContainer, SimPhase, SimState, SimStats, Timer,
+};
 use crate::{
-    ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, FaultProfile, Runtime,
-    RuntimeError, Started,
+    ContainerId, ContainerSpec, ExitReason, ExitWatch, FaultProfile, Runtime, RuntimeError, Started,
 };
 
 /// Simulated containers: no processes, no I/O, only state and timers on the tokio clock,
@@ -42,231 +41,6 @@ use crate::{
 #[derive(Debug)]
 pub struct SimRuntime {
     shared: Arc<Shared>,
-}
-
-/// Counters of what a [`SimRuntime`] did, in total or for one service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SimStats {
-    /// Containers created.
-    pub created: u64,
-    /// Starts that succeeded.
-    pub started: u64,
-    /// Starts that failed (injected).
-    pub start_failures: u64,
-    /// Exits, however caused.
-    pub exited: u64,
-    /// Exits caused by `stop` (or by `remove` of a running container).
-    pub stopped: u64,
-    /// Exits injected with `kill` or `kill_replica`.
-    pub killed: u64,
-    /// Containers removed.
-    pub removed: u64,
-    /// Init step tries that failed.
-    pub init_failures: u64,
-}
-
-#[derive(Debug)]
-struct Shared {
-    seed: u64,
-    state: Mutex<SimState>,
-    /// Wakes the driver when a deadline earlier than all others is scheduled.
-    wake: Notify,
-}
-
-#[derive(Debug, Default)]
-struct SimState {
-    /// Ordered, so one replica's incarnations are a range and `running()` is sorted.
-    containers: BTreeMap<ContainerId, SimContainer>,
-    profiles: HashMap<String, Arc<FaultProfile>>,
-    default_profile: Arc<FaultProfile>,
-    /// Service → starts still to fail (`fail_starts`).
-    forced_start_failures: HashMap<String, u32>,
-    /// Init steps run per container, so a re-run init sequence draws fresh outcomes.
-    init_runs: HashMap<ContainerId, u32>,
-    /// Deployments seen, to find a replica by service and index.
-    deployments: Vec<Arc<str>>,
-    /// Pending exits, earliest first. Entries of containers stopped or killed earlier are
-    /// left in place and skipped when due (counted in `stale_timers`).
-    timers: BinaryHeap<Reverse<Timer>>,
-    stale_timers: usize,
-    stats: SimStats,
-    service_stats: HashMap<Arc<str>, SimStats>,
-    driver: Option<JoinHandle<()>>,
-}
-
-/// One simulated container.
-#[derive(Debug)]
-struct SimContainer {
-    phase: SimPhase,
-    /// Start attempts so far: indexes the start, lifetime and exit-code draws, and tells a
-    /// timer of this incarnation from a stale one.
-    attempts: u32,
-    /// Health checks so far (indexes the health draws).
-    checks: u32,
-    /// Exec commands so far (indexes the exec draws).
-    execs: u32,
-    /// A timer for the current incarnation is in the heap.
-    timer_pending: bool,
-}
-
-#[derive(Debug)]
-enum SimPhase {
-    Created,
-    StartFailed,
-    Running {
-        since: Instant,
-        exit_tx: Option<ExitSender>,
-        /// Set while a `stop` waits out the grace period of a container that ignores it.
-        stop_waiter: Option<oneshot::Sender<()>>,
-    },
-    Exited(Exit),
-}
-
-/// A scheduled self-inflicted exit. Ordered by deadline, then container id, so exits due
-/// at the same instant fire in an order that does not depend on start order.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Timer {
-    deadline: Instant,
-    id: ContainerId,
-    attempt: u32,
-}
-
-/// Why a container ended, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    ByItself,
-    Stop,
-    Kill,
-}
-
-/// An exit to deliver once the state lock is released.
-#[derive(Debug)]
-#[must_use = "an ending must be delivered"]
-struct Ending {
-    exit: Exit,
-    exit_tx: Option<ExitSender>,
-    stop_waiter: Option<oneshot::Sender<()>>,
-}
-
-impl Ending {
-    fn deliver(self) {
-        if let Some(tx) = self.exit_tx {
-            let _ = tx.send(self.exit);
-        }
-        if let Some(tx) = self.stop_waiter {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl SimState {
-    fn profile(&self, service: &str) -> Arc<FaultProfile> {
-        self.profiles
-            .get(service)
-            .unwrap_or(&self.default_profile)
-            .clone()
-    }
-
-    fn count(&mut self, service: &Arc<str>, f: impl Fn(&mut SimStats)) {
-        f(&mut self.stats);
-        f(self.service_stats.entry(service.clone()).or_default());
-    }
-
-    /// End the running container `id` (of start attempt `attempt`, if given) with `reason`.
-    /// `None` when it is not running (or is a later incarnation).
-    fn end(
-        &mut self,
-        id: &ContainerId,
-        attempt: Option<u32>,
-        reason: ExitReason,
-        cause: Cause,
-    ) -> Option<Ending> {
-        let c = self.containers.get_mut(id)?;
-        if attempt.is_some_and(|a| a != c.attempts) {
-            return None;
-        }
-        let SimPhase::Running { since, .. } = c.phase else {
-            return None;
-        };
-        let exit = Exit {
-            reason,
-            ran_for: Instant::now().saturating_duration_since(since),
-        };
-        let SimPhase::Running {
-            exit_tx,
-            stop_waiter,
-            ..
-        } = std::mem::replace(&mut c.phase, SimPhase::Exited(exit))
-        else {
-            return None;
-        };
-        if std::mem::take(&mut c.timer_pending) && cause != Cause::ByItself {
-            self.stale_timers += 1;
-        }
-        self.count(&id.service, |s| {
-            s.exited += 1;
-            match cause {
-                Cause::ByItself => {}
-                Cause::Stop => s.stopped += 1,
-                Cause::Kill => s.killed += 1,
-            }
-        });
-        Some(Ending {
-            exit,
-            exit_tx,
-            stop_waiter,
-        })
-    }
-
-    /// Pop every timer due at `now`, ending its container if it is still that incarnation.
-    /// Returns the endings and the next deadline.
-    fn take_due(&mut self, seed: u64, now: Instant) -> (Vec<Ending>, Option<Instant>) {
-        let mut endings = Vec::new();
-        while let Some(Reverse(timer)) = self.timers.peek() {
-            if timer.deadline > now {
-                break;
-            }
-            let Some(Reverse(timer)) = self.timers.pop() else {
-                break;
-            };
-            let live = self
-                .containers
-                .get(&timer.id)
-                .is_some_and(|c| c.timer_pending && c.attempts == timer.attempt);
-            if !live {
-                self.stale_timers = self.stale_timers.saturating_sub(1);
-                continue;
-            }
-            let profile = self.profile(&timer.id.service);
-            let mut rng = rng_for(seed, &timer.id, Stream::ExitCode, "", timer.attempt.into());
-            let code = profile.exit_code(&mut rng);
-            if let Some(ending) = self.end(
-                &timer.id,
-                Some(timer.attempt),
-                ExitReason::Code(code),
-                Cause::ByItself,
-            ) {
-                endings.push(ending);
-            }
-        }
-        self.compact_timers();
-        (endings, self.timers.peek().map(|Reverse(t)| t.deadline))
-    }
-
-    /// Drop stale timers once they outnumber live ones, so a long simulation with many
-    /// stops of long-lived containers does not grow the heap without bound.
-    fn compact_timers(&mut self) {
-        if self.stale_timers < 1024 || self.stale_timers * 2 < self.timers.len() {
-            return;
-        }
-        let containers = &self.containers;
-        self.timers.retain(|Reverse(t)| {
-            containers
-                .get(&t.id)
-                .is_some_and(|c| c.timer_pending && c.attempts == t.attempt)
-        });
-        self.stale_timers = 0;
-    }
 }
 
 impl SimRuntime {
@@ -352,7 +126,7 @@ impl SimRuntime {
         self.state()
             .containers
             .iter()
-            .filter(|(_, c)| matches!(c.phase, SimPhase::Running { .. }))
+            .filter(|(_, c)| c.is_running())
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -368,7 +142,7 @@ impl SimRuntime {
         self.state()
             .containers
             .get(id)
-            .is_some_and(|c| matches!(c.phase, SimPhase::Running { .. }))
+            .is_some_and(SimContainer::is_running)
     }
 
     /// How many containers exist (created and not removed), whatever their state.
@@ -400,74 +174,13 @@ impl SimRuntime {
     /// (with B-tree nodes assumed half full, their minimum), each running container's exit
     /// notification, the container id's names, pending timers and init counters.
     pub fn approx_memory(&self) -> usize {
-        // A oneshot channel's shared allocation: reference counts, state, value, two wakers.
-        const ONESHOT: usize = 2 * 8 + 8 + std::mem::size_of::<Option<Exit>>() + 2 * 24;
-        let st = self.state();
-        let entry = std::mem::size_of::<ContainerId>() + std::mem::size_of::<SimContainer>();
-        let per_container: usize = st
-            .containers
-            .iter()
-            .map(|(id, c)| {
-                let names = id.deployment.len() + id.service.len() + 2 * 16;
-                let notify = match &c.phase {
-                    SimPhase::Running { exit_tx, .. } if exit_tx.is_some() => ONESHOT,
-                    _ => 0,
-                };
-                2 * entry + names + notify
-            })
-            .sum();
-        let timers = st.timers.capacity() * std::mem::size_of::<Reverse<Timer>>();
-        let init = st.init_runs.capacity() * (std::mem::size_of::<(ContainerId, u32)>() + 1);
-        per_container + timers + init
+        self.state().approx_memory()
     }
 
     /// Spawn the driver task if it is not running yet. Must run in a tokio runtime.
     fn ensure_driver(&self, st: &mut SimState) {
         if st.driver.is_none() {
             st.driver = Some(tokio::spawn(drive(self.shared.clone())));
-        }
-    }
-}
-
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, SimState> {
-        // Every mutation completes without panicking paths in between; a poisoned lock
-        // still holds a consistent state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The running incarnations of `service`'s replica `replica`, across deployments.
-fn replica_ids(st: &SimState, service: &str, replica: u32) -> Vec<ContainerId> {
-    let service: Arc<str> = Arc::from(service);
-    let mut ids = Vec::new();
-    for deployment in &st.deployments {
-        let lo = ContainerId::new(deployment.clone(), service.clone(), replica, 0);
-        let hi = ContainerId::new(deployment.clone(), service.clone(), replica, u64::MAX);
-        ids.extend(
-            st.containers
-                .range(lo..=hi)
-                .filter(|(_, c)| matches!(c.phase, SimPhase::Running { .. }))
-                .map(|(id, _)| id.clone()),
-        );
-    }
-    ids
-}
-
-/// The driver: one task per runtime that fires due exits. It sleeps until the earliest
-/// deadline, or until woken because an earlier one was scheduled.
-async fn drive(shared: Arc<Shared>) {
-    loop {
-        let (endings, next) = shared.state().take_due(shared.seed, Instant::now());
-        endings.into_iter().for_each(Ending::deliver);
-        match next {
-            Some(deadline) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(deadline) => {}
-                    () = shared.wake.notified() => {}
-                }
-            }
-            None => shared.wake.notified().await,
         }
     }
 }
@@ -500,16 +213,7 @@ impl Runtime for SimRuntime {
             st.deployments.push(id.deployment.clone());
         }
         st.init_runs.remove(id);
-        st.containers.insert(
-            id.clone(),
-            SimContainer {
-                phase: SimPhase::Created,
-                attempts: 0,
-                checks: 0,
-                execs: 0,
-                timer_pending: false,
-            },
-        );
+        st.containers.insert(id.clone(), SimContainer::new());
         st.count(&id.service, |s| s.created += 1);
         Ok(())
     }
@@ -589,14 +293,13 @@ impl Runtime for SimRuntime {
         let attempt = c.attempts;
         st.count(&id.service, |s| s.started += 1);
         if let Some(deadline) = deadline {
-            let earliest = st.timers.peek().map(|Reverse(t)| t.deadline);
-            st.timers.push(Reverse(Timer {
+            let sooner = st.schedule(Timer {
                 deadline,
                 id: id.clone(),
                 attempt,
-            }));
+            });
             self.ensure_driver(st);
-            if earliest.is_none_or(|e| deadline < e) {
+            if sooner {
                 self.shared.wake.notify_one();
             }
         }

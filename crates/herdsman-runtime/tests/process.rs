@@ -318,6 +318,38 @@ async fn a_missing_binary_is_a_start_error_naming_the_path() {
 }
 
 #[tokio::test]
+async fn a_relative_program_is_found_in_the_workdir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho from the workdir\n").expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let rt = runtime();
+    let svc = service(
+        "relative",
+        Some(command(&["./run.sh"], Some(dir.path().into()))),
+    );
+    let (_, started, pid) = launch(&rt, &svc).await;
+    assert_eq!(
+        within("exit", started.exit).await.reason,
+        ExitReason::Code(0)
+    );
+    assert_group_gone(pid).await;
+
+    let svc = service(
+        "absent",
+        Some(command(&["./bin/api"], Some(dir.path().into()))),
+    );
+    let (id, spec) = replica(&svc, 0);
+    rt.create(&id, &spec).await.expect("create");
+    let reason = start_reason(rt.start(&id).await.expect_err("no ./bin/api"));
+    let expected = format!(
+        "program ./bin/api not found in workdir {}",
+        dir.path().display()
+    );
+    assert!(reason.contains(&expected), "{reason}");
+}
+
+#[tokio::test]
 async fn a_bad_workdir_is_a_start_error_naming_the_path() {
     let rt = runtime();
     let svc = service(
