@@ -154,8 +154,7 @@ async fn init_run_is_really_retried_until_it_succeeds() {
 
 #[tokio::test]
 async fn init_run_past_its_timeout_is_killed_with_everything_it_started() {
-    // `$$$$` is the template escape for the shell's `$$`.
-    let s = step("hang", run("echo $$$$; sleep 60 & sleep 60"), 300, 0);
+    let s = step("hang", run("echo $$; sleep 60 & sleep 60"), 300, 0);
     let started = Instant::now();
     let r = run_step(&s, &vars(1)).await;
     assert!(!r.ok);

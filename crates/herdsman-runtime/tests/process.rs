@@ -75,9 +75,9 @@ async fn an_exit_code_is_reported_as_soon_as_the_process_exits() {
 #[tokio::test]
 async fn a_process_killed_by_a_signal_is_reported_with_that_signal() {
     let rt = runtime();
-    // `$$` is a template's escaped `$`, so `$$$$` reaches the shell as `$$`.
+    // Templates pass the shell's `$$` through unchanged.
     let (_, started, pid) =
-        launch(&rt, &service("signalled", Some(shell("kill -USR1 $$$$")))).await;
+        launch(&rt, &service("signalled", Some(shell("kill -USR1 $$")))).await;
     let exit = within("exit", started.exit).await;
     assert_eq!(exit.reason, ExitReason::Signal(10));
     assert_group_gone(pid).await;
@@ -177,7 +177,7 @@ async fn an_exit_is_reported_while_an_escaped_grandchild_still_holds_the_output_
     // The main process waits for the escapee to have left the group (it writes its pid
     // after `setsid`), then exits while the escapee keeps stdout open.
     let script = format!(
-        "setsid sh -c 'echo $$$$ > {f}; exec sleep 30' & \
+        "setsid sh -c 'echo $$ > {f}; exec sleep 30' & \
          while [ ! -s {f} ]; do sleep 0.01; done; exit 5",
         f = pid_file.display()
     );

@@ -41,7 +41,8 @@ enum Part {
 
 /// A string with per-replica variables, already parsed.
 ///
-/// `$$` is a literal `$`; a `$` not followed by `{` is literal too.
+/// Only `${` starts a variable; `$${` is a literal `${`. Every other `$` is literal, so
+/// shell text such as `$$`, `$HOME` or `$?` passes through unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     source: String,
@@ -83,8 +84,8 @@ impl Template {
         while let Some(pos) = rest.find('$') {
             lit.push_str(&rest[..pos]);
             let after = &rest[pos + 1..];
-            if let Some(stripped) = after.strip_prefix('$') {
-                lit.push('$');
+            if let Some(stripped) = after.strip_prefix("${") {
+                lit.push_str("${");
                 rest = stripped;
             } else if let Some(body) = after.strip_prefix('{') {
                 let end = body.find('}').ok_or(TemplateError::Unclosed)?;
@@ -119,12 +120,17 @@ impl Template {
         })
     }
 
-    /// A template with no variables.
+    /// A template with no variables: `s` is taken as it is (a `${` in it is escaped in
+    /// the source, so the source parses back to the same template).
     pub fn literal(s: impl Into<String>) -> Template {
         let s: String = s.into();
         Template {
-            parts: vec![Part::Literal(s.replace("$$", "$"))],
-            source: s,
+            source: s.replace("${", "$${"),
+            parts: if s.is_empty() {
+                Vec::new()
+            } else {
+                vec![Part::Literal(s)]
+            },
         }
     }
 
@@ -272,10 +278,16 @@ mod tests {
     }
 
     #[test]
-    fn dollar_escapes_and_bare_dollars_stay_literal() {
-        let t = Template::parse("cost $$5 and $HOME").expect("valid template");
-        assert_eq!(t.expand(&vars()), "cost $5 and $HOME");
-        assert_eq!(t.vars().count(), 0);
+    fn shell_dollars_pass_through_and_double_dollar_brace_escapes() {
+        let t = Template::parse("kill $$; echo $HOME $? $${PORT} ${PORT}").expect("valid template");
+        assert_eq!(t.expand(&vars()), "kill $$; echo $HOME $? ${PORT} 8082");
+        let lit = Template::literal("echo ${X} $$");
+        assert_eq!(lit.expand(&vars()), "echo ${X} $$");
+        assert_eq!(
+            Template::parse(lit.source()).expect("escaped source parses"),
+            lit
+        );
+        assert_eq!(t.vars().count(), 1);
     }
 
     #[test]
