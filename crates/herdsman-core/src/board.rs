@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use herdsman_probe::{CheckResult, Outcome};
@@ -169,11 +170,34 @@ pub struct DeploymentStatus {
     pub services: Vec<ServiceStatus>,
 }
 
+/// Every health check result of one service's replicas since the deployment started:
+/// counters that only grow, for metrics. Kept per service (not per replica) so scaling
+/// down never makes a counter go back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeTotals {
+    /// Checks that succeeded.
+    pub success: u64,
+    /// Checks that failed.
+    pub failure: u64,
+    /// Checks whose result was unknown (not the workload's fault).
+    pub unknown: u64,
+    /// Time spent in all those checks.
+    pub duration: Duration,
+}
+
+impl ProbeTotals {
+    /// Checks of any outcome.
+    pub fn count(&self) -> u64 {
+        self.success + self.failure + self.unknown
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ServiceMeta {
     phase: ServicePhase,
     reason: Option<String>,
     desired: u32,
+    probes: ProbeTotals,
 }
 
 #[derive(Debug)]
@@ -201,6 +225,7 @@ impl StatusBoard {
                     phase: ServicePhase::Waiting,
                     reason: None,
                     desired: *desired,
+                    probes: ProbeTotals::default(),
                 },
             );
         }
@@ -261,6 +286,25 @@ impl StatusBoard {
         }
     }
 
+    /// Count one health check result of `service`.
+    pub(crate) fn record_probe(&self, service: &Arc<str>, outcome: &Outcome, took: Duration) {
+        if let Some(mut m) = self.inner.services.get_mut(service) {
+            let totals = &mut m.probes;
+            match outcome {
+                Outcome::Success => totals.success += 1,
+                Outcome::Failure(_) => totals.failure += 1,
+                Outcome::Unknown(_) => totals.unknown += 1,
+            }
+            totals.duration += took;
+        }
+    }
+
+    /// Every health check result of `service` since the deployment started; `None` for a
+    /// service the deployment does not have.
+    pub fn probe_totals(&self, service: &str) -> Option<ProbeTotals> {
+        self.inner.services.get(service).map(|m| m.probes)
+    }
+
     pub(crate) fn set_stable(&self, stable: bool) {
         self.inner.stable.store(stable, Ordering::Release);
     }
@@ -308,5 +352,37 @@ impl StatusBoard {
             stable: self.is_stable(),
             services,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_totals_count_each_outcome_and_add_up_durations() {
+        let api: Arc<str> = Arc::from("api");
+        let board = StatusBoard::new("shop".into(), &[(api.clone(), 2)]);
+        board.record_probe(&api, &Outcome::Success, Duration::from_millis(2));
+        board.record_probe(&api, &Outcome::Success, Duration::from_millis(3));
+        board.record_probe(
+            &api,
+            &Outcome::Failure("503".into()),
+            Duration::from_millis(5),
+        );
+        board.record_probe(&api, &Outcome::Unknown("spawn".into()), Duration::ZERO);
+        board.record_probe(&"ghost".into(), &Outcome::Success, Duration::from_secs(1));
+        let totals = board.probe_totals("api").expect("api is a service");
+        assert_eq!(
+            (
+                totals.success,
+                totals.failure,
+                totals.unknown,
+                totals.count()
+            ),
+            (2, 1, 1, 4)
+        );
+        assert_eq!(totals.duration, Duration::from_millis(10));
+        assert_eq!(board.probe_totals("ghost"), None);
     }
 }

@@ -27,8 +27,8 @@ mod service_supervisor;
 mod stabilization;
 
 pub use board::{
-    DeploymentStatus, ProbeRecord, ReplicaState, ReplicaStatus, ServicePhase, ServiceStatus,
-    StatusBoard, PROBE_HISTORY,
+    DeploymentStatus, ProbeRecord, ProbeTotals, ReplicaState, ReplicaStatus, ServicePhase,
+    ServiceStatus, StatusBoard, PROBE_HISTORY,
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind, EventStream, Received};

@@ -118,6 +118,8 @@ impl ProbeState {
         };
         let at_ms = ctx.events.since_epoch().as_millis() as u64;
         let record = ProbeRecord::new(at_ms, &result);
+        ctx.board
+            .record_probe(&ctx.service_name, &result.outcome, result.duration);
         ctx.board.update(&ctx.service_name, a.id.replica, |r| {
             if r.probes.len() >= PROBE_HISTORY {
                 r.probes.remove(0);
