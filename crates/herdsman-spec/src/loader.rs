@@ -1,0 +1,324 @@
+//! Loading a spec end to end: bytes → shape (serde) → validated deployment, and whatever
+//! went wrong turned into located, one-line [`Problem`]s.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Problem, SpecError};
+use crate::location::{child, Locations, Pos, DOCUMENT, MAX_DEPTH};
+use crate::model::Deployment;
+use crate::raw;
+use crate::validation::{self, Anchor, Issue};
+
+/// Parse and validate a spec held in memory.
+///
+/// `file_name` is only used to label problems; `base_dir` is the directory relative
+/// `command.workdir`s are resolved against (made absolute with the current directory if
+/// it is relative).
+///
+/// # Errors
+/// [`SpecError::Invalid`] with every problem found, sorted by position.
+pub fn parse_str(source: &str, file_name: &str, base_dir: &Path) -> Result<Deployment, SpecError> {
+    let base = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+    let locations = Locations::scan(source);
+    if let Some(at) = locations.too_deep() {
+        return Err(SpecError::Invalid {
+            problems: locate(
+                vec![Issue {
+                    path: DOCUMENT.to_string(),
+                    message: format!("nesting too deep (expected at most {MAX_DEPTH} levels)"),
+                    anchor: Anchor::At(at),
+                }],
+                file_name,
+                &locations,
+            ),
+        });
+    }
+    let read = raw::read(source);
+    let mut issues: Vec<Issue> = read
+        .errors
+        .iter()
+        .map(|e| shape_issue(e, &locations))
+        .collect();
+    match validation::validate(&read, &base) {
+        Ok(d) if issues.is_empty() => return Ok(d),
+        Ok(_) => {}
+        Err(more) => issues.extend(more),
+    }
+    Err(SpecError::Invalid {
+        problems: locate(issues, file_name, &locations),
+    })
+}
+
+/// Read, parse and validate the spec file at `path`. Relative `workdir`s are resolved
+/// against the file's directory; problems are labelled with `path` as given.
+///
+/// # Errors
+/// [`SpecError::Read`] if the file cannot be read; [`SpecError::Invalid`] otherwise, also
+/// for a file that is not UTF-8.
+pub fn load(path: &Path) -> Result<Deployment, SpecError> {
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = path.display().to_string();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match std::str::from_utf8(&bytes) {
+        Ok(source) => parse_str(source, &file, &dir),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            Err(SpecError::Invalid {
+                problems: vec![Problem {
+                    file,
+                    line,
+                    column,
+                    path: DOCUMENT.to_string(),
+                    message: "invalid UTF-8 (expected a UTF-8 text file)".to_string(),
+                }],
+            })
+        }
+    }
+}
+
+/// Issues located in the file, sorted by position, exact duplicates dropped.
+fn locate(issues: Vec<Issue>, file: &str, locations: &Locations) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = issues
+        .into_iter()
+        .map(|i| {
+            let pos = match i.anchor {
+                Anchor::Value => locations.find(&i.path),
+                Anchor::Key => locations.find_key(&i.path),
+                Anchor::Duplicate => locations
+                    .duplicate(&i.path)
+                    .unwrap_or_else(|| locations.find_key(&i.path)),
+                Anchor::At(pos) => pos,
+            };
+            Problem {
+                file: file.to_string(),
+                line: pos.line,
+                column: pos.column,
+                path: if i.path.is_empty() {
+                    DOCUMENT.to_string()
+                } else {
+                    i.path
+                },
+                message: i.message,
+            }
+        })
+        .collect();
+    problems.sort_by(|a, b| (a.line, a.column, &a.path).cmp(&(b.line, b.column, &b.path)));
+    problems.dedup();
+    problems
+}
+
+/// A serde_yaml error as an issue: its location, its path split out of its message, and
+/// the message reworded as `what is wrong (what was expected)`.
+fn shape_issue(e: &serde_yaml::Error, locations: &Locations) -> Issue {
+    let at = e.location().map(|l| Pos {
+        line: l.line().max(1),
+        column: l.column().max(1),
+    });
+    let text = strip_positions(&e.to_string());
+    let (path, message) = match text.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && !head.contains(char::is_whitespace) => {
+            (Some(head.to_string()), rest.to_string())
+        }
+        _ => (None, text.clone()),
+    };
+    let base = path.clone().unwrap_or_default();
+
+    if let Some(field) = quoted_after(&message, "unknown field ") {
+        let expected = message
+            .split_once(", expected ")
+            .map(|(_, x)| x.to_string());
+        let fpath = child(&base, &field);
+        let mut m = format!("unknown field \"{field}\"");
+        match expected {
+            Some(x) => {
+                let names: Vec<String> = x
+                    .trim_start_matches("one of ")
+                    .split(", ")
+                    .map(|n| n.trim_matches('`').to_string())
+                    .collect();
+                let hint = closest(&field, &names)
+                    .map(|n| format!("did you mean \"{n}\"? "))
+                    .unwrap_or_default();
+                m.push_str(&format!(" ({hint}expected {})", names.join(", ")));
+            }
+            None => m.push_str(" (expected no fields here)"),
+        }
+        return Issue {
+            path: fpath,
+            message: m,
+            anchor: Anchor::Key,
+        };
+    }
+    if let Some(field) = quoted_after(&message, "duplicate field ") {
+        let fpath = child(&base, &field);
+        return Issue {
+            path: fpath,
+            message: format!("duplicate field \"{field}\" (expected each field once)"),
+            anchor: Anchor::Duplicate,
+        };
+    }
+    if let Some(field) = quoted_after(&message, "missing field ") {
+        let fpath = child(&base, &field);
+        return Issue {
+            path: fpath,
+            message: "missing (expected this field to be given)".to_string(),
+            anchor: Anchor::Value,
+        };
+    }
+
+    let message = reword(&message);
+    let path = path.unwrap_or_else(|| {
+        at.and_then(|p| locations.path_before(p))
+            .unwrap_or(DOCUMENT)
+            .to_string()
+    });
+    Issue {
+        path,
+        message,
+        anchor: at.map_or(Anchor::Value, Anchor::At),
+    }
+}
+
+/// serde_yaml's own wording made to read `what is wrong (what was expected)`.
+fn reword(message: &str) -> String {
+    if message.starts_with("EOF while parsing") {
+        return "empty document (expected a map with version, deployment and services)".to_string();
+    }
+    let mut m = message.replace('`', "\"");
+    if let Some(i) = m.find("struct Raw") {
+        let end = m[i..]
+            .find(|c: char| !c.is_alphanumeric() && c != ' ')
+            .map_or(m.len(), |j| i + j);
+        let after_struct = &m[i + "struct ".len()..end];
+        let word_end = after_struct
+            .find(' ')
+            .map_or(end, |j| i + "struct ".len() + j);
+        m.replace_range(i..word_end, "a map");
+    }
+    for (from, to) in [(", expected ", " (expected "), (", while ", " (while ")] {
+        if let Some(i) = m.find(from) {
+            m.replace_range(i..i + from.len(), to);
+            m.push(')');
+            break;
+        }
+    }
+    m
+}
+
+/// The `name` in "PREFIX`name`...", if `message` starts with `prefix`.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_string())
+}
+
+/// Remove serde_yaml's " at line L column C" and " at position N" from a message.
+fn strip_positions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(" at ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 4..];
+        let skip = position_len(after);
+        if skip == 0 {
+            out.push_str(" at ");
+        }
+        rest = &after[skip..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Length of a leading "line L column C" or "position N", 0 if there is none.
+fn position_len(s: &str) -> usize {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    if let Some(r) = s.strip_prefix("line ") {
+        let a = digits(r);
+        if a > 0 {
+            if let Some(r2) = r[a..].strip_prefix(" column ") {
+                let b = digits(r2);
+                if b > 0 {
+                    return "line ".len() + a + " column ".len() + b;
+                }
+            }
+        }
+    } else if let Some(r) = s.strip_prefix("position ") {
+        let a = digits(r);
+        if a > 0 {
+            return "position ".len() + a;
+        }
+    }
+    0
+}
+
+/// The name closest to `word` by edit distance, if close enough to be a likely typo.
+fn closest<'a>(word: &str, names: &'a [String]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (edit_distance(word, n), n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 4) && *d < n.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_stripped_from_serde_messages() {
+        assert_eq!(
+            strip_positions("a: bad at line 3 column 4, while x at line 1 column 1"),
+            "a: bad, while x"
+        );
+        assert_eq!(strip_positions("look at me"), "look at me");
+    }
+
+    #[test]
+    fn serde_wording_is_turned_into_what_and_expected() {
+        assert_eq!(
+            reword("invalid type: sequence, expected struct RawHealth"),
+            "invalid type: sequence (expected a map)"
+        );
+        assert_eq!(
+            reword("invalid type: map, expected a string, number or boolean"),
+            "invalid type: map (expected a string, number or boolean)"
+        );
+    }
+
+    #[test]
+    fn likely_typos_get_a_suggestion() {
+        let names: Vec<String> = ["health", "image", "env"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(closest("helth", &names), Some("health"));
+        assert_eq!(closest("zzzzzz", &names), None);
+    }
+}
