@@ -100,9 +100,11 @@ pub async fn run_command(
     let mut drained = false;
 
     // Wait for the main process, reading its output meanwhile (a child blocked on a full
-    // pipe would otherwise never exit), until the deadline.
+    // pipe would otherwise never exit), until the deadline. Biased so that an exit and the
+    // deadline arriving together count as an exit, not a timeout.
     let waited = loop {
         tokio::select! {
+            biased;
             status = child.wait() => break Some(status),
             () = &mut drain, if !drained => drained = true,
             () = sleep_until(deadline) => break None,

@@ -6,6 +6,22 @@
 //! (consecutive-threshold health state machine), `init` (running one init step with its
 //! timeout and retries), `sequence` (what a step's failure does to the init sequence, and
 //! whether a failed sequence is tried again), `error` (the crate's error type).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herdsman_probe::ProbeError> {
+//! use std::time::Duration;
+//! use herdsman_probe::{check_tcp, run_command, CommandRequest, HttpProber};
+//!
+//! let second = Duration::from_secs(1);
+//! let tcp = check_tcp("127.0.0.1", 5432, second).await;
+//! let http = HttpProber::shared()
+//!     .check("http://127.0.0.1:8080/healthz", Some(200), second)
+//!     .await;
+//! let cmd = run_command(&CommandRequest::shell("pg_isready"), 5 * second).await?;
+//! println!("{:?} {:?} {:?}", tcp.outcome, http.outcome, cmd.to_check_result().outcome);
+//! # Ok(())
+//! # }
+//! ```
 
 mod command;
 mod error;

@@ -71,8 +71,9 @@ async fn probe(host: &str, port: u16, timeout: Duration, deadline: Instant) -> O
     }
 }
 
-/// Close with SO_LINGER 0 (an abortive close), as kubelet does for its TCP probes since
-/// Kubernetes 1.27: a probe that closes first would otherwise keep the socket in TIME_WAIT.
+/// Close with SO_LINGER 0 (an abortive close: RST, no TIME_WAIT), as EaseProbe does; kubelet
+/// sets a short linger on its probes for the same reason (kubernetes/kubernetes#115143). A
+/// probe that closes first would otherwise keep the socket, and its port, for a minute.
 fn close_without_time_wait(stream: TcpStream) {
     // `set_linger` is deprecated because a *non-zero* linger blocks the thread on drop; a
     // zero linger never blocks. (`set_zero_linger` needs tokio 1.49, newer than the
