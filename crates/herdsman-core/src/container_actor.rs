@@ -24,8 +24,10 @@ pub(crate) enum ContainerMsg {
     /// there is one, then boot.
     Restart { generation: u64 },
     /// Its container exited and the supervisor keeps it (backoff, isolation): drop the
-    /// probe, keep the container for logs and debugging.
-    Hold,
+    /// probe, keep the container for logs and debugging. With `stop` the container still
+    /// runs (it turned unhealthy and waits out a backoff before its restart): it is
+    /// stopped first, `stopping` meanwhile, rather than left running unsupervised.
+    Hold { stop: bool },
     /// Its container exited for good: drop the probe and remove the container.
     Release,
     /// Stop everything (stop signal, grace, kill) and remove the container. With `forget`
@@ -168,9 +170,12 @@ impl Actor for ContainerActor {
                 state.phase = Phase::Empty;
                 state.boot(&myself).await;
             }
-            ContainerMsg::Hold => {
+            ContainerMsg::Hold { stop } => {
                 state.drop_probe();
                 if state.phase == Phase::Running {
+                    if stop {
+                        state.stop_kept().await;
+                    }
                     state.phase = Phase::Held;
                 }
             }
@@ -427,6 +432,32 @@ impl ContainerState {
         if let Some(t) = self.init_task.take() {
             t.abort();
         }
+    }
+
+    /// Stop the running container but keep it (for its logs) until it is restarted or
+    /// released; `stopping` while it stops, then `backoff` again (what the supervisor set).
+    async fn stop_kept(&mut self) {
+        let Some(id) = &self.created else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let set = |from: ReplicaState, to: ReplicaState| {
+            ctx.board.update(&ctx.service_name, id.replica, |r| {
+                if r.state == from {
+                    r.state = to;
+                }
+            })
+        };
+        set(ReplicaState::Backoff, ReplicaState::Stopping);
+        let svc = &ctx.service;
+        if let Err(e) = ctx
+            .runtime
+            .stop(id, svc.stop_signal, svc.stop_grace_period)
+            .await
+        {
+            tracing::debug!(container = %id, error = %e, "stop of a held container");
+        }
+        set(ReplicaState::Stopping, ReplicaState::Backoff);
     }
 
     /// Stop (if `stop` and it may still run) and remove the created container, if any.

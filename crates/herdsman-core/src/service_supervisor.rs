@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herdsman_probe::InitRetry;
 use herdsman_runtime::{Exit, Runtime};
 use herdsman_spec::{Deployment, OnUnhealthy, Service, ServiceKind};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -15,7 +16,6 @@ use crate::board::{ReplicaState, ServicePhase, StatusBoard};
 use crate::container_actor::{stop_budget, ContainerActor, ContainerArgs, ContainerMsg, Mode};
 use crate::deployment_actor::DeploymentMsg;
 use crate::event::{EventBus, EventKind};
-use crate::init_retry::InitRetry;
 use crate::restart::{Cause, Decision, RestartTracker};
 use crate::stabilization::ServiceCounts;
 
@@ -125,6 +125,14 @@ pub(crate) struct SupervisorState {
     desired: u32,
     slots: BTreeMap<u32, Slot>,
     actors: HashMap<ActorId, u32>,
+    /// Container actors of replicas scaled away that are still stopping their container,
+    /// by replica index. The index is not booted again until its predecessor is gone: two
+    /// actors for one index would share its status entry and could both run a container.
+    retiring: HashMap<u32, ActorRef<ContainerMsg>>,
+    /// The generation a replica index scaled away resumes at, so a re-added replica never
+    /// reuses a container id of its predecessor (whose late exits would be taken for its
+    /// own).
+    resume_generation: HashMap<u32, u64>,
     phase: ServicePhase,
     reported: Option<ServiceCounts>,
 }
@@ -158,6 +166,8 @@ impl Actor for ServiceSupervisor {
             desired: args.service.initial_replicas(),
             slots: BTreeMap::new(),
             actors: HashMap::new(),
+            retiring: HashMap::new(),
+            resume_generation: HashMap::new(),
             phase: ServicePhase::Running,
             reported: None,
         })
@@ -240,16 +250,34 @@ impl Actor for ServiceSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                if let Some(replica) = state.actors.remove(&cell.get_id()) {
-                    tracing::warn!(
-                        service = %state.ctx.service_name, replica, error = %err,
-                        "container actor failed; respawning it"
-                    );
-                    state.respawn(&myself, replica).await?;
+                let id = cell.get_id();
+                if let Some(replica) = state.actors.remove(&id) {
+                    // Only the slot's current actor is respawned: a failed predecessor
+                    // (scaled away) must not put a second actor on the slot.
+                    if state
+                        .slots
+                        .get(&replica)
+                        .is_some_and(|s| s.actor.get_id() == id)
+                    {
+                        tracing::warn!(
+                            service = %state.ctx.service_name, replica, error = %err,
+                            "container actor failed; respawning it"
+                        );
+                        state.respawn(&myself, replica).await?;
+                    } else {
+                        tracing::warn!(
+                            service = %state.ctx.service_name, replica, error = %err,
+                            "container actor of a replica scaled away failed while stopping"
+                        );
+                        state.retired(&myself, replica, id, true).await?;
+                    }
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.actors.remove(&cell.get_id());
+                let id = cell.get_id();
+                if let Some(replica) = state.actors.remove(&id) {
+                    state.retired(&myself, replica, id, false).await?;
+                }
             }
             _ => {}
         }
@@ -284,18 +312,21 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let svc = self.ctx.service.clone();
         let seed = self.ctx.seed ^ (u64::from(replica) << 20);
-        let actor = self.spawn_container(myself, replica, 0, Mode::Boot).await?;
+        let generation = self.resume_generation.remove(&replica).unwrap_or(0);
+        let actor = self
+            .spawn_container(myself, replica, generation, Mode::Boot)
+            .await?;
         self.slots.insert(
             replica,
             Slot {
                 actor,
-                generation: 0,
+                generation,
                 state: SlotState::Booting,
                 healthy: false,
                 ready: false,
                 token: 0,
                 tracker: RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed),
-                init_retry: InitRetry::new(svc.on_init_failure, seed),
+                init_retry: InitRetry::new(svc.on_init_failure),
             },
         );
         Ok(())
@@ -375,7 +406,10 @@ impl SupervisorState {
             to: replicas,
         });
         for replica in from..replicas {
-            self.add_slot(myself, replica).await?;
+            // An index whose predecessor is still stopping is added once it is gone.
+            if !self.retiring.contains_key(&replica) && !self.slots.contains_key(&replica) {
+                self.add_slot(myself, replica).await?;
+            }
         }
         // Highest index first; removing the slot cancels its pending restart or ready
         // timer, whose token no longer finds it.
@@ -385,7 +419,49 @@ impl SupervisorState {
                     reply: None,
                     forget: true,
                 });
+                self.resume_generation
+                    .insert(replica, slot.generation.saturating_add(1));
+                self.retiring.insert(replica, slot.actor);
             }
+        }
+        Ok(())
+    }
+
+    /// The actor of a replica scaled away is gone: boot the index again if it has been
+    /// scaled back up meanwhile. If it `failed` before it could stop its container (its stop
+    /// request dies with it), a new actor adopts the container only to stop and remove it.
+    async fn retired(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        actor: ActorId,
+        failed: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.retiring.get(&replica).map(|a| a.get_id()) != Some(actor) {
+            return Ok(());
+        }
+        self.retiring.remove(&replica);
+        let left = self
+            .ctx
+            .board
+            .replica(&self.ctx.service_name, replica)
+            .and_then(|r| r.container);
+        if let Some(container) = left.filter(|_| failed) {
+            let successor = self
+                .spawn_container(myself, replica, container.generation, Mode::AdoptHeld)
+                .await?;
+            let _ = successor.cast(ContainerMsg::Stop {
+                reply: None,
+                forget: true,
+            });
+            self.retiring.insert(replica, successor);
+            return Ok(());
+        }
+        if replica < self.desired
+            && self.phase == ServicePhase::Running
+            && !self.slots.contains_key(&replica)
+        {
+            self.add_slot(myself, replica).await?;
         }
         Ok(())
     }
@@ -395,6 +471,18 @@ impl SupervisorState {
     async fn stop_all(&mut self, phase: ServicePhase, reason: Option<String>) {
         self.phase = phase;
         let budget = stop_budget(self.ctx.service.stop_grace_period);
+        // Replicas scaled away and still stopping are waited for too: the call returns when
+        // the actor, done with its own stop, drops the request.
+        let retiring = self.retiring.values().map(|actor| {
+            actor.call(
+                |reply| ContainerMsg::Stop {
+                    reply: Some(reply),
+                    forget: true,
+                },
+                Some(budget),
+            )
+        });
+        let retiring = futures::future::join_all(retiring);
         let calls = self.slots.values_mut().map(|slot| {
             slot.state = SlotState::Stopped;
             slot.ready = false;
@@ -407,7 +495,8 @@ impl SupervisorState {
                 Some(budget),
             )
         });
-        for r in futures::future::join_all(calls).await {
+        let (results, _) = futures::future::join(futures::future::join_all(calls), retiring).await;
+        for r in results {
             if let Err(e) = r {
                 tracing::warn!(service = %self.ctx.service_name, error = %e, "replica stop");
             }
@@ -471,9 +560,11 @@ impl SupervisorState {
         let Some(slot) = self.slots.get_mut(&replica) else {
             return;
         };
-        // A late exit of an old incarnation, or of one this supervisor is stopping.
+        // A late exit of an old incarnation, or of one this supervisor is stopping or has
+        // already decided about (a container held in backoff after turning unhealthy is
+        // stopped; that exit is not a second crash).
         if slot.generation != generation
-            || matches!(slot.state, SlotState::Stopped | SlotState::Booting)
+            || !matches!(slot.state, SlotState::Running | SlotState::Unhealthy)
         {
             return;
         }
@@ -491,7 +582,7 @@ impl SupervisorState {
             exit,
         });
         let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
-        self.apply(myself, replica, decision).await;
+        self.apply(myself, replica, decision, false).await;
     }
 
     async fn start_failed(
@@ -513,7 +604,7 @@ impl SupervisorState {
             error,
         });
         let decision = slot.tracker.decide(Cause::StartFailed, Instant::now());
-        self.apply(myself, replica, decision).await;
+        self.apply(myself, replica, decision, false).await;
     }
 
     fn init_failed(
@@ -531,7 +622,11 @@ impl SupervisorState {
         if slot.generation != generation || slot.state != SlotState::Booting {
             return;
         }
-        match slot.init_retry.after_failure() {
+        match slot.init_retry.after_failure(jitter_unit(
+            ctx.seed,
+            replica,
+            slot.init_retry.retries(),
+        )) {
             Some(delay) => {
                 slot.state = SlotState::Backoff;
                 slot.token += 1;
@@ -603,7 +698,7 @@ impl SupervisorState {
             }
             Some(OnUnhealthy::Restart) => {
                 let decision = slot.tracker.decide(Cause::Unhealthy, Instant::now());
-                self.apply(myself, replica, decision).await;
+                self.apply(myself, replica, decision, true).await;
             }
             Some(OnUnhealthy::None) | None => {}
         }
@@ -647,8 +742,15 @@ impl SupervisorState {
         });
     }
 
-    /// Carry out a restart decision for one replica.
-    async fn apply(&mut self, myself: &ActorRef<SupervisorMsg>, replica: u32, decision: Decision) {
+    /// Carry out a restart decision for one replica. `running`: its container still runs
+    /// (it turned unhealthy) rather than having exited or failed to start.
+    async fn apply(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        replica: u32,
+        decision: Decision,
+        running: bool,
+    ) {
         let ctx = self.ctx.clone();
         let Some(slot) = self.slots.get_mut(&replica) else {
             return;
@@ -670,7 +772,7 @@ impl SupervisorState {
                 let token = slot.token;
                 let delay_ms = delay.as_millis() as u64;
                 let restarts = slot.tracker.total();
-                let _ = slot.actor.cast(ContainerMsg::Hold);
+                let _ = slot.actor.cast(ContainerMsg::Hold { stop: running });
                 ctx.board.update(&ctx.service_name, replica, |r| {
                     r.state = ReplicaState::Backoff;
                     r.backoff_ms = Some(delay_ms);
@@ -714,7 +816,7 @@ impl SupervisorState {
             }
             Decision::Isolate => {
                 slot.state = SlotState::Isolated;
-                let _ = slot.actor.cast(ContainerMsg::Hold);
+                let _ = slot.actor.cast(ContainerMsg::Hold { stop: false });
                 ctx.board.update(&ctx.service_name, replica, |r| {
                     r.state = ReplicaState::Isolated
                 });
@@ -772,4 +874,12 @@ impl SupervisorState {
 /// How long a whole service may take to stop.
 pub(crate) fn shutdown_budget(service: &Service) -> Duration {
     stop_budget(service.stop_grace_period) + Duration::from_secs(1)
+}
+
+/// A reproducible jitter fraction in [0, 1) for one replica's `n`th init retry.
+fn jitter_unit(seed: u64, replica: u32, n: u32) -> f64 {
+    use rand::{Rng, SeedableRng};
+    let mut rng =
+        rand::rngs::SmallRng::seed_from_u64(seed ^ (u64::from(replica) << 32) ^ u64::from(n));
+    rng.random()
 }
