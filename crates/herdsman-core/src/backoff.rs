@@ -1,4 +1,5 @@
-//! Exponential delay with a cap and jitter, from an injectable RNG.
+//! Crash-loop delay schedule: the exponent and a seeded RNG around the probe crate's
+//! pure `backoff_delay` formula.
 
 use std::time::Duration;
 
@@ -6,8 +7,7 @@ use herdsman_spec::Backoff;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-/// `initial * multiplier^n`, capped at `max`, scaled by a factor in `[1-jitter, 1+jitter]`
-/// (and capped again, so `max` is never exceeded).
+/// `initial * multiplier^n`, capped at `max`, scaled by a factor in `[1-jitter, 1+jitter]`.
 #[derive(Debug, Clone)]
 pub(crate) struct BackoffSchedule {
     spec: Backoff,
@@ -26,17 +26,10 @@ impl BackoffSchedule {
 
     /// The next delay; each call grows the exponent by one.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.spec.initial.as_secs_f64()
-            * self.spec.multiplier.powi(self.attempt.min(64) as i32);
-        let capped = base.min(self.spec.max.as_secs_f64());
+        let unit: f64 = self.rng.random();
+        let delay = herdsman_probe::backoff_delay(&self.spec, self.attempt, unit);
         self.attempt = self.attempt.saturating_add(1);
-        let factor = if self.spec.jitter > 0.0 {
-            1.0 + self.rng.random_range(-self.spec.jitter..=self.spec.jitter)
-        } else {
-            1.0
-        };
-        let secs = (capped * factor).clamp(0.0, self.spec.max.as_secs_f64());
-        Duration::from_secs_f64(secs)
+        delay
     }
 
     /// Start again from `initial`.

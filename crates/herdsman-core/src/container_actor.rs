@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herdsman_probe::StepReport;
+use herdsman_probe::{StepReport, StepVerdict};
 use herdsman_runtime::{ContainerId, ContainerSpec};
-use herdsman_spec::{ReplicaVars, StepFailure};
+use herdsman_spec::ReplicaVars;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
 
@@ -306,22 +306,26 @@ impl ContainerState {
         let Some(step) = ctx.service.init.get(index) else {
             return;
         };
-        if !report.ok {
-            let error = report.error.clone().unwrap_or_else(|| "failed".into());
-            let continues = step.on_failure != StepFailure::Fail;
-            if step.on_failure != StepFailure::Continue {
-                ctx.events.emit(EventKind::InitStepFailed {
-                    service: ctx.service_name.clone(),
-                    replica: self.id.replica,
-                    step: step.id.clone(),
-                    error: error.clone(),
-                    continues,
-                });
-            }
-            if step.on_failure == StepFailure::Warn {
+        let error = || report.error.clone().unwrap_or_else(|| "failed".into());
+        let emit = |error: String, continues: bool| {
+            ctx.events.emit(EventKind::InitStepFailed {
+                service: ctx.service_name.clone(),
+                replica: self.id.replica,
+                step: step.id.clone(),
+                error,
+                continues,
+            });
+        };
+        match report.verdict(step.on_failure) {
+            StepVerdict::Passed | StepVerdict::Ignored => {}
+            StepVerdict::Warned => {
+                let error = error();
                 tracing::warn!(container = %self.id, step = %step.id, %error, "init step failed; going on");
+                emit(error, true);
             }
-            if !continues {
+            StepVerdict::Failed => {
+                let error = error();
+                emit(error.clone(), false);
                 self.phase = Phase::Empty;
                 let _ = ctx.supervisor.cast(SupervisorMsg::InitFailed {
                     replica: self.id.replica,

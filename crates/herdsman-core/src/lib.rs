@@ -10,7 +10,7 @@
 //! Layout: `handle` (spawning and the [`DeploymentHandle`]), `deployment_actor`,
 //! `service_supervisor`, `container_actor`, `probe_actor` (the actors, thin shells over
 //! pure policies), `restart` and `backoff` (restart window and crash-loop delay),
-//! `init_retry` (init failure policy), `stabilization` (when a deployment is stable and
+//! `stabilization` (when a deployment is stable and
 //! why not), `event` (typed events and their bounded bus), `board` (shared status).
 
 mod backoff;
@@ -20,7 +20,6 @@ mod deployment_actor;
 mod error;
 mod event;
 mod handle;
-mod init_retry;
 mod probe_actor;
 mod restart;
 mod service_supervisor;

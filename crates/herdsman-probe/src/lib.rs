@@ -37,6 +37,8 @@ pub use error::ProbeError;
 pub use http::{HttpProber, BODY_CAP, MAX_REDIRECTS};
 pub use init::{run_step, StepReport};
 pub use outcome::{cap_output, humanize, CheckResult, CommandOutput, Outcome, OUTPUT_CAP};
-pub use sequence::{run_sequence, sequence_outcome, InitRetry, SequenceOutcome, StepVerdict};
+pub use sequence::{
+    backoff_delay, run_sequence, sequence_outcome, InitRetry, SequenceOutcome, StepVerdict,
+};
 pub use tcp::check_tcp;
 pub use tracker::{HealthRecord, HealthState, HealthTracker, Transition, HISTORY_LEN};

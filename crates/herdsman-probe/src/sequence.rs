@@ -170,8 +170,10 @@ impl InitRetry {
     }
 }
 
-/// Delay number `n` (0-based) of `backoff`, jittered by `unit` in [0, 1].
-fn backoff_delay(backoff: &Backoff, n: u32, unit: f64) -> Duration {
+/// Delay number `n` (0-based) of `backoff`: `initial * multiplier^n` capped at `max`,
+/// scaled by a factor in `[1 - jitter, 1 + jitter]` chosen by `unit` in [0, 1]. Pure: the
+/// caller supplies the randomness, so schedules are reproducible.
+pub fn backoff_delay(backoff: &Backoff, n: u32, unit: f64) -> Duration {
     let max = backoff.max.as_secs_f64();
     let exponent = i32::try_from(n).unwrap_or(i32::MAX);
     // Computed in f64 and capped before converting: `multiplier^n` overflows to infinity
