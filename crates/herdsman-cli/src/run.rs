@@ -360,7 +360,10 @@ async fn show(
             r = events.recv() => match r {
                 Some(Received::Event(e)) => {
                     if let Some(text) = notice(&e.kind) {
-                        tracing::info!(event = ?e.kind, "{text}");
+                        // The event's own JSON, so machine logs carry the same fields
+                        // as /v1/events.
+                        let json = serde_json::to_string(&e).unwrap_or_default();
+                        tracing::info!(event = %json, "{text}");
                         let mut c = console.lock();
                         if c.wants_events() {
                             c.line(&text);
