@@ -256,6 +256,9 @@ impl DeploymentState {
                 after_ms: after.as_millis() as u64,
             });
         }
+        if !stable && self.was_stable && !self.stopping {
+            self.args.events.emit(EventKind::DeploymentUnstable);
+        }
         self.was_stable = stable;
         if let Some(after) = self.stable_after.filter(|_| stable) {
             for (_, reply) in self.waiters.drain() {
@@ -278,6 +281,15 @@ impl DeploymentState {
         &mut self,
         myself: &ActorRef<DeploymentMsg>,
     ) -> Result<(), ActorProcessingErr> {
+        // Called on every service health report: once every service has started (the
+        // usual case), answer without scanning the spec by name.
+        if self
+            .services
+            .values()
+            .all(|e| e.supervisor.is_some() || e.failed)
+        {
+            return Ok(());
+        }
         let spec = self.args.spec.clone();
         for name in self.order.clone() {
             let Some(svc) = spec.service(&name) else {

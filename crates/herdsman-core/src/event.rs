@@ -162,6 +162,9 @@ pub enum EventKind {
         /// Time from spawn to stable.
         after_ms: u64,
     },
+    /// The deployment was stable and no longer is (a replica exited, turned unhealthy or
+    /// was scaled up).
+    DeploymentUnstable,
     /// A stabilization wait reached its deadline.
     StabilizationTimedOut {
         /// The services that were not ready.

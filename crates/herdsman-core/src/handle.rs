@@ -44,6 +44,9 @@ pub struct DeploymentHandle {
     actor: ActorRef<DeploymentMsg>,
     board: StatusBoard,
     events: EventBus,
+    /// Subscribed before the actor started, handed to the first `subscribe` call so that
+    /// subscriber sees every event from the very first one.
+    first_subscription: Arc<std::sync::Mutex<Option<EventStream>>>,
     join: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -113,6 +116,7 @@ async fn spawn_inner(
         .collect();
     let board = StatusBoard::new(name.clone(), &services);
     let events = EventBus::new(name, options.event_capacity);
+    let first_subscription = events.subscribe();
     let args = DeploymentArgs {
         spec: Arc::new(spec),
         runtime,
@@ -130,6 +134,7 @@ async fn spawn_inner(
         actor,
         board,
         events,
+        first_subscription: Arc::new(std::sync::Mutex::new(Some(first_subscription))),
         join: Arc::new(Mutex::new(Some(join))),
     })
 }
@@ -178,9 +183,15 @@ impl DeploymentHandle {
         &self.board
     }
 
-    /// A new subscription to the deployment's events, starting now.
+    /// A subscription to the deployment's events. The first call (on any clone of the
+    /// handle) sees every event since the deployment was spawned, so nothing emitted while
+    /// services start up is missed; later calls see events from now on.
     pub fn subscribe(&self) -> EventStream {
-        self.events.subscribe()
+        let first = match self.first_subscription.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        first.unwrap_or_else(|| self.events.subscribe())
     }
 
     /// Set a service's desired replica count. Replicas are added at the top or removed

@@ -80,6 +80,10 @@ pub(crate) enum SupervisorMsg {
         replica: u32,
         token: u64,
     },
+    /// Recount the replicas and tell the deployment actor if the counts changed. Self-sent
+    /// at most once per burst of messages, so a burst of N changes costs one count of the
+    /// slots instead of N (which at 10,000 replicas would dominate a mass restart).
+    Report,
 }
 
 pub(crate) struct SupervisorArgs {
@@ -135,6 +139,8 @@ pub(crate) struct SupervisorState {
     resume_generation: HashMap<u32, u64>,
     phase: ServicePhase,
     reported: Option<ServiceCounts>,
+    /// A `Report` is queued.
+    report_queued: bool,
 }
 
 pub(crate) struct ServiceSupervisor;
@@ -170,6 +176,7 @@ impl Actor for ServiceSupervisor {
             resume_generation: HashMap::new(),
             phase: ServicePhase::Running,
             reported: None,
+            report_queued: false,
         })
     }
 
@@ -194,6 +201,7 @@ impl Actor for ServiceSupervisor {
         msg: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        let counts_may_change = !matches!(msg, SupervisorMsg::Report);
         match msg {
             SupervisorMsg::Scale { replicas } => state.scale(&myself, replicas).await?,
             SupervisorMsg::Shutdown(reply) => {
@@ -236,8 +244,14 @@ impl Actor for ServiceSupervisor {
             } => state.health(&myself, replica, generation, healthy).await,
             SupervisorMsg::RestartDue { replica, token } => state.restart_due(replica, token),
             SupervisorMsg::ReadyDue { replica, token } => state.ready_due(replica, token),
+            SupervisorMsg::Report => {
+                state.report_queued = false;
+                state.report();
+            }
         }
-        state.report();
+        if counts_may_change {
+            state.request_report(&myself);
+        }
         Ok(())
     }
 
@@ -281,7 +295,7 @@ impl Actor for ServiceSupervisor {
             }
             _ => {}
         }
-        state.report();
+        state.request_report(&myself);
         Ok(())
     }
 }
@@ -837,6 +851,14 @@ impl SupervisorState {
         }
     }
 
+    /// Have the counts reported once the messages queued now are handled.
+    fn request_report(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if !self.report_queued {
+            self.report_queued = true;
+            let _ = myself.cast(SupervisorMsg::Report);
+        }
+    }
+
     /// Tell the deployment actor when this service's counts change.
     fn report(&mut self) {
         let is_job = self.ctx.service.kind == ServiceKind::Job;
@@ -852,7 +874,9 @@ impl SupervisorState {
                     if slot.healthy {
                         c.healthy += 1;
                     }
-                    if slot.ready {
+                    // A job is ready (for stability and for `healthy` dependants) only once
+                    // it has completed: a migration must finish before its dependants start.
+                    if slot.ready && !is_job {
                         c.ready += 1;
                     }
                 }

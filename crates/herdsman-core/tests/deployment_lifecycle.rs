@@ -537,3 +537,63 @@ async fn a_subscriber_that_never_reads_does_not_slow_the_supervisors() {
     );
     handle.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_depends_on_a_job_starts_only_after_the_job_completed() {
+    let sim = Arc::new(SimRuntime::new(22));
+    let mut migrate = service("migrate", 1);
+    migrate.kind = herdsman_spec::ServiceKind::Job;
+    migrate.restart.policy = herdsman_spec::RestartPolicy::OnFailure;
+    sim.set_profile(
+        "migrate",
+        FaultProfile {
+            lifetime: herdsman_runtime::Lifetime::Fixed(Duration::from_secs(5)),
+            exit_codes: vec![0],
+            ..FaultProfile::default()
+        },
+    );
+    let mut web = service("web", 1);
+    web.depends = vec![depends(
+        "migrate",
+        DependencyCondition::Healthy,
+        Duration::from_secs(60),
+    )];
+    let handle = spawn_on(sim.clone(), vec![migrate, web]).await;
+    let mut events = handle.subscribe();
+    let (_, before) = wait_for(&mut events, "web started", |k| started(k, "web", 0)).await;
+    assert!(
+        before.iter().any(
+            |e| matches!(&e.kind, EventKind::Completed { service, .. } if &**service == "migrate")
+        ),
+        "the job completed before its dependant started: {before:?}"
+    );
+    let r = bounded("stable", handle.wait_stable(Duration::from_secs(60))).await;
+    assert!(
+        matches!(r, Ok(Stabilization::Ready { .. })),
+        "a completed job counts as ready"
+    );
+    handle.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_subscription_sees_every_event_since_spawn_and_later_ones_start_now() {
+    let sim = Arc::new(SimRuntime::new(23));
+    let handle = spawn_on(sim.clone(), vec![service("a", 2)]).await;
+    bounded("stable", handle.wait_stable(Duration::from_secs(60)))
+        .await
+        .expect("answer");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut first = handle.subscribe();
+    let mut second = handle.subscribe();
+    let early = drain(&mut first);
+    assert!(
+        early.iter().any(|e| started(&e.kind, "a", 0))
+            && early.iter().any(|e| started(&e.kind, "a", 1)),
+        "startup events reach the first subscriber: {early:?}"
+    );
+    assert!(
+        drain(&mut second).is_empty(),
+        "a later subscription starts now"
+    );
+    handle.shutdown().await.expect("shutdown");
+}

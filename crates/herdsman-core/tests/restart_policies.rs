@@ -351,3 +351,27 @@ async fn on_unhealthy_isolate_marks_not_ready_and_recovers_when_healthy_again() 
     );
     handle.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(start_paused = true)]
+async fn losing_a_replica_makes_the_deployment_unstable_until_it_is_back() {
+    let sim = Arc::new(SimRuntime::new(9));
+    let handle = spawn(&sim, vec![service("a", 2)]).await;
+    let mut events = handle.subscribe();
+    stable(&handle).await;
+    drain(&mut events);
+    sim.kill_replica("a", 0, 1);
+    let (_, before) = wait_for(&mut events, "stable again", |k| {
+        matches!(k, EventKind::DeploymentStable { .. })
+    })
+    .await;
+    let unstable = before
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::DeploymentUnstable))
+        .expect("an unstable event");
+    let exited = before
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::ReplicaExited { .. }))
+        .expect("an exit event");
+    assert!(exited < unstable, "{before:?}");
+    handle.shutdown().await.expect("shutdown");
+}
