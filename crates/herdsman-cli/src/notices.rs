@@ -97,27 +97,11 @@ pub(crate) fn notice(kind: &EventKind) -> Option<String> {
         } => format!("{service}/{replica} gave up: {reason}"),
         EventKind::ProbeFailed { .. }
         | EventKind::DeploymentStable { .. }
+        | EventKind::DeploymentUnstable
         | EventKind::StabilizationTimedOut { .. }
         | EventKind::DeploymentStopped => return None,
     };
     Some(line)
-}
-
-/// Whether the event means some replica stopped being ready, so a stable deployment no
-/// longer is (a job's successful exit does not count: completed is ready).
-pub(crate) fn breaks_stability(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::ReplicaRestarting { .. }
-        | EventKind::StartFailed { .. }
-        | EventKind::BackOff { .. }
-        | EventKind::Isolated { .. }
-        | EventKind::ServiceShutdown { .. }
-        | EventKind::ServiceFailed { .. }
-        | EventKind::GaveUp { .. } => true,
-        EventKind::HealthChanged { healthy, .. } => !healthy,
-        EventKind::ReplicaExited { exit, .. } => !exit.is_success(),
-        _ => false,
-    }
 }
 
 /// `3 services, 7 replicas`: the services that want replicas and how many they want.

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::api::{self, ApiAddr, ApiState, DEFAULT_ADDR, TOKEN_ENV};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
-use crate::notices::{breaks_stability, notice, size};
+use crate::notices::{notice, size};
 use crate::progress::Console;
 use crate::state_file::{self, StateWriter};
 
@@ -372,7 +372,7 @@ async fn show(
                     if let EventKind::DeploymentStable { after_ms } = e.kind {
                         let status = board.snapshot();
                         console.lock().regained(&status, Duration::from_millis(after_ms));
-                    } else if breaks_stability(&e.kind) {
+                    } else if matches!(e.kind, EventKind::DeploymentUnstable) {
                         // Said now: the lapse may be over before the next tick.
                         let status = board.snapshot();
                         console.lock().lost(&status);
