@@ -76,8 +76,7 @@ async fn an_exit_code_is_reported_as_soon_as_the_process_exits() {
 async fn a_process_killed_by_a_signal_is_reported_with_that_signal() {
     let rt = runtime();
     // Templates pass the shell's `$$` through unchanged.
-    let (_, started, pid) =
-        launch(&rt, &service("signalled", Some(shell("kill -USR1 $$")))).await;
+    let (_, started, pid) = launch(&rt, &service("signalled", Some(shell("kill -USR1 $$")))).await;
     let exit = within("exit", started.exit).await;
     assert_eq!(exit.reason, ExitReason::Signal(10));
     assert_group_gone(pid).await;
