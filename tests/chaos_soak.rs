@@ -19,8 +19,8 @@ use herdsman::core::{
 };
 use herdsman::runtime::{ContainerId, FaultProfile, HealthBehaviour, SimRuntime};
 use herdsman::spec::{
-    Backoff, Check, Deployment, Health, InitFailurePolicy, OnUnhealthy, PanicAction,
-    RestartPolicy, RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
+    Backoff, Check, Deployment, Health, InitFailurePolicy, OnUnhealthy, PanicAction, RestartPolicy,
+    RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -434,7 +434,10 @@ impl Storm {
             }
             let indexes: Vec<u32> = s.replicas.iter().map(|r| r.replica).collect();
             if indexes != (0..desired).collect::<Vec<_>>() {
-                problems.push(format!("{}: replicas {indexes:?}, want 0..{desired}", s.name));
+                problems.push(format!(
+                    "{}: replicas {indexes:?}, want 0..{desired}",
+                    s.name
+                ));
             }
             for r in &s.replicas {
                 let ok = if role.isolates_exits {
@@ -467,9 +470,13 @@ impl Storm {
             return;
         }
         let desired = self.desired["canary"];
-        bounded("scale canary to 0", CALL_WITHIN, self.handle.scale("canary", 0))
-            .await
-            .expect("scale is accepted");
+        bounded(
+            "scale canary to 0",
+            CALL_WITHIN,
+            self.handle.scale("canary", 0),
+        )
+        .await
+        .expect("scale is accepted");
         bounded("canary replicas to go", SETTLE_WITHIN, async {
             while !self.sim.running().iter().all(|id| &*id.service != "canary")
                 || self.handle.board().replica("canary", 0).is_some()
@@ -478,9 +485,13 @@ impl Storm {
             }
         })
         .await;
-        bounded("scale canary back", CALL_WITHIN, self.handle.scale("canary", desired))
-            .await
-            .expect("scale is accepted");
+        bounded(
+            "scale canary back",
+            CALL_WITHIN,
+            self.handle.scale("canary", desired),
+        )
+        .await
+        .expect("scale is accepted");
     }
 }
 
@@ -596,11 +607,17 @@ async fn replicas_are_never_lost_duplicated_or_stuck_under_seeded_storms_of_faul
     // The storms must really have exercised every fault, or passing proves nothing.
     let n = seeds.len() as u64;
     assert!(total.kills > 20 * n, "too few crashes: {total:?}");
-    assert!(total.start_failures > 10 * n, "too few start failures: {total:?}");
+    assert!(
+        total.start_failures > 10 * n,
+        "too few start failures: {total:?}"
+    );
     assert!(total.panics > 20 * n, "too few panics: {total:?}");
     assert!(total.scales > 10 * n, "too few scale changes: {total:?}");
     assert!(total.backoffs > 0, "no crash loop backoff: {total:?}");
-    assert!(total.unhealthy > 0, "no replica turned unhealthy: {total:?}");
+    assert!(
+        total.unhealthy > 0,
+        "no replica turned unhealthy: {total:?}"
+    );
     assert!(total.isolated > 0, "nothing isolated: {total:?}");
 }
 
@@ -635,14 +652,21 @@ async fn every_replica_comes_back_exactly_once_after_the_whole_fleet_crashes_at_
         storm.replace_isolated_canaries().await;
         storm.settle(round).await;
         let after = sim.running();
-        assert_eq!(after.len(), before.len(), "round {round}: fleet size changed");
+        assert_eq!(
+            after.len(),
+            before.len(),
+            "round {round}: fleet size changed"
+        );
         for (old, new) in before.iter().zip(&after) {
             assert_eq!(
                 (&old.service, old.replica),
                 (&new.service, new.replica),
                 "round {round}: a replica was replaced by another"
             );
-            assert!(new.generation > old.generation, "round {round}: {new} not restarted");
+            assert!(
+                new.generation > old.generation,
+                "round {round}: {new} not restarted"
+            );
         }
     }
     bounded("shutdown", CALL_WITHIN, handle.shutdown())
