@@ -15,19 +15,6 @@ use tokio::sync::watch;
 /// The content type of the exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Every replica state, in the order their series are written.
-const STATES: [(ReplicaState, &str); 9] = [
-    (ReplicaState::Initializing, "initializing"),
-    (ReplicaState::Starting, "starting"),
-    (ReplicaState::Running, "running"),
-    (ReplicaState::Backoff, "backoff"),
-    (ReplicaState::Isolated, "isolated"),
-    (ReplicaState::Stopping, "stopping"),
-    (ReplicaState::Stopped, "stopped"),
-    (ReplicaState::Completed, "completed"),
-    (ReplicaState::Failed, "failed"),
-];
-
 /// Counters per service, from events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct ServiceCounters {
@@ -156,7 +143,8 @@ impl Metrics {
             "Replicas of the service in each state.",
         );
         for s in &status.services {
-            for (state, word) in STATES {
+            for state in ReplicaState::ALL {
+                let word = state.as_str();
                 let n = s.replicas.iter().filter(|r| r.state == state).count();
                 let _ = writeln!(
                     out,

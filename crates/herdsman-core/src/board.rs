@@ -39,6 +39,34 @@ pub enum ReplicaState {
 }
 
 impl ReplicaState {
+    /// Every state, in life-cycle order.
+    pub const ALL: [ReplicaState; 9] = [
+        ReplicaState::Initializing,
+        ReplicaState::Starting,
+        ReplicaState::Running,
+        ReplicaState::Backoff,
+        ReplicaState::Isolated,
+        ReplicaState::Stopping,
+        ReplicaState::Stopped,
+        ReplicaState::Completed,
+        ReplicaState::Failed,
+    ];
+
+    /// The state's name as in `/v1/status`: `running`, `backoff`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Initializing => "initializing",
+            ReplicaState::Starting => "starting",
+            ReplicaState::Running => "running",
+            ReplicaState::Backoff => "backoff",
+            ReplicaState::Isolated => "isolated",
+            ReplicaState::Stopping => "stopping",
+            ReplicaState::Stopped => "stopped",
+            ReplicaState::Completed => "completed",
+            ReplicaState::Failed => "failed",
+        }
+    }
+
     /// True for `running`.
     pub fn is_running(self) -> bool {
         matches!(self, ReplicaState::Running)
@@ -381,6 +409,14 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_names_match_their_json_form() {
+        for state in ReplicaState::ALL {
+            let json = serde_json::to_value(state).expect("serializable");
+            assert_eq!(json.as_str(), Some(state.as_str()));
+        }
+    }
 
     #[test]
     fn probe_totals_count_each_outcome_and_add_up_durations() {

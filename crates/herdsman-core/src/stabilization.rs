@@ -117,10 +117,7 @@ pub(crate) fn service_reason(s: &ServiceStatus) -> String {
         }
         let what = match state {
             ReplicaState::Running => "unhealthy".to_string(),
-            other => serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            other => other.as_str().to_string(),
         };
         parts.push(format!("{} {what}", of_state.len()));
     }
@@ -168,7 +165,7 @@ pub(crate) fn replica_reason(r: &ReplicaStatus) -> String {
             Some(e) => format!("failed, last {e}"),
             None => "failed".to_string(),
         },
-        other => format!("{other:?}").to_lowercase(),
+        other => other.as_str().to_string(),
     }
 }
 
