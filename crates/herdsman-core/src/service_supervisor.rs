@@ -589,14 +589,15 @@ impl SupervisorState {
             r.pid = None;
             r.healthy = false;
         });
-        ctx.events.emit(EventKind::ReplicaExited {
+        let exited = EventKind::ReplicaExited {
             service: ctx.service_name.clone(),
             replica,
             generation,
             exit,
-        });
+        };
         let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
-        self.apply(myself, replica, decision, false).await;
+        self.apply(myself, replica, decision, false, Some(exited))
+            .await;
     }
 
     async fn start_failed(
@@ -618,7 +619,7 @@ impl SupervisorState {
             error,
         });
         let decision = slot.tracker.decide(Cause::StartFailed, Instant::now());
-        self.apply(myself, replica, decision, false).await;
+        self.apply(myself, replica, decision, false, None).await;
     }
 
     fn init_failed(
@@ -712,7 +713,7 @@ impl SupervisorState {
             }
             Some(OnUnhealthy::Restart) => {
                 let decision = slot.tracker.decide(Cause::Unhealthy, Instant::now());
-                self.apply(myself, replica, decision, true).await;
+                self.apply(myself, replica, decision, true, None).await;
             }
             Some(OnUnhealthy::None) | None => {}
         }
@@ -757,22 +758,33 @@ impl SupervisorState {
     }
 
     /// Carry out a restart decision for one replica. `running`: its container still runs
-    /// (it turned unhealthy) rather than having exited or failed to start.
+    /// (it turned unhealthy) rather than having exited or failed to start. `announce` is
+    /// the event of what happened (an exit), emitted before the decision's own events; an
+    /// immediate restart is sent first, since waking subscribers costs the restart time.
     async fn apply(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         replica: u32,
         decision: Decision,
         running: bool,
+        mut announce: Option<EventKind>,
     ) {
         let ctx = self.ctx.clone();
         let Some(slot) = self.slots.get_mut(&replica) else {
             return;
         };
         slot.ready = false;
+        if !matches!(decision, Decision::RestartNow) {
+            if let Some(event) = announce.take() {
+                ctx.events.emit(event);
+            }
+        }
         match decision {
             Decision::RestartNow => {
                 Self::restart(&ctx, replica, slot);
+                if let Some(event) = announce {
+                    ctx.events.emit(event);
+                }
                 ctx.events.emit(EventKind::ReplicaRestarting {
                     service: ctx.service_name.clone(),
                     replica,
