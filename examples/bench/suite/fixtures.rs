@@ -1,0 +1,123 @@
+//! Deployments the benchmarks run, built as structs (any size, no YAML), and small helpers
+//! shared by the measurements.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use herdsman::core::{DeploymentHandle, Stabilization};
+use herdsman::spec::{
+    Backoff, Check, Command, Deployment, Health, InitFailurePolicy, OnUnhealthy, PanicAction,
+    RestartPolicy, RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
+};
+
+/// A service whose restarts are never held back: the window admits a million restarts a
+/// second, so every measured exit is restarted at once (no crash-loop backoff).
+pub(crate) fn service(name: &str, replicas: u32) -> Service {
+    Service {
+        name: name.to_string(),
+        kind: ServiceKind::Service,
+        image: Some(format!("bench/{name}:1")),
+        command: None,
+        env: BTreeMap::new(),
+        scale: Scale::Fixed { replicas },
+        endpoints: Vec::new(),
+        depends: Vec::new(),
+        health: None,
+        init: Vec::new(),
+        on_init_failure: InitFailurePolicy::Fail,
+        on_panic: PanicAction::Restart,
+        restart: RestartSpec {
+            policy: RestartPolicy::Always,
+            max_restarts: 1_000_000,
+            window: Duration::from_secs(1),
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+                multiplier: 2.0,
+                jitter: 0.1,
+            },
+            reset_after: Duration::from_secs(600),
+            give_up_after: None,
+        },
+        stop_signal: StopSignal::TERM,
+        stop_grace_period: Duration::from_secs(2),
+        min_ready: Duration::ZERO,
+    }
+}
+
+/// A health check every `interval`; with a `start_interval`, a start period of 10 s probed
+/// that often until the first success.
+pub(crate) fn probed(
+    mut s: Service,
+    interval: Duration,
+    start_interval: Option<Duration>,
+) -> Service {
+    s.health = Some(Health {
+        start_grace: if start_interval.is_some() {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        },
+        start_interval: start_interval.unwrap_or(interval),
+        interval,
+        timeout: Duration::from_secs(1),
+        retries: 3,
+        success_threshold: 1,
+        on_unhealthy: OnUnhealthy::Isolate,
+        check: Check::Command {
+            command: Template::literal("true"),
+        },
+    });
+    s
+}
+
+/// A real process: `program args...`.
+pub(crate) fn running(mut s: Service, argv: &[&str]) -> Service {
+    s.image = None;
+    s.command = Some(Command {
+        entrypoint: argv[..1].iter().map(|a| Template::literal(*a)).collect(),
+        args: argv[1..].iter().map(|a| Template::literal(*a)).collect(),
+        workdir: None,
+    });
+    s
+}
+
+pub(crate) fn deployment(services: Vec<Service>) -> Deployment {
+    Deployment {
+        name: "bench".to_string(),
+        services,
+    }
+}
+
+/// Await `fut` for at most `within`; a hang is a failed benchmark, not a stuck one.
+pub(crate) async fn bounded<T>(what: &str, within: Duration, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(within, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {within:?}: likely deadlocked"),
+    }
+}
+
+/// Wait until the deployment is stable, or fail the benchmark.
+pub(crate) async fn stable(handle: &DeploymentHandle, within: Duration) {
+    match bounded(
+        "wait_stable",
+        within + Duration::from_secs(10),
+        handle.wait_stable(within),
+    )
+    .await
+    {
+        Ok(Stabilization::Ready { .. }) => {}
+        Ok(Stabilization::TimedOut { failing }) => {
+            panic!("not stable within {within:?}: {failing:?}")
+        }
+        Err(e) => panic!("wait_stable failed: {e}"),
+    }
+}
+
+/// Shut the deployment down, or fail the benchmark.
+pub(crate) async fn shutdown(handle: &DeploymentHandle) {
+    bounded("shutdown", Duration::from_secs(120), handle.shutdown())
+        .await
+        .expect("the deployment shuts down");
+}

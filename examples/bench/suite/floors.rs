@@ -1,0 +1,305 @@
+//! The floors: the same operations done with bare ractor actors and tokio tasks, with no
+//! herdsman in between, measured in the same run so each row reads as a ratio.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::fixtures::bounded;
+use super::procfs;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A child that fails when told to.
+struct Child;
+
+enum ChildMsg {
+    Fail,
+}
+
+impl Actor for Child {
+    type Msg = ChildMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<ChildMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ChildMsg>,
+        msg: ChildMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ChildMsg::Fail => Err(From::from("floor: told to fail")),
+        }
+    }
+}
+
+/// A supervisor that respawns every failed child and reports each replacement.
+struct Respawner;
+
+impl Actor for Respawner {
+    type Msg = ();
+    type State = mpsc::UnboundedSender<ActorRef<ChildMsg>>;
+    type Arguments = mpsc::UnboundedSender<ActorRef<ChildMsg>>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<()>,
+        respawned: mpsc::UnboundedSender<ActorRef<ChildMsg>>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(respawned)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        evt: SupervisionEvent,
+        respawned: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(..) = evt {
+            let (child, _) = Actor::spawn_linked(None, Child, (), myself.get_cell()).await?;
+            let _ = respawned.send(child);
+        }
+        Ok(())
+    }
+}
+
+/// A respawner with `n` children, their refs, and the stream of replacements.
+async fn respawner(
+    n: usize,
+) -> (
+    ActorRef<()>,
+    Vec<ActorRef<ChildMsg>>,
+    mpsc::UnboundedReceiver<ActorRef<ChildMsg>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (sup, _) = Actor::spawn(None, Respawner, tx)
+        .await
+        .expect("the floor supervisor spawns");
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (child, _) = Actor::spawn_linked(None, Child, (), sup.get_cell())
+            .await
+            .expect("a floor child spawns");
+        children.push(child);
+    }
+    (sup, children, rx)
+}
+
+/// ractor fail→respawn: a child's handler fails, its supervisor spawns a replacement; from
+/// the failing message being sent to the replacement reported to this task.
+pub(crate) async fn ractor_fail_respawn(samples: usize) -> Vec<Duration> {
+    let (sup, mut children, mut respawned) = respawner(1).await;
+    let mut child = children.pop().expect("one child");
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = Instant::now();
+        let _ = child.cast(ChildMsg::Fail);
+        child = bounded("ractor respawn", PATIENCE, respawned.recv())
+            .await
+            .expect("the supervisor reports a replacement");
+        out.push(t0.elapsed());
+    }
+    sup.stop_children_and_wait(None, Some(PATIENCE)).await;
+    let _ = sup.stop_and_wait(None, Some(PATIENCE)).await;
+    out
+}
+
+/// ractor respawn burst: `n` children of one supervisor fail at once; until all `n`
+/// replacements are reported. One sample per round.
+pub(crate) async fn ractor_burst(n: usize, rounds: usize) -> Vec<Duration> {
+    let (sup, mut children, mut respawned) = respawner(n).await;
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for child in &children {
+            let _ = child.cast(ChildMsg::Fail);
+        }
+        let mut next = Vec::with_capacity(n);
+        while next.len() < n {
+            let child = bounded("ractor burst", PATIENCE, respawned.recv())
+                .await
+                .expect("the supervisor reports every replacement");
+            next.push(child);
+        }
+        out.push(t0.elapsed());
+        children = next;
+    }
+    sup.stop_children_and_wait(None, Some(PATIENCE)).await;
+    let _ = sup.stop_and_wait(None, Some(PATIENCE)).await;
+    out
+}
+
+/// An actor that does nothing.
+struct Bare;
+
+impl Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// Raw spawn: `n` bare actors, one after the other, each awaited (as a supervisor spawns
+/// its replicas). One sample per round; the actors are stopped between rounds.
+pub(crate) async fn ractor_spawn(n: usize, rounds: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let (parent, _) = Actor::spawn(None, Bare, ()).await.expect("a parent spawns");
+        let t0 = Instant::now();
+        for _ in 0..n {
+            Actor::spawn_linked(None, Bare, (), parent.get_cell())
+                .await
+                .expect("a bare actor spawns");
+        }
+        out.push(t0.elapsed());
+        parent.stop_children_and_wait(None, Some(PATIENCE)).await;
+        let _ = parent.stop_and_wait(None, Some(PATIENCE)).await;
+    }
+    out
+}
+
+/// Bare actors held for a memory measurement: `n` pairs, a parent and its linked child,
+/// as a supervised replica is a container actor and its probe actor.
+pub(crate) struct ActorPairs {
+    parents: Vec<ActorRef<()>>,
+}
+
+impl ActorPairs {
+    pub(crate) async fn spawn(n: usize) -> ActorPairs {
+        let mut parents = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (parent, _) = Actor::spawn(None, Bare, ()).await.expect("a parent spawns");
+            Actor::spawn_linked(None, Bare, (), parent.get_cell())
+                .await
+                .expect("a child spawns");
+            parents.push(parent);
+        }
+        ActorPairs { parents }
+    }
+
+    pub(crate) async fn stop(self) {
+        for p in self.parents {
+            p.stop_children_and_wait(None, Some(PATIENCE)).await;
+            let _ = p.stop_and_wait(None, Some(PATIENCE)).await;
+        }
+    }
+}
+
+/// `n` tokio tasks each ticking a 1 s interval (phases spread over the second, as jittered
+/// probes are), for a CPU measurement; aborted on drop.
+pub(crate) struct IntervalTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) ticks: Arc<AtomicU64>,
+}
+
+impl IntervalTasks {
+    pub(crate) fn spawn(n: usize, period: Duration) -> IntervalTasks {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let tasks = (0..n)
+            .map(|i| {
+                let ticks = ticks.clone();
+                let offset = period.mul_f64(i as f64 / n.max(1) as f64);
+                tokio::spawn(async move {
+                    let mut interval = tokio::time::interval_at(start + offset, period);
+                    loop {
+                        interval.tick().await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        IntervalTasks { tasks, ticks }
+    }
+}
+
+impl Drop for IntervalTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Cores used by this process over `window` (CPU time / wall time).
+pub(crate) async fn cores_over(window: Duration) -> f64 {
+    let (t0, c0) = (Instant::now(), procfs::cpu_time());
+    tokio::time::sleep(window).await;
+    let (t1, c1) = (Instant::now(), procfs::cpu_time());
+    c1.saturating_sub(c0).as_secs_f64() / (t1 - t0).as_secs_f64()
+}
+
+/// The tokio floor for a process restart: spawn `sleep 1000`, wait for it, respawn it at
+/// once when it dies; from SIGKILL of the running one to its replacement spawned.
+pub(crate) async fn tokio_respawn(samples: usize) -> Vec<Duration> {
+    let (pid_tx, mut pid_rx) = mpsc::unbounded_channel::<u32>();
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let respawner = tokio::spawn(async move {
+        loop {
+            let mut child = tokio::process::Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("sleep can be spawned");
+            let _ = pid_tx.send(child.id().unwrap_or(0));
+            tokio::select! {
+                _ = child.wait() => {}
+                _ = &mut stop_rx => {
+                    let _ = child.kill().await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut pid = bounded("first spawn", PATIENCE, pid_rx.recv())
+        .await
+        .expect("a pid");
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        // A process killed while still starting up dies faster than a settled one.
+        tokio::time::sleep(SETTLE).await;
+        let t0 = Instant::now();
+        kill9(pid);
+        pid = bounded("tokio respawn", PATIENCE, pid_rx.recv())
+            .await
+            .expect("a new pid");
+        out.push(t0.elapsed());
+    }
+    let _ = stop_tx.send(());
+    bounded("floor respawner to stop", PATIENCE, respawner)
+        .await
+        .expect("the floor respawner ends cleanly");
+    out
+}
+
+/// How long a process runs before it is killed for a measurement: long enough to have
+/// finished starting (exec, dynamic loading) and gone to sleep, as a real crash would find
+/// it.
+pub(crate) const SETTLE: Duration = Duration::from_millis(5);
+
+/// SIGKILL a process (already gone is fine).
+pub(crate) fn kill9(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

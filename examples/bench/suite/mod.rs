@@ -1,0 +1,403 @@
+//! The benchmark suite: every row of the performance table in DESIGN.md, each measured
+//! beside a floor (the same operation with bare ractor actors or tokio tasks) in the same
+//! run. `cargo run --release --example bench` runs it in full; `Options::quick()` runs every
+//! row at small sizes with no verdicts, which `tests/bench_quick.rs` does inside
+//! `cargo test` so the suite never rots.
+//!
+//! Layout: `report` (measures, rows, the markdown table), `procfs` (RSS and CPU time),
+//! `fixtures` (deployments built as structs, bounded waits), `instrumented` (a runtime
+//! wrapper that timestamps what the tree asks of it), `floors` (the raw ractor and tokio
+//! baselines), `sim_rows`, `process_rows` and `scale_rows` (herdsman's measurements).
+
+mod fixtures;
+mod floors;
+mod instrumented;
+mod process_rows;
+pub(crate) mod procfs;
+pub(crate) mod report;
+mod scale_rows;
+mod sim_rows;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub(crate) use report::{markdown, Row};
+use report::{Measure, Unit};
+use scale_rows::ScaleResult;
+
+/// What to run and how.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Options {
+    /// Small sizes, no verdicts: a smoke run.
+    pub(crate) quick: bool,
+    /// Only the rows whose key contains one of these (`restart`, `process`, `idle`, `burst`,
+    /// `memory`, `cpu`, `healthy`, `spec`); all when empty.
+    pub(crate) only: Vec<String>,
+    /// Run the memory, CPU and idle-process measurements in fresh processes of this
+    /// executable (`--child`), so earlier rows leave no allocator state behind.
+    pub(crate) isolate_with: Option<PathBuf>,
+}
+
+impl Options {
+    /// Every row at small sizes, in this process, with no verdicts.
+    pub(crate) fn quick() -> Options {
+        Options {
+            quick: true,
+            ..Options::default()
+        }
+    }
+
+    fn wants(&self, key: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| key.contains(o.as_str()))
+    }
+}
+
+/// How big each measurement is.
+struct Sizes {
+    restart_samples: usize,
+    process_samples: usize,
+    idle_processes: u32,
+    burst: u32,
+    burst_rounds: usize,
+    memory: Vec<u32>,
+    cpu: u32,
+    cpu_window: Duration,
+    healthy_samples: usize,
+    spec: u32,
+    spec_rounds: usize,
+}
+
+impl Sizes {
+    fn for_options(opts: &Options) -> Sizes {
+        if opts.quick {
+            Sizes {
+                restart_samples: 60,
+                process_samples: 10,
+                idle_processes: 5,
+                burst: 200,
+                burst_rounds: 2,
+                memory: vec![500],
+                cpu: 500,
+                cpu_window: Duration::from_millis(500),
+                healthy_samples: 10,
+                spec: 500,
+                spec_rounds: 2,
+            }
+        } else {
+            Sizes {
+                restart_samples: 2000,
+                process_samples: 300,
+                idle_processes: 200,
+                burst: 10_000,
+                burst_rounds: 7,
+                memory: vec![1_000, 10_000, 100_000],
+                cpu: 100_000,
+                cpu_window: Duration::from_secs(10),
+                healthy_samples: 300,
+                spec: 10_000,
+                spec_rounds: 7,
+            }
+        }
+    }
+}
+
+fn label(n: u32) -> String {
+    if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Run the selected rows, calling `on_row` as each finishes.
+pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row> {
+    let sizes = Sizes::for_options(opts);
+    let judge = |met: bool| (!opts.quick).then_some(met);
+    let mut rows = Vec::new();
+    let mut push = |row: Row, rows: &mut Vec<Row>| {
+        on_row(&row);
+        rows.push(row);
+    };
+
+    if opts.wants("restart") {
+        let n = sizes.restart_samples;
+        let ours = Measure::of_durations(&sim_rows::restart_latency(n).await, Unit::Micros);
+        let floor = Measure::of_durations(&floors::ractor_fail_respawn(n).await, Unit::Micros);
+        push(
+            Row {
+                what: "exit seen → restart issued (SimRuntime)".into(),
+                target: "p99 ≤ 20 µs",
+                met: judge(ours.p99 <= 20.0),
+                ours,
+                floor_what: "ractor fail→respawn".into(),
+                floor: Some(floor),
+                notes: format!(
+                    "{n} kills of a running simulated container, round robin over 64 replicas, \
+                     each measured to the supervisor's ReplicaRestarting event received by a \
+                     parked task; floor: a child's handler returns Err and its supervisor \
+                     spawns a replacement, measured to the new ref received the same way"
+                ),
+            },
+            &mut rows,
+        );
+    }
+
+    if opts.wants("process") {
+        let n = sizes.process_samples;
+        let (samples, parts) = process_rows::crash_to_running(n).await;
+        let ours = Measure::of_durations(&samples, Unit::Millis);
+        let part = |d: &[Duration]| Measure::of_durations(d, Unit::Micros).to_string();
+        let floor = Measure::of_durations(&floors::tokio_respawn(n).await, Unit::Millis);
+        push(
+            Row {
+                what: "real process crash → replacement running".into(),
+                target: "p50 ≤ 1.15× floor, p99 ≤ 2.5 ms",
+                met: judge(ours.p50 <= 1.15 * floor.p50 && ours.p99 <= 2.5),
+                ours,
+                floor_what: "tokio spawn+wait+respawn".into(),
+                floor: Some(floor),
+                notes: format!(
+                    "{n} SIGKILLs of `sleep 1000` replicas (4, round robin) on ProcessRuntime, \
+                     each to the replacement's ReplicaStarted event (new pid) received; floor: \
+                     a tokio task that spawns `sleep 1000`, awaits it and respawns it, to the \
+                     new pid received. Where the time goes (p50 / p99): exit reaped, reported \
+                     and decided until the container actor tears down {}; old removed and new \
+                     created {}; spawn {}; event received {}",
+                    part(&parts.detect_and_decide),
+                    part(&parts.replace),
+                    part(&parts.spawn),
+                    part(&parts.report),
+                ),
+            },
+            &mut rows,
+        );
+    }
+
+    if opts.wants("idle") {
+        let n = sizes.idle_processes;
+        let (before, with) = match &opts.isolate_with {
+            Some(exe) => {
+                let v = child_process(exe, "idle", n, Duration::ZERO).await;
+                let get = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                (get("rss_before"), get("rss_after"))
+            }
+            None => process_rows::idle_processes(n).await,
+        };
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let ours = Measure::single(mib(with), Unit::MiB);
+        push(
+            Row {
+                what: format!("supervisor RSS with {n} idle real processes"),
+                target: "≤ 10 MiB RSS",
+                met: judge(ours.p50 <= 10.0),
+                ours,
+                floor_what: "same process before any".into(),
+                floor: Some(Measure::single(mib(before), Unit::MiB)),
+                notes: format!(
+                    "VmRSS of a fresh bench process supervising {n} `sleep 1000` replicas, \
+                     stable, 0.5 s later; {:.1} KiB per process over the baseline",
+                    with.saturating_sub(before) as f64 / 1024.0 / f64::from(n)
+                ),
+            },
+            &mut rows,
+        );
+    }
+
+    if opts.wants("burst") {
+        let n = sizes.burst;
+        let burst = sim_rows::burst(n, sizes.burst_rounds).await;
+        let ours = Measure::of_durations(&burst.running, Unit::Millis);
+        let stable = Measure::of_durations(&burst.stable, Unit::Millis);
+        let floor_samples = floors::ractor_burst(n as usize, sizes.burst_rounds).await;
+        let floor = Measure::of_durations(&floor_samples, Unit::Millis);
+        push(
+            Row {
+                what: format!("{} replicas crash at once → all running again", label(n)),
+                target: "≤ 100 ms",
+                met: judge(ours.p99 <= 100.0),
+                ours,
+                floor_what: format!("ractor {} respawn burst", label(n)),
+                floor: Some(floor),
+                notes: format!(
+                    "{} rounds: every simulated container of one {n}-replica service killed in \
+                     one loop, until the runtime has started every replacement (the worst \
+                     round is the p99); the deployment reported itself stable again after \
+                     {stable}; floor: {n} children of one supervisor fail at once and are \
+                     respawned",
+                    sizes.burst_rounds
+                ),
+            },
+            &mut rows,
+        );
+    }
+
+    if opts.wants("memory") {
+        let window = opts.wants("cpu").then_some(sizes.cpu_window);
+        for &n in &sizes.memory {
+            let cpu = (n == sizes.cpu).then_some(window).flatten();
+            let (ours, floor) = scale_pair(opts, n, cpu).await;
+            let kib = |r: &ScaleResult| r.per_replica_bytes() / 1024.0;
+            let net = (ours.rss_after.saturating_sub(ours.rss_before) as f64
+                - ours.sim_bytes as f64)
+                / f64::from(n)
+                / 1024.0;
+            let ours_m = Measure::single(kib(&ours), Unit::KiB);
+            let at_target = n == 100_000;
+            push(
+                Row {
+                    what: format!("memory per supervised replica at {}", label(n)),
+                    target: if at_target {
+                        "≤ 24 KiB"
+                    } else {
+                        "(≤ 24 KiB at 100k)"
+                    },
+                    met: if at_target {
+                        judge(ours_m.p50 <= 24.0)
+                    } else {
+                        None
+                    },
+                    ours: ours_m,
+                    floor_what: "two bare ractor actors".into(),
+                    floor: Some(Measure::single(kib(&floor), Unit::KiB)),
+                    notes: format!(
+                        "RSS growth / replicas, {n} probed replicas (container and probe \
+                         actor each) in services of 1000 on SimRuntime, stable and probed; \
+                         {net:.1} KiB once the simulated containers' own share \
+                         ({:.2} KiB, SimRuntime::approx_memory) is taken out",
+                        ours.sim_bytes as f64 / f64::from(n) / 1024.0
+                    ),
+                },
+                &mut rows,
+            );
+            if let (Some(c), Some(f)) = (ours.cores, floor.cores) {
+                let ours_c = Measure::single(c, Unit::Cores);
+                push(
+                    Row {
+                        what: format!(
+                            "CPU for {} replicas probed every 1 s (SimRuntime)",
+                            label(n)
+                        ),
+                        target: "≤ 1 core",
+                        met: judge(c <= 1.0),
+                        ours: ours_c,
+                        floor_what: "tokio interval tasks".into(),
+                        floor: Some(Measure::single(f, Unit::Cores)),
+                        notes: format!(
+                            "process CPU time (utime + stime) over {:?} of steady state: \
+                             {:.0} checks/s ({:.1} µs of CPU each); floor: {n} tokio tasks \
+                             each ticking a 1 s interval, {:.0} ticks/s",
+                            window.unwrap_or_default(),
+                            ours.rate.unwrap_or(f64::NAN),
+                            c * 1e6 / ours.rate.unwrap_or(f64::NAN),
+                            floor.rate.unwrap_or(f64::NAN),
+                        ),
+                    },
+                    &mut rows,
+                );
+            }
+        }
+    }
+
+    if opts.wants("healthy") {
+        let n = sizes.healthy_samples;
+        let ours = Measure::of_durations(&sim_rows::healthy_to_stable(n).await, Unit::Micros);
+        push(
+            Row {
+                what: "last replica healthy → deployment reported stable".into(),
+                target: "≤ 1 ms",
+                met: judge(ours.p99 <= 1000.0),
+                ours,
+                floor_what: "—".into(),
+                floor: None,
+                notes: format!(
+                    "{n} scale-ups by one replica of a stable probed service: from the new \
+                     replica's first successful check returning (it becomes healthy) to the \
+                     DeploymentStable event received by a parked task"
+                ),
+            },
+            &mut rows,
+        );
+    }
+
+    if opts.wants("spec") {
+        let n = sizes.spec;
+        let (to_stable, shutdowns) = sim_rows::spec_to_stable(n, sizes.spec_rounds).await;
+        let ours = Measure::of_durations(&to_stable, Unit::Millis);
+        let shut = Measure::of_durations(&shutdowns, Unit::Millis);
+        let floor_samples = floors::ractor_spawn(2 * n as usize, sizes.spec_rounds).await;
+        let floor = Measure::of_durations(&floor_samples, Unit::Millis);
+        push(
+            Row {
+                what: format!("{} replicas from spec to stable (SimRuntime)", label(n)),
+                target: "≤ 1 s",
+                met: judge(ours.p99 <= 1000.0),
+                ours,
+                floor_what: format!("raw spawn of {} ractor actors", label(2 * n)),
+                floor: Some(floor),
+                notes: format!(
+                    "{} rounds: spawn_deployment of one unprobed {n}-replica service until \
+                     wait_stable answers (worst round is the p99); shutdown took {shut}; \
+                     floor: {} bare actors spawned one after another, each awaited",
+                    sizes.spec_rounds,
+                    2 * n
+                ),
+            },
+            &mut rows,
+        );
+    }
+    rows
+}
+
+/// Memory (and CPU) at `n`, herdsman then the floor, each in a fresh process if asked.
+async fn scale_pair(opts: &Options, n: u32, cpu: Option<Duration>) -> (ScaleResult, ScaleResult) {
+    match &opts.isolate_with {
+        Some(exe) => {
+            let window = cpu.unwrap_or(Duration::ZERO);
+            let parse = |v: serde_json::Value| {
+                ScaleResult::from_json(&v).unwrap_or_else(|| panic!("bad child output: {v}"))
+            };
+            let ours = parse(child_process(exe, "ours", n, window).await);
+            let floor = parse(child_process(exe, "floor", n, window).await);
+            (ours, floor)
+        }
+        None => (
+            scale_rows::ours(n, cpu).await,
+            scale_rows::floor(n, cpu).await,
+        ),
+    }
+}
+
+/// The measurement a `--child` process runs: `ours`, `floor` or `idle`, at `n`, with a CPU
+/// window (zero for none). Its result, as one JSON value.
+pub(crate) async fn child(kind: &str, n: u32, window: Duration) -> serde_json::Value {
+    let cpu = (!window.is_zero()).then_some(window);
+    match kind {
+        "ours" => scale_rows::ours(n, cpu).await.to_json(),
+        "floor" => scale_rows::floor(n, cpu).await.to_json(),
+        "idle" => {
+            let (before, after) = process_rows::idle_processes(n).await;
+            serde_json::json!({"rss_before": before, "rss_after": after})
+        }
+        other => panic!("unknown child measurement {other:?}"),
+    }
+}
+
+/// Run `child` in a fresh process of `exe` and parse its JSON line.
+async fn child_process(exe: &PathBuf, kind: &str, n: u32, window: Duration) -> serde_json::Value {
+    let output = tokio::process::Command::new(exe)
+        .args(["--child", kind, "--n", &n.to_string()])
+        .args(["--window-ms", &window.as_millis().to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child {kind} {n} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("child {kind} {n}: {e}: {line:?}"))
+}

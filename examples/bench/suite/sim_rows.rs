@@ -1,0 +1,229 @@
+//! Rows measured on `SimRuntime`: exit → restart issued, a burst of simultaneous crashes,
+//! last healthy → stable, and spec → stable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman::core::{spawn_deployment, DeploymentHandle, DeploymentOptions, EventKind, Received};
+use herdsman::runtime::SimRuntime;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::fixtures::{bounded, deployment, probed, service, shutdown, stable};
+use super::instrumented::Instrumented;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn options() -> DeploymentOptions {
+    DeploymentOptions {
+        event_capacity: 1 << 16,
+        ..DeploymentOptions::default()
+    }
+}
+
+/// A task parked on the event stream that stamps each event `f` selects the moment it is
+/// received, so the bench's own task being busy never delays an observation.
+fn stamp_events<T: Send + 'static>(
+    handle: &DeploymentHandle,
+    mut f: impl FnMut(&EventKind) -> Option<T> + Send + 'static,
+) -> mpsc::UnboundedReceiver<(T, Instant)> {
+    let mut events = handle.subscribe();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(received) = events.recv().await {
+            if let Received::Event(e) = received {
+                if let Some(v) = f(&e.kind) {
+                    if tx.send((v, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Stability changes as they are received: `true` for `DeploymentStable`, `false` for
+/// `DeploymentUnstable`.
+fn stamp_stability(handle: &DeploymentHandle) -> mpsc::UnboundedReceiver<(bool, Instant)> {
+    stamp_events(handle, |k| match k {
+        EventKind::DeploymentStable { .. } => Some(true),
+        EventKind::DeploymentUnstable => Some(false),
+        _ => None,
+    })
+}
+
+/// When the deployment, having become unstable, is reported stable again. Ordering by
+/// events rather than by time: the first subscription replays every event since spawn, so
+/// the initial `DeploymentStable` may still be on its way when a measurement starts.
+async fn stable_again(rx: &mut mpsc::UnboundedReceiver<(bool, Instant)>) -> Instant {
+    let mut unstable = false;
+    loop {
+        match rx.recv().await {
+            Some((false, _)) => unstable = true,
+            Some((true, at)) if unstable => return at,
+            Some(_) => {}
+            None => panic!("the event stream ended"),
+        }
+    }
+}
+
+fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) {
+    while rx.try_recv().is_ok() {}
+}
+
+/// Exit → restart issued: a running replica's simulated container is killed (its exit
+/// fired); until the supervisor's `ReplicaRestarting` event for it is received. One
+/// service of 64 replicas, killed round robin, each replacement running before the next.
+pub(crate) async fn restart_latency(samples: usize) -> Vec<Duration> {
+    const REPLICAS: u32 = 64;
+    let warmup = samples / 10;
+    let sim = Arc::new(SimRuntime::new(1));
+    let rt = Arc::new(Instrumented::new(sim.clone()));
+    let handle = spawn_deployment(
+        deployment(vec![service("svc", REPLICAS)]),
+        rt.clone(),
+        options(),
+    )
+    .await
+    .expect("deployment spawns");
+    let mut restarting = stamp_events(&handle, |k| match k {
+        EventKind::ReplicaRestarting { replica, .. } => Some(*replica),
+        _ => None,
+    });
+    stable(&handle, PATIENCE).await;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let replica = i as u32 % REPLICAS;
+        let id = handle
+            .board()
+            .replica("svc", replica)
+            .and_then(|r| r.container)
+            .expect("every replica has a container");
+        let starts = rt.starts();
+        drain(&mut restarting);
+        let t0 = Instant::now();
+        assert!(sim.kill(&id, 1), "{id} was running");
+        let at = loop {
+            let (r, at) = bounded("restart issued", PATIENCE, restarting.recv())
+                .await
+                .expect("the event stream goes on");
+            if r == replica && at >= t0 {
+                break at;
+            }
+        };
+        if i >= warmup {
+            out.push(at - t0);
+        }
+        bounded("replacement running", PATIENCE, rt.starts_reach(starts + 1)).await;
+    }
+    shutdown(&handle).await;
+    out
+}
+
+/// What a burst of simultaneous crashes costs.
+pub(crate) struct Burst {
+    /// From the first kill to every replacement running (the runtime has started all).
+    pub(crate) running: Vec<Duration>,
+    /// From the first kill to the deployment reporting itself stable again.
+    pub(crate) stable: Vec<Duration>,
+}
+
+/// `n` replicas of one service crash at once (every simulated container killed in one
+/// loop), `rounds` times.
+pub(crate) async fn burst(n: u32, rounds: usize) -> Burst {
+    let sim = Arc::new(SimRuntime::new(2));
+    let rt = Arc::new(Instrumented::new(sim.clone()));
+    let handle = spawn_deployment(deployment(vec![service("svc", n)]), rt.clone(), options())
+        .await
+        .expect("deployment spawns");
+    let mut stability = stamp_stability(&handle);
+    stable(&handle, PATIENCE).await;
+    let mut out = Burst {
+        running: Vec::with_capacity(rounds),
+        stable: Vec::with_capacity(rounds),
+    };
+    for _ in 0..rounds {
+        let ids = sim.running();
+        assert_eq!(ids.len(), n as usize, "every replica runs before the burst");
+        let starts = rt.starts();
+        let t0 = Instant::now();
+        for id in &ids {
+            sim.kill(id, 1);
+        }
+        bounded(
+            "every replacement running",
+            PATIENCE,
+            rt.starts_reach(starts + u64::from(n)),
+        )
+        .await;
+        out.running.push(t0.elapsed());
+        let at = bounded("stable again", PATIENCE, stable_again(&mut stability)).await;
+        out.stable.push(at - t0);
+    }
+    shutdown(&handle).await;
+    out
+}
+
+/// Last replica healthy → deployment stable: a stable service is scaled up by one; from
+/// the new replica's first successful health check returning (which makes it healthy) to
+/// the `DeploymentStable` event being received. Probed every 2 ms in its start period so
+/// the wait for the first check is short.
+pub(crate) async fn healthy_to_stable(samples: usize) -> Vec<Duration> {
+    const INITIAL: u32 = 16;
+    let warmup = samples / 10;
+    let sim = Arc::new(SimRuntime::new(3));
+    let rt = Arc::new(Instrumented::new(sim.clone()));
+    let svc = probed(
+        service("svc", INITIAL),
+        Duration::from_secs(1),
+        Some(Duration::from_millis(2)),
+    );
+    let handle = spawn_deployment(deployment(vec![svc]), rt.clone(), options())
+        .await
+        .expect("deployment spawns");
+    let mut stability = stamp_stability(&handle);
+    stable(&handle, PATIENCE).await;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let replica = INITIAL + i as u32;
+        let healthy_at = rt.arm_check("svc", replica);
+        bounded("scale", PATIENCE, handle.scale("svc", replica + 1))
+            .await
+            .expect("scale is accepted");
+        let t0 = bounded("first healthy check", PATIENCE, healthy_at)
+            .await
+            .expect("the check is reported");
+        let t1 = bounded("stable", PATIENCE, stable_again(&mut stability)).await;
+        if i >= warmup {
+            out.push(t1 - t0);
+        }
+    }
+    shutdown(&handle).await;
+    out
+}
+
+/// Spec → stable: `n` replicas of one unprobed service, from `spawn_deployment` to
+/// `wait_stable` answering, `rounds` times; also how long each shutdown took.
+pub(crate) async fn spec_to_stable(n: u32, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let mut to_stable = Vec::with_capacity(rounds);
+    let mut shutdowns = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let sim = Arc::new(SimRuntime::new(round as u64));
+        let t0 = Instant::now();
+        let handle = spawn_deployment(
+            deployment(vec![service("svc", n)]),
+            sim.clone(),
+            DeploymentOptions::default(),
+        )
+        .await
+        .expect("deployment spawns");
+        stable(&handle, PATIENCE).await;
+        to_stable.push(t0.elapsed());
+        let t1 = Instant::now();
+        shutdown(&handle).await;
+        shutdowns.push(t1.elapsed());
+        assert!(sim.running().is_empty(), "containers left after shutdown");
+    }
+    (to_stable, shutdowns)
+}
