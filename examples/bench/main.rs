@@ -54,9 +54,7 @@ fn main() {
         let (kind, n) = (kind.clone(), args.n);
         let window = Duration::from_millis(args.window_ms);
         let result = runtime
-            .block_on(tokio::spawn(
-                async move { suite::child(&kind, n, window).await },
-            ))
+            .block_on(runtime.spawn(async move { suite::child(&kind, n, window).await }))
             .expect("the measurement task completes");
         println!("{result}");
         return;

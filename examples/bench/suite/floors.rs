@@ -242,13 +242,24 @@ pub(crate) async fn cores_over(window: Duration) -> f64 {
     c1.saturating_sub(c0).as_secs_f64() / (t1 - t0).as_secs_f64()
 }
 
+/// Where the floor's time goes: SIGKILL → `wait` returns, and the respawn itself.
+#[derive(Debug, Default)]
+pub(crate) struct FloorBreakdown {
+    pub(crate) detect: Vec<Duration>,
+    pub(crate) spawn: Vec<Duration>,
+}
+
 /// The tokio floor for a process restart: spawn `sleep 1000`, wait for it, respawn it at
 /// once when it dies; from SIGKILL of the running one to its replacement spawned.
-pub(crate) async fn tokio_respawn(samples: usize) -> Vec<Duration> {
-    let (pid_tx, mut pid_rx) = mpsc::unbounded_channel::<u32>();
+pub(crate) async fn tokio_respawn(samples: usize) -> (Vec<Duration>, FloorBreakdown) {
+    // (pid, when its predecessor's exit was seen, when the spawn began, when it returned)
+    type Spawned = (u32, Option<Instant>, Instant, Instant);
+    let (pid_tx, mut pid_rx) = mpsc::unbounded_channel::<Spawned>();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let respawner = tokio::spawn(async move {
+        let mut exited_at = None;
         loop {
+            let spawn_at = Instant::now();
             let mut child = tokio::process::Command::new("sleep")
                 .arg("1000")
                 .stdin(Stdio::null())
@@ -258,9 +269,10 @@ pub(crate) async fn tokio_respawn(samples: usize) -> Vec<Duration> {
                 .kill_on_drop(true)
                 .spawn()
                 .expect("sleep can be spawned");
-            let _ = pid_tx.send(child.id().unwrap_or(0));
+            let spawned = (child.id().unwrap_or(0), exited_at, spawn_at, Instant::now());
+            let _ = pid_tx.send(spawned);
             tokio::select! {
-                _ = child.wait() => {}
+                _ = child.wait() => exited_at = Some(Instant::now()),
                 _ = &mut stop_rx => {
                     let _ = child.kill().await;
                     return;
@@ -268,25 +280,32 @@ pub(crate) async fn tokio_respawn(samples: usize) -> Vec<Duration> {
             }
         }
     });
-    let mut pid = bounded("first spawn", PATIENCE, pid_rx.recv())
+    let (mut pid, ..) = bounded("first spawn", PATIENCE, pid_rx.recv())
         .await
         .expect("a pid");
     let mut out = Vec::with_capacity(samples);
+    let mut parts = FloorBreakdown::default();
     for _ in 0..samples {
         // A process killed while still starting up dies faster than a settled one.
         tokio::time::sleep(SETTLE).await;
         let t0 = Instant::now();
         kill9(pid);
-        pid = bounded("tokio respawn", PATIENCE, pid_rx.recv())
-            .await
-            .expect("a new pid");
+        let (next, exited_at, spawn_at, spawned_at) =
+            bounded("tokio respawn", PATIENCE, pid_rx.recv())
+                .await
+                .expect("a new pid");
         out.push(t0.elapsed());
+        if let Some(exited_at) = exited_at {
+            parts.detect.push(exited_at.saturating_duration_since(t0));
+        }
+        parts.spawn.push(spawned_at - spawn_at);
+        pid = next;
     }
     let _ = stop_tx.send(());
     bounded("floor respawner to stop", PATIENCE, respawner)
         .await
         .expect("the floor respawner ends cleanly");
-    out
+    (out, parts)
 }
 
 /// How long a process runs before it is killed for a measurement: long enough to have

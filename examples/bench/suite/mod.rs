@@ -147,7 +147,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         let (samples, parts) = process_rows::crash_to_running(n).await;
         let ours = Measure::of_durations(&samples, Unit::Millis);
         let part = |d: &[Duration]| Measure::of_durations(d, Unit::Micros).to_string();
-        let floor = Measure::of_durations(&floors::tokio_respawn(n).await, Unit::Millis);
+        let (floor_samples, floor_parts) = floors::tokio_respawn(n).await;
+        let floor = Measure::of_durations(&floor_samples, Unit::Millis);
         push(
             Row {
                 what: "real process crash → replacement running".into(),
@@ -162,11 +163,14 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      a tokio task that spawns `sleep 1000`, awaits it and respawns it, to the \
                      new pid received. Where the time goes (p50 / p99): exit reaped, reported \
                      and decided until the container actor tears down {}; old removed and new \
-                     created {}; spawn {}; event received {}",
+                     created {}; spawn {}; event received {}. The floor's: exit seen {}; \
+                     spawn {}",
                     part(&parts.detect_and_decide),
                     part(&parts.replace),
                     part(&parts.spawn),
                     part(&parts.report),
+                    part(&floor_parts.detect),
+                    part(&floor_parts.spawn),
                 ),
             },
             &mut rows,
