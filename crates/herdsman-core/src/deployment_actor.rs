@@ -22,6 +22,11 @@ use crate::stabilization::{
 };
 use crate::CoreError;
 
+/// A service supervisor that failed this often within `SUPERVISOR_PERIOD` is not
+/// replaced again: the service is failed (OTP's restart intensity).
+const SUPERVISOR_RESTARTS: usize = 3;
+const SUPERVISOR_PERIOD: Duration = Duration::from_secs(60);
+
 /// Messages of the deployment actor.
 pub(crate) enum DeploymentMsg {
     // Commands.
@@ -31,9 +36,11 @@ pub(crate) enum DeploymentMsg {
         reply: RpcReplyPort<Result<(), CoreError>>,
     },
     Shutdown(RpcReplyPort<()>),
+    /// Fault injection: panic a replica's container actor, or (`None`) the service's
+    /// supervisor.
     InjectPanic {
         service: String,
-        replica: u32,
+        replica: Option<u32>,
     },
     // Reports from supervisors.
     ServiceHealth {
@@ -67,6 +74,8 @@ struct ServiceEntry {
     counts: ServiceCounts,
     /// Failed before it could start (dependency timeout) or its supervisor failed.
     failed: bool,
+    /// When its supervisor was last replaced, for the restart intensity limit.
+    respawns: Vec<tokio::time::Instant>,
 }
 
 pub(crate) struct DeploymentState {
@@ -111,6 +120,7 @@ impl Actor for DeploymentActor {
                         supervisor: None,
                         counts,
                         failed: false,
+                        respawns: Vec::new(),
                     },
                 )
             })
@@ -214,7 +224,7 @@ impl Actor for DeploymentActor {
     /// Overrides ractor's default, which would stop the deployment when a supervisor ends.
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<DeploymentMsg>,
+        myself: ActorRef<DeploymentMsg>,
         evt: SupervisionEvent,
         state: &mut DeploymentState,
     ) -> Result<(), ActorProcessingErr> {
@@ -230,9 +240,9 @@ impl Actor for DeploymentActor {
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in failed {
-                let reason = format!("service supervisor failed: {err}");
-                tracing::error!(service = %name, %reason);
-                state.fail_service(&name, reason);
+                state
+                    .supervisor_failed(&myself, &name, err.to_string())
+                    .await?;
             }
         }
         state.check_stable();
@@ -319,22 +329,90 @@ impl DeploymentState {
                 );
                 continue;
             }
-            let args = SupervisorArgs {
-                deployment: spec.clone(),
-                service: Arc::new(svc.clone()),
-                runtime: self.args.runtime.clone(),
-                board: self.args.board.clone(),
-                events: self.args.events.clone(),
-                parent: myself.clone(),
-                seed: self.args.seed ^ hash_name(&name),
-            };
-            let (sup, _) =
-                Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
-            if let Some(e) = self.services.get_mut(&name) {
-                e.supervisor = Some(sup);
-            }
+            self.spawn_supervisor(myself, &name, false).await?;
         }
         Ok(())
+    }
+
+    /// Spawn `name`'s supervisor; with `recover`, in place of one that failed.
+    async fn spawn_supervisor(
+        &mut self,
+        myself: &ActorRef<DeploymentMsg>,
+        name: &Arc<str>,
+        recover: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        let spec = self.args.spec.clone();
+        let (Some(svc), Some(entry)) = (spec.service(name), self.services.get(name)) else {
+            return Ok(());
+        };
+        let args = SupervisorArgs {
+            deployment: spec.clone(),
+            service: Arc::new(svc.clone()),
+            runtime: self.args.runtime.clone(),
+            board: self.args.board.clone(),
+            events: self.args.events.clone(),
+            parent: myself.clone(),
+            seed: self.args.seed ^ hash_name(name),
+            desired: entry.counts.desired,
+            recover,
+        };
+        let (sup, _) =
+            Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
+        if let Some(e) = self.services.get_mut(name) {
+            e.supervisor = Some(sup);
+        }
+        Ok(())
+    }
+
+    /// A supervisor failed: replace it, as an OTP supervisor would, unless it failed
+    /// `SUPERVISOR_RESTARTS` times within `SUPERVISOR_PERIOD` already; then the service fails.
+    async fn supervisor_failed(
+        &mut self,
+        myself: &ActorRef<DeploymentMsg>,
+        name: &Arc<str>,
+        err: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = tokio::time::Instant::now();
+        let stopping = self.stopping;
+        let Some(entry) = self.services.get_mut(name) else {
+            return Ok(());
+        };
+        entry.supervisor = None;
+        entry
+            .respawns
+            .retain(|t| now.saturating_duration_since(*t) < SUPERVISOR_PERIOD);
+        if stopping || entry.respawns.len() >= SUPERVISOR_RESTARTS {
+            self.fail_service(name, format!("service supervisor failed: {err}"));
+            self.stop_orphans(name).await;
+            return Ok(());
+        }
+        entry.respawns.push(now);
+        tracing::error!(service = %name, error = %err, "service supervisor failed; replacing it");
+        self.spawn_supervisor(myself, name, true).await
+    }
+
+    /// Stop and remove every container a failed, not replaced supervisor left unwatched.
+    async fn stop_orphans(&self, name: &Arc<str>) {
+        let Some(svc) = self.args.spec.service(name) else {
+            return;
+        };
+        let snapshot = self.args.board.snapshot();
+        let orphans = snapshot
+            .services
+            .into_iter()
+            .filter(|s| s.name == **name)
+            .flat_map(|s| s.replicas)
+            .filter_map(|r| Some((r.replica, r.container?)));
+        for (replica, id) in orphans {
+            let rt = &self.args.runtime;
+            let _ = rt.stop(&id, svc.stop_signal, svc.stop_grace_period).await;
+            let _ = rt.remove(&id).await;
+            self.args.board.update(name, replica, |r| {
+                r.state = crate::board::ReplicaState::Failed;
+                r.pid = None;
+                r.healthy = false;
+            });
+        }
     }
 
     fn dependency_deadline(&mut self, service: &Arc<str>, dependency: &str) {

@@ -221,7 +221,17 @@ impl DeploymentHandle {
     pub fn inject_actor_panic(&self, service: &str, replica: u32) {
         let _ = self.actor.cast(DeploymentMsg::InjectPanic {
             service: service.to_string(),
-            replica,
+            replica: Some(replica),
+        });
+    }
+
+    /// Fault injection: make a service's supervisor panic, as a bug would. The deployment
+    /// replaces it (at most 3 times a minute); the new supervisor stops and removes the
+    /// containers its predecessor left unwatched and boots each replica again.
+    pub fn inject_supervisor_panic(&self, service: &str) {
+        let _ = self.actor.cast(DeploymentMsg::InjectPanic {
+            service: service.to_string(),
+            replica: None,
         });
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdsman_probe::InitRetry;
-use herdsman_runtime::{Exit, Runtime};
+use herdsman_runtime::{ContainerId, Exit, Runtime};
 use herdsman_spec::{Deployment, OnUnhealthy, Service, ServiceKind};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
@@ -41,9 +41,10 @@ pub(crate) enum SupervisorMsg {
     },
     /// Stop every replica (stop signal, grace, kill) and reply when all are gone.
     Shutdown(RpcReplyPort<()>),
-    /// Fault injection: make a replica's container actor panic.
+    /// Fault injection: make a replica's container actor panic, or (`None`) this
+    /// supervisor itself.
     InjectPanic {
-        replica: u32,
+        replica: Option<u32>,
     },
     // Reports from container actors and their exit watchers.
     Started {
@@ -94,6 +95,13 @@ pub(crate) struct SupervisorArgs {
     pub(crate) events: EventBus,
     pub(crate) parent: ActorRef<DeploymentMsg>,
     pub(crate) seed: u64,
+    /// Desired replicas at start (the spec's count, or the count in force when a failed
+    /// supervisor is replaced).
+    pub(crate) desired: u32,
+    /// Replacing a supervisor that failed: its container actors died with it, and nothing
+    /// watches their containers any more. Each replica's container is stopped and removed,
+    /// then the replica boots again as a new generation: never lost, never duplicated.
+    pub(crate) recover: bool,
 }
 
 /// The supervisor's view of one replica: the authority on its state.
@@ -141,6 +149,11 @@ pub(crate) struct SupervisorState {
     reported: Option<ServiceCounts>,
     /// A `Report` is queued.
     report_queued: bool,
+    /// Replacing a failed predecessor (see `SupervisorArgs::recover`).
+    recover: bool,
+    /// Containers a failed predecessor left behind, by replica index, until their
+    /// replica's new actor has removed them.
+    orphans: HashMap<u32, ContainerId>,
 }
 
 pub(crate) struct ServiceSupervisor;
@@ -169,7 +182,9 @@ impl Actor for ServiceSupervisor {
         Ok(SupervisorState {
             ctx,
             parent: args.parent,
-            desired: args.service.initial_replicas(),
+            desired: args.desired,
+            recover: args.recover,
+            orphans: HashMap::new(),
             slots: BTreeMap::new(),
             actors: HashMap::new(),
             retiring: HashMap::new(),
@@ -188,6 +203,9 @@ impl Actor for ServiceSupervisor {
         let ctx = state.ctx.clone();
         ctx.board
             .set_service(&ctx.service_name, ServicePhase::Running, None);
+        if state.recover {
+            state.recover_orphans();
+        }
         for replica in 0..state.desired {
             state.add_slot(&myself, replica).await?;
         }
@@ -208,7 +226,15 @@ impl Actor for ServiceSupervisor {
                 state.stop_all(ServicePhase::Stopped, None).await;
                 let _ = reply.send(());
             }
-            SupervisorMsg::InjectPanic { replica } => {
+            SupervisorMsg::InjectPanic { replica: None } => {
+                panic!(
+                    "injected panic in service supervisor {}",
+                    state.ctx.service_name
+                );
+            }
+            SupervisorMsg::InjectPanic {
+                replica: Some(replica),
+            } => {
                 if let Some(slot) = state.slots.get(&replica) {
                     let _ = slot.actor.cast(ContainerMsg::InjectPanic);
                 }
@@ -327,8 +353,12 @@ impl SupervisorState {
         let svc = self.ctx.service.clone();
         let seed = self.ctx.seed ^ (u64::from(replica) << 20);
         let generation = self.resume_generation.remove(&replica).unwrap_or(0);
+        let mode = match self.orphans.remove(&replica) {
+            Some(stale) => Mode::Recreate { stale: Some(stale) },
+            None => Mode::Boot,
+        };
         let actor = self
-            .spawn_container(myself, replica, generation, Mode::Boot)
+            .spawn_container(myself, replica, generation, mode)
             .await?;
         self.slots.insert(
             replica,
@@ -344,6 +374,37 @@ impl SupervisorState {
             },
         );
         Ok(())
+    }
+
+    /// After a predecessor failed: each replica it left keeps its container id as an
+    /// orphan for the new actor of that index to stop and remove before booting the next
+    /// generation; replicas beyond the desired count are stopped and removed here.
+    fn recover_orphans(&mut self) {
+        let ctx = self.ctx.clone();
+        let left: Vec<(u32, ContainerId)> = ctx
+            .board
+            .snapshot()
+            .services
+            .into_iter()
+            .filter(|s| s.name == *ctx.service_name)
+            .flat_map(|s| s.replicas)
+            .filter_map(|r| Some((r.replica, r.container?)))
+            .collect();
+        for (replica, id) in left {
+            self.resume_generation.insert(replica, id.generation + 1);
+            if replica < self.desired {
+                self.orphans.insert(replica, id);
+                continue;
+            }
+            ctx.board.remove(&ctx.service_name, replica);
+            let (runtime, svc) = (ctx.runtime.clone(), ctx.service.clone());
+            tokio::spawn(async move {
+                let _ = runtime
+                    .stop(&id, svc.stop_signal, svc.stop_grace_period)
+                    .await;
+                let _ = runtime.remove(&id).await;
+            });
+        }
     }
 
     /// A container actor failed (a bug, or injected): replace it so the replica is neither

@@ -597,3 +597,68 @@ async fn the_first_subscription_sees_every_event_since_spawn_and_later_ones_star
     );
     handle.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_that_panics_is_replaced_and_its_replicas_are_neither_lost_nor_duplicated() {
+    let sim = Arc::new(SimRuntime::new(24));
+    let handle = spawn_on(sim.clone(), vec![service("a", 3), service("b", 1)]).await;
+    let mut events = handle.subscribe();
+    bounded("stable", handle.wait_stable(Duration::from_secs(60)))
+        .await
+        .expect("answer");
+    drain(&mut events);
+    handle.inject_supervisor_panic("a");
+    for replica in 0..3 {
+        let (e, _) = wait_for(&mut events, "replica booted again", |k| {
+            started(k, "a", replica)
+        })
+        .await;
+        assert!(
+            matches!(e.kind, EventKind::ReplicaStarted { generation: 1, .. }),
+            "the orphaned container was replaced by a new generation: {e:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for replica in 0..3 {
+        assert_eq!(sim.running_count("a", replica), 1, "replica {replica}");
+    }
+    assert_eq!(sim.running().len(), 4, "no duplicate and no leak");
+    assert!(handle.status().stable);
+    // The replacement supervises: a crash is restarted.
+    drain(&mut events);
+    sim.kill_replica("a", 1, 1);
+    wait_for(&mut events, "restarted", |k| started(k, "a", 1)).await;
+    assert_eq!(sim.running_count("a", 1), 1);
+    handle.shutdown().await.expect("shutdown");
+    assert!(sim.running().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_that_keeps_failing_fails_its_service_and_leaves_nothing_running() {
+    let sim = Arc::new(SimRuntime::new(25));
+    let handle = spawn_on(sim.clone(), vec![service("a", 2), service("b", 1)]).await;
+    let mut events = handle.subscribe();
+    bounded("stable", handle.wait_stable(Duration::from_secs(60)))
+        .await
+        .expect("answer");
+    drain(&mut events);
+    for _ in 0..4 {
+        handle.inject_supervisor_panic("a");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    wait_for(
+        &mut events,
+        "service failed",
+        |k| matches!(k, EventKind::ServiceFailed { service, .. } if &**service == "a"),
+    )
+    .await;
+    let status = handle.status();
+    assert_eq!(status.services[0].phase, ServicePhase::Failed);
+    assert_eq!(sim.running_count("a", 0) + sim.running_count("a", 1), 0);
+    assert_eq!(
+        sim.running_count("b", 0),
+        1,
+        "other services are unaffected"
+    );
+    handle.shutdown().await.expect("shutdown");
+}
