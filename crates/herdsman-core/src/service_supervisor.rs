@@ -131,6 +131,56 @@ struct Slot {
     init_retry: InitRetry,
 }
 
+/// What replicas add to their service's counts: running, healthy, ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Share {
+    running: u32,
+    healthy: u32,
+    ready: u32,
+}
+
+impl Share {
+    fn add(self, o: Share) -> Share {
+        Share {
+            running: self.running + o.running,
+            healthy: self.healthy + o.healthy,
+            ready: self.ready + o.ready,
+        }
+    }
+
+    fn sub(self, o: Share) -> Share {
+        Share {
+            running: self.running - o.running,
+            healthy: self.healthy - o.healthy,
+            ready: self.ready - o.ready,
+        }
+    }
+}
+
+impl Slot {
+    /// This replica's share of the counts.
+    fn share(&self, is_job: bool) -> Share {
+        match self.state {
+            SlotState::Running => Share {
+                running: 1,
+                healthy: u32::from(self.healthy),
+                // A job is ready (for stability and for `healthy` dependants) only once
+                // it has completed: a migration must finish before its dependants start.
+                ready: u32::from(self.ready && !is_job),
+            },
+            SlotState::Unhealthy => Share {
+                running: 1,
+                ..Share::default()
+            },
+            SlotState::Completed if is_job => Share {
+                ready: 1,
+                ..Share::default()
+            },
+            _ => Share::default(),
+        }
+    }
+}
+
 pub(crate) struct SupervisorState {
     ctx: Arc<ServiceContext>,
     parent: ActorRef<DeploymentMsg>,
@@ -149,6 +199,10 @@ pub(crate) struct SupervisorState {
     reported: Option<ServiceCounts>,
     /// A `Report` is queued.
     report_queued: bool,
+    /// The sum of every slot's share. A message about one replica updates it by that
+    /// replica's change (O(1)); anything else recounts every slot. Counting every slot per
+    /// message cost a single-threaded runtime 1.2 s to restart 10,000 replicas at once.
+    tally: Share,
     /// Replacing a failed predecessor (see `SupervisorArgs::recover`).
     recover: bool,
     /// Containers a failed predecessor left behind, by replica index, until their
@@ -192,6 +246,7 @@ impl Actor for ServiceSupervisor {
             phase: ServicePhase::Running,
             reported: None,
             report_queued: false,
+            tally: Share::default(),
         })
     }
 
@@ -209,6 +264,7 @@ impl Actor for ServiceSupervisor {
         for replica in 0..state.desired {
             state.add_slot(&myself, replica).await?;
         }
+        state.recount();
         state.report();
         Ok(())
     }
@@ -220,6 +276,18 @@ impl Actor for ServiceSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         let counts_may_change = !matches!(msg, SupervisorMsg::Report);
+        let about_one = match &msg {
+            SupervisorMsg::Started { replica, .. }
+            | SupervisorMsg::Exited { replica, .. }
+            | SupervisorMsg::StartFailed { replica, .. }
+            | SupervisorMsg::InitFailed { replica, .. }
+            | SupervisorMsg::Health { replica, .. }
+            | SupervisorMsg::RestartDue { replica, .. }
+            | SupervisorMsg::ReadyDue { replica, .. } => {
+                Some((*replica, state.share_of(*replica), state.phase))
+            }
+            _ => None,
+        };
         match msg {
             SupervisorMsg::Scale { replicas } => state.scale(&myself, replicas).await?,
             SupervisorMsg::Shutdown(reply) => {
@@ -276,6 +344,15 @@ impl Actor for ServiceSupervisor {
             }
         }
         if counts_may_change {
+            match about_one {
+                // Handling a message about one replica changes only that replica's slot,
+                // unless it changed the whole service's phase (give up, shut down).
+                Some((replica, before, phase)) if phase == state.phase => {
+                    let after = state.share_of(replica);
+                    state.tally = state.tally.sub(before).add(after);
+                }
+                _ => state.recount(),
+            }
             state.request_report(&myself);
         }
         Ok(())
@@ -288,7 +365,9 @@ impl Actor for ServiceSupervisor {
         evt: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        match evt {
+        // Whether a slot may have changed; `ActorStarted` of every new container actor, and
+        // `ActorTerminated` of every one at shutdown, must not each cost a recount.
+        let changed = match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
                 if let Some(replica) = state.actors.remove(&id) {
@@ -304,24 +383,31 @@ impl Actor for ServiceSupervisor {
                             "container actor failed; respawning it"
                         );
                         state.respawn(&myself, replica).await?;
+                        true
                     } else {
                         tracing::warn!(
                             service = %state.ctx.service_name, replica, error = %err,
                             "container actor of a replica scaled away failed while stopping"
                         );
-                        state.retired(&myself, replica, id, true).await?;
+                        state.retired(&myself, replica, id, true).await?
                     }
+                } else {
+                    false
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 let id = cell.get_id();
-                if let Some(replica) = state.actors.remove(&id) {
-                    state.retired(&myself, replica, id, false).await?;
+                match state.actors.remove(&id) {
+                    Some(replica) => state.retired(&myself, replica, id, false).await?,
+                    None => false,
                 }
             }
-            _ => {}
+            _ => false,
+        };
+        if changed {
+            state.recount();
+            state.request_report(&myself);
         }
-        state.request_report(&myself);
         Ok(())
     }
 }
@@ -505,15 +591,16 @@ impl SupervisorState {
     /// The actor of a replica scaled away is gone: boot the index again if it has been
     /// scaled back up meanwhile. If it `failed` before it could stop its container (its stop
     /// request dies with it), a new actor adopts the container only to stop and remove it.
+    /// True when a slot was added.
     async fn retired(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         replica: u32,
         actor: ActorId,
         failed: bool,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> Result<bool, ActorProcessingErr> {
         if self.retiring.get(&replica).map(|a| a.get_id()) != Some(actor) {
-            return Ok(());
+            return Ok(false);
         }
         self.retiring.remove(&replica);
         let left = self
@@ -530,15 +617,16 @@ impl SupervisorState {
                 forget: true,
             });
             self.retiring.insert(replica, successor);
-            return Ok(());
+            return Ok(false);
         }
         if replica < self.desired
             && self.phase == ServicePhase::Running
             && !self.slots.contains_key(&replica)
         {
             self.add_slot(myself, replica).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Stop every replica, wait for them (each within its grace plus the kill), and
@@ -932,32 +1020,36 @@ impl SupervisorState {
         }
     }
 
+    /// One replica's share of the counts (none for a slot that does not exist).
+    fn share_of(&self, replica: u32) -> Share {
+        let is_job = self.ctx.service.kind == ServiceKind::Job;
+        self.slots
+            .get(&replica)
+            .map_or(Share::default(), |s| s.share(is_job))
+    }
+
+    /// Every slot's share, counted.
+    fn counted(&self) -> Share {
+        let is_job = self.ctx.service.kind == ServiceKind::Job;
+        self.slots
+            .values()
+            .fold(Share::default(), |t, s| t.add(s.share(is_job)))
+    }
+
+    fn recount(&mut self) {
+        self.tally = self.counted();
+    }
+
     /// Tell the deployment actor when this service's counts change.
     fn report(&mut self) {
-        let is_job = self.ctx.service.kind == ServiceKind::Job;
-        let mut c = ServiceCounts {
+        debug_assert_eq!(self.tally, self.counted(), "the running tally drifted");
+        let c = ServiceCounts {
             desired: self.desired,
             viable: matches!(self.phase, ServicePhase::Running),
-            ..ServiceCounts::default()
+            running: self.tally.running,
+            healthy: self.tally.healthy,
+            ready: self.tally.ready,
         };
-        for slot in self.slots.values() {
-            match slot.state {
-                SlotState::Running => {
-                    c.running += 1;
-                    if slot.healthy {
-                        c.healthy += 1;
-                    }
-                    // A job is ready (for stability and for `healthy` dependants) only once
-                    // it has completed: a migration must finish before its dependants start.
-                    if slot.ready && !is_job {
-                        c.ready += 1;
-                    }
-                }
-                SlotState::Unhealthy => c.running += 1,
-                SlotState::Completed if is_job => c.ready += 1,
-                _ => {}
-            }
-        }
         if self.reported != Some(c) {
             self.reported = Some(c);
             let _ = self.parent.cast(DeploymentMsg::ServiceHealth {
