@@ -68,6 +68,26 @@ async fn stable_again(rx: &mut mpsc::UnboundedReceiver<(bool, Instant)>) -> Inst
     }
 }
 
+/// When the deployment, after `t0`, was last reported stable, once it is stable for good.
+/// A burst can make it flap: a supervisor that has restarted every exit it has seen so far
+/// reports all running while more exits are still on their way to it.
+async fn finally_stable(
+    handle: &DeploymentHandle,
+    rx: &mut mpsc::UnboundedReceiver<(bool, Instant)>,
+    t0: Instant,
+) -> Instant {
+    let mut last = None;
+    loop {
+        while let Ok((stable, at)) = rx.try_recv() {
+            last = Some((stable, at));
+        }
+        match last {
+            Some((true, at)) if at >= t0 && handle.board().is_stable() => return at,
+            _ => tokio::time::sleep(Duration::from_micros(100)).await,
+        }
+    }
+}
+
 fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) {
     while rx.try_recv().is_ok() {}
 }
@@ -158,7 +178,12 @@ pub(crate) async fn burst(n: u32, rounds: usize) -> Burst {
         )
         .await;
         out.running.push(t0.elapsed());
-        let at = bounded("stable again", PATIENCE, stable_again(&mut stability)).await;
+        let at = bounded(
+            "stable again",
+            PATIENCE,
+            finally_stable(&handle, &mut stability, t0),
+        )
+        .await;
         out.stable.push(at - t0);
     }
     shutdown(&handle).await;
