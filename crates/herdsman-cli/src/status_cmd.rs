@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use herdsman_core::{DeploymentStatus, ReplicaState, ServicePhase};
+use herdsman_core::{DeploymentStatus, ServicePhase};
 use herdsman_runtime::ExitReason;
 
 use crate::api::{DEFAULT_ADDR, TOKEN_ENV};
@@ -143,7 +143,7 @@ pub(crate) fn table(status: &DeploymentStatus) -> String {
             };
             replicas.push(row([
                 &format!("{}/{}", s.name, r.replica),
-                state(r.state),
+                r.state.as_str(),
                 health,
                 &r.restarts.to_string(),
                 &last_exit,
@@ -200,23 +200,9 @@ fn phase(p: ServicePhase) -> &'static str {
     }
 }
 
-fn state(s: ReplicaState) -> &'static str {
-    match s {
-        ReplicaState::Initializing => "initializing",
-        ReplicaState::Starting => "starting",
-        ReplicaState::Running => "running",
-        ReplicaState::Backoff => "backoff",
-        ReplicaState::Isolated => "isolated",
-        ReplicaState::Stopping => "stopping",
-        ReplicaState::Stopped => "stopped",
-        ReplicaState::Completed => "completed",
-        ReplicaState::Failed => "failed",
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use herdsman_core::{ReplicaStatus, ServiceStatus};
+    use herdsman_core::{ReplicaState, ReplicaStatus, ServiceStatus};
     use herdsman_runtime::Exit;
 
     use super::*;
