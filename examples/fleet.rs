@@ -49,8 +49,8 @@ use herdsman::core::{
 };
 use herdsman::runtime::{ContainerId, FaultProfile, HealthBehaviour, SimRuntime};
 use herdsman::spec::{
-    Backoff, Check, Deployment, Health, InitFailurePolicy, OnUnhealthy, PanicAction, RestartPolicy,
-    RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
+    Backoff, Check, Deployment, Health, OnUnhealthy, RestartPolicy, RestartSpec, Scale, Service,
+    ServiceKind, Template,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -264,14 +264,8 @@ async fn run(args: Args) -> i32 {
 /// One service of the fleet.
 fn fleet_service(name: &str, replicas: u32) -> Service {
     Service {
-        name: name.to_string(),
-        kind: ServiceKind::Service,
         image: Some(format!("fleet/{name}:1")),
-        command: None,
-        env: BTreeMap::new(),
         scale: Scale::Fixed { replicas },
-        endpoints: Vec::new(),
-        depends: Vec::new(),
         health: Some(Health {
             start_grace: Duration::from_secs(5),
             start_interval: Duration::from_millis(100),
@@ -284,9 +278,6 @@ fn fleet_service(name: &str, replicas: u32) -> Service {
                 command: Template::literal("true"),
             },
         }),
-        init: Vec::new(),
-        on_init_failure: InitFailurePolicy::Fail,
-        on_panic: PanicAction::Restart,
         restart: RestartSpec {
             policy: RestartPolicy::Always,
             max_restarts: 5,
@@ -300,9 +291,8 @@ fn fleet_service(name: &str, replicas: u32) -> Service {
             reset_after: Duration::from_secs(60),
             give_up_after: None,
         },
-        stop_signal: StopSignal::TERM,
         stop_grace_period: Duration::from_secs(2),
-        min_ready: Duration::ZERO,
+        ..Service::new(name, ServiceKind::Service)
     }
 }
 

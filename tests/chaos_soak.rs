@@ -7,7 +7,7 @@
 //! Paused time makes it deterministic for a seed and fast: minutes of simulated chaos run
 //! in a few seconds of wall time, because no timer really sleeps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
@@ -19,8 +19,8 @@ use herdsman::core::{
 };
 use herdsman::runtime::{ContainerId, FaultProfile, HealthBehaviour, SimRuntime};
 use herdsman::spec::{
-    Backoff, Check, Deployment, Health, InitFailurePolicy, OnUnhealthy, PanicAction, RestartPolicy,
-    RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
+    Backoff, Check, Deployment, Health, OnUnhealthy, PanicAction, RestartPolicy, RestartSpec,
+    Scale, Service, ServiceKind, Template,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -108,16 +108,10 @@ const ROLES: [Role; 4] = [
 fn service(role: &Role) -> Service {
     let probed = role.name != "worker";
     Service {
-        name: role.name.to_string(),
-        kind: ServiceKind::Service,
         image: Some(format!("chaos/{}:1", role.name)),
-        command: None,
-        env: BTreeMap::new(),
         scale: Scale::Fixed {
             replicas: role.replicas,
         },
-        endpoints: Vec::new(),
-        depends: Vec::new(),
         health: probed.then(|| Health {
             start_grace: Duration::from_secs(2),
             start_interval: Duration::from_millis(100),
@@ -134,8 +128,6 @@ fn service(role: &Role) -> Service {
                 command: Template::literal("true"),
             },
         }),
-        init: Vec::new(),
-        on_init_failure: InitFailurePolicy::Fail,
         on_panic: if role.isolates_exits {
             PanicAction::Isolate
         } else {
@@ -154,9 +146,8 @@ fn service(role: &Role) -> Service {
             reset_after: Duration::from_secs(30),
             give_up_after: None,
         },
-        stop_signal: StopSignal::TERM,
         stop_grace_period: GRACE,
-        min_ready: Duration::ZERO,
+        ..Service::new(role.name.to_string(), ServiceKind::Service)
     }
 }
 

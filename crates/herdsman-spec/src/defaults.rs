@@ -113,3 +113,33 @@ impl RestartSpec {
         }
     }
 }
+
+impl crate::model::Service {
+    /// A service as a spec that names only it (and its `rtype`) would give: one fixed
+    /// replica, no endpoints, health check, init steps or dependencies, and every policy at
+    /// its default. It has neither `image` nor `command`, which validation requires: set
+    /// one. For building specs in code, e.g. `Service { command, ..Service::new("api",
+    /// ServiceKind::Service) }`.
+    pub fn new(name: impl Into<String>, kind: ServiceKind) -> crate::model::Service {
+        crate::model::Service {
+            name: name.into(),
+            kind,
+            image: None,
+            command: None,
+            env: Default::default(),
+            scale: crate::model::Scale::Fixed {
+                replicas: FIXED_REPLICAS,
+            },
+            endpoints: Vec::new(),
+            depends: Vec::new(),
+            health: None,
+            init: Vec::new(),
+            on_init_failure: crate::model::InitFailurePolicy::Fail,
+            on_panic: ON_PANIC,
+            restart: RestartSpec::default_for(kind),
+            stop_signal: STOP_SIGNAL,
+            stop_grace_period: STOP_GRACE_PERIOD,
+            min_ready: MIN_READY,
+        }
+    }
+}

@@ -235,3 +235,17 @@ fn a_file_that_is_not_utf8_is_invalid_at_the_first_bad_byte() {
         other => panic!("expected an invalid spec, got {other:?}"),
     }
 }
+
+#[test]
+fn service_new_gives_exactly_the_defaults_a_parsed_minimal_service_gets() {
+    for (rtype, kind) in [("service", ServiceKind::Service), ("job", ServiceKind::Job)] {
+        let d = parse(&format!(
+            "  api:\n    rtype: {rtype}\n    image: {{name: app}}\n"
+        ));
+        let built = herdsman_spec::Service {
+            image: Some("app".into()),
+            ..herdsman_spec::Service::new("api", kind)
+        };
+        assert_eq!(d.services[0], built, "{rtype}");
+    }
+}

@@ -1,32 +1,21 @@
 //! Deployments the benchmarks run, built as structs (any size, no YAML), and small helpers
 //! shared by the measurements.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use herdsman::core::{DeploymentHandle, Stabilization};
 use herdsman::spec::{
-    Backoff, Check, Command, Deployment, Health, InitFailurePolicy, OnUnhealthy, PanicAction,
-    RestartPolicy, RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
+    Backoff, Check, Command, Deployment, Health, OnUnhealthy, RestartPolicy, RestartSpec, Scale,
+    Service, ServiceKind, Template,
 };
 
 /// A service whose restarts are never held back: the window admits a million restarts a
 /// second, so every measured exit is restarted at once (no crash-loop backoff).
 pub(crate) fn service(name: &str, replicas: u32) -> Service {
     Service {
-        name: name.to_string(),
-        kind: ServiceKind::Service,
         image: Some(format!("bench/{name}:1")),
-        command: None,
-        env: BTreeMap::new(),
         scale: Scale::Fixed { replicas },
-        endpoints: Vec::new(),
-        depends: Vec::new(),
-        health: None,
-        init: Vec::new(),
-        on_init_failure: InitFailurePolicy::Fail,
-        on_panic: PanicAction::Restart,
         restart: RestartSpec {
             policy: RestartPolicy::Always,
             max_restarts: 1_000_000,
@@ -40,9 +29,8 @@ pub(crate) fn service(name: &str, replicas: u32) -> Service {
             reset_after: Duration::from_secs(600),
             give_up_after: None,
         },
-        stop_signal: StopSignal::TERM,
         stop_grace_period: Duration::from_secs(2),
-        min_ready: Duration::ZERO,
+        ..Service::new(name, ServiceKind::Service)
     }
 }
 

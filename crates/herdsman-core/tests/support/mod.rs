@@ -2,15 +2,13 @@
 
 #![allow(dead_code, missing_docs)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use herdsman_core::{Event, EventKind, EventStream, Received};
 use herdsman_spec::{
-    Backoff, Check, Dependency, DependencyCondition, Deployment, Health, InitFailurePolicy,
-    OnUnhealthy, PanicAction, RestartPolicy, RestartSpec, Scale, Service, ServiceKind, StopSignal,
-    Template,
+    Backoff, Check, Dependency, DependencyCondition, Deployment, Health, OnUnhealthy,
+    RestartPolicy, RestartSpec, Scale, Service, ServiceKind, Template,
 };
 
 /// How long a test waits for anything, in (paused) virtual time.
@@ -18,18 +16,8 @@ pub const PATIENCE: Duration = Duration::from_secs(3600);
 
 pub fn service(name: &str, replicas: u32) -> Service {
     Service {
-        name: name.to_string(),
-        kind: ServiceKind::Service,
         image: Some("sim".into()),
-        command: None,
-        env: BTreeMap::new(),
         scale: Scale::Fixed { replicas },
-        endpoints: Vec::new(),
-        depends: Vec::new(),
-        health: None,
-        init: Vec::new(),
-        on_init_failure: InitFailurePolicy::Fail,
-        on_panic: PanicAction::Restart,
         restart: RestartSpec {
             policy: RestartPolicy::Always,
             max_restarts: 3,
@@ -43,9 +31,8 @@ pub fn service(name: &str, replicas: u32) -> Service {
             reset_after: Duration::from_secs(600),
             give_up_after: None,
         },
-        stop_signal: StopSignal::TERM,
         stop_grace_period: Duration::from_secs(2),
-        min_ready: Duration::ZERO,
+        ..Service::new(name, ServiceKind::Service)
     }
 }
 

@@ -3,15 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herdsman_runtime::{ContainerId, ContainerSpec};
 use herdsman_spec::{
-    Backoff, Command, Endpoint, InitFailurePolicy, PanicAction, Protocol, ReplicaVars,
-    RestartPolicy, RestartSpec, Scale, Service, ServiceKind, StopSignal, Template,
+    Backoff, Command, Endpoint, Protocol, ReplicaVars, RestartPolicy, RestartSpec, Scale, Service,
+    ServiceKind, Template,
 };
 
 /// The deployment every fixture belongs to.
@@ -21,22 +20,14 @@ pub const DEPLOYMENT: &str = "test";
 /// endpoint called `http` on port 8000.
 pub fn service(name: &str, command: Option<Command>) -> Service {
     Service {
-        name: name.to_string(),
-        kind: ServiceKind::Service,
         image: Some(format!("example/{name}:1")),
         command,
-        env: BTreeMap::new(),
         scale: Scale::Fixed { replicas: 1 },
         endpoints: vec![Endpoint {
             name: "http".into(),
             protocol: Protocol::Http,
             port: 8000,
         }],
-        depends: Vec::new(),
-        health: None,
-        init: Vec::new(),
-        on_init_failure: InitFailurePolicy::Fail,
-        on_panic: PanicAction::Restart,
         restart: RestartSpec {
             policy: RestartPolicy::Always,
             max_restarts: 5,
@@ -50,9 +41,8 @@ pub fn service(name: &str, command: Option<Command>) -> Service {
             reset_after: Duration::from_secs(600),
             give_up_after: None,
         },
-        stop_signal: StopSignal::TERM,
         stop_grace_period: Duration::from_secs(10),
-        min_ready: Duration::ZERO,
+        ..Service::new(name, ServiceKind::Service)
     }
 }
 
