@@ -391,22 +391,27 @@ impl DeploymentState {
         self.spawn_supervisor(myself, name, true).await
     }
 
-    /// Stop and remove every container a failed, not replaced supervisor left unwatched.
+    /// Stop and remove every container a failed, not replaced supervisor left unwatched,
+    /// all at once: one by one, a minute of grace periods would block this actor.
     async fn stop_orphans(&self, name: &Arc<str>) {
         let Some(svc) = self.args.spec.service(name) else {
             return;
         };
         let snapshot = self.args.board.snapshot();
-        let orphans = snapshot
+        let orphans: Vec<(u32, herdsman_runtime::ContainerId)> = snapshot
             .services
             .into_iter()
             .filter(|s| s.name == **name)
             .flat_map(|s| s.replicas)
-            .filter_map(|r| Some((r.replica, r.container?)));
-        for (replica, id) in orphans {
-            let rt = &self.args.runtime;
-            let _ = rt.stop(&id, svc.stop_signal, svc.stop_grace_period).await;
-            let _ = rt.remove(&id).await;
+            .filter_map(|r| Some((r.replica, r.container?)))
+            .collect();
+        let rt = &self.args.runtime;
+        futures::future::join_all(orphans.iter().map(|(_, id)| async move {
+            let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
+            let _ = rt.remove(id).await;
+        }))
+        .await;
+        for (replica, _) in orphans {
             self.args.board.update(name, replica, |r| {
                 r.state = crate::board::ReplicaState::Failed;
                 r.pid = None;
