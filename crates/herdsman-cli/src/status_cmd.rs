@@ -136,6 +136,7 @@ pub(crate) fn table(status: &DeploymentStatus) -> String {
                     ExitReason::Code(c) => format!("code {c}"),
                     ExitReason::Signal(sig) => format!("signal {sig}"),
                     ExitReason::Lost => "lost".to_string(),
+                    ExitReason::Unknown => "unknown".to_string(),
                 },
                 None => r
                     .last_exit_code

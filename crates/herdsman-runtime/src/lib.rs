@@ -57,7 +57,7 @@ pub use error::RuntimeError;
 pub use fault::{ExecBehaviour, FaultProfile, HealthBehaviour, Lifetime};
 pub use process::{ProcessConfig, ProcessRuntime};
 pub use runtime::{
-    ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started,
+    ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started, Survivor,
 };
 pub use sim::SimRuntime;
 pub use sim_state::SimStats;

@@ -84,6 +84,9 @@ pub enum ExitReason {
     Signal(i32),
     /// The runtime lost track of it (its exit notification was dropped).
     Lost,
+    /// It ended, but how is not known: an adopted process that is not herdsman's child
+    /// cannot be waited for, only watched (pidfd), so its exit code is gone.
+    Unknown,
 }
 
 /// One container exit: how it ended and how long it ran.
@@ -124,6 +127,7 @@ impl fmt::Display for Exit {
             ExitReason::Code(c) => write!(f, "exit code {c}"),
             ExitReason::Signal(s) => write!(f, "signal {s}"),
             ExitReason::Lost => f.write_str("lost"),
+            ExitReason::Unknown => f.write_str("exit status unknown"),
         }?;
         write!(f, " after {}", herdsman_probe::humanize(self.ran_for))
     }
@@ -169,6 +173,19 @@ pub struct Started {
     pub pid: Option<u32>,
     /// Resolves when the container exits.
     pub exit: ExitWatch,
+}
+
+/// A container an earlier run of herdsman left running, found by
+/// [`Runtime::survivors`]: the tree adopts it instead of starting a new incarnation when it
+/// still runs what the spec asks for (same [`Survivor::run_hash`]), and stops it otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// Its id, generation included: the adopting replica continues from it.
+    pub id: ContainerId,
+    /// [`herdsman_spec::Service::run_hash`] of the spec it was started from.
+    pub run_hash: String,
+    /// OS process id of its main process, where the backend has one.
+    pub pid: Option<u32>,
 }
 
 /// A container backend, driven by the actor tree. Usable as `Arc<dyn Runtime>`.
@@ -315,6 +332,49 @@ pub trait Runtime: Send + Sync + 'static {
                 }
             }
         }
+    }
+
+    /// Containers of `deployment` that an earlier run of herdsman left running (found in the
+    /// state directory, or by the backend's labels). The default finds none.
+    ///
+    /// # Errors
+    /// The backend could not be asked; the caller starts fresh and says so.
+    async fn survivors(&self, _deployment: &str) -> Result<Vec<Survivor>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
+    /// Take over a survivor as if this runtime had started it: from now on `stop`,
+    /// `remove`, `exec` and `logs` work on `survivor.id`, and the returned watch resolves
+    /// when it exits (with [`ExitReason::Unknown`] where the exit code cannot be had).
+    ///
+    /// # Errors
+    /// It is gone or cannot be watched; the caller starts a new incarnation instead.
+    async fn adopt(
+        &self,
+        survivor: &Survivor,
+        _spec: &ContainerSpec,
+    ) -> Result<Started, RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            id: survivor.id.to_string(),
+            what: "adoption",
+        })
+    }
+
+    /// Stop and remove a survivor that will not be adopted (`--no-adopt`, a changed spec,
+    /// a replica scaled away), with the stop signal and grace it was started with.
+    ///
+    /// # Errors
+    /// The backend failed.
+    async fn discard_survivor(
+        &self,
+        survivor: &Survivor,
+        _signal: StopSignal,
+        _grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            id: survivor.id.to_string(),
+            what: "discarding a survivor",
+        })
     }
 
     /// Run one init step (with its timeout and retries) before the container is created.

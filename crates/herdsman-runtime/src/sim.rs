@@ -414,6 +414,7 @@ impl Runtime for SimRuntime {
                     ExitReason::Code(code) => format!("exited with code {code}"),
                     ExitReason::Signal(signal) => format!("killed by signal {signal}"),
                     ExitReason::Lost => "lost".into(),
+                    ExitReason::Unknown => "exited, status unknown".into(),
                 };
                 vec!["started".into(), last]
             }

@@ -101,6 +101,32 @@ pub struct Service {
 }
 
 impl Service {
+    /// A stable fingerprint of what this service's replicas run: image, command,
+    /// environment, endpoints, init steps and stop signal, but not the policies that
+    /// supervise them (replicas, restart, health). Two specs with the same run hash run
+    /// the same thing, so a running replica of one may be adopted by, or kept through a
+    /// rollout to, the other. Stable across herdsman versions for an unchanged spec: it
+    /// hashes the service's canonical JSON with 64-bit FNV-1a, written as 16 hex digits.
+    pub fn run_hash(&self) -> String {
+        let what = serde_json::json!({
+            "kind": self.kind,
+            "image": self.image,
+            "command": self.command,
+            "env": self.env,
+            "endpoints": self.endpoints,
+            "init": self.init,
+            "stop_signal": self.stop_signal,
+        });
+        // FNV-1a: tiny, stable and good enough to tell specs apart (not a security hash).
+        let hash = what
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        format!("{hash:016x}")
+    }
+
     /// The desired replica count at start: `fixed` replicas, `adaptive` min, `manual` 0
     /// unless replicas was given.
     pub fn initial_replicas(&self) -> u32 {

@@ -249,3 +249,24 @@ fn service_new_gives_exactly_the_defaults_a_parsed_minimal_service_gets() {
         assert_eq!(d.services[0], built, "{rtype}");
     }
 }
+
+#[test]
+fn run_hash_changes_with_what_runs_and_not_with_how_it_is_supervised() {
+    let base = parse(
+        "  api:\n    command: {entrypoint: [./api]}\n    scale: {mode: fixed, replicas: 1}\n",
+    );
+    let same = parse(
+        "  api:\n    command: {entrypoint: [./api]}\n    scale: {mode: fixed, replicas: 1}\n",
+    );
+    let rescaled = parse(
+        "  api:\n    command: {entrypoint: [./api]}\n    scale: {mode: fixed, replicas: 4}\n    restart: {max_restarts: 9}\n",
+    );
+    let changed = parse("  api:\n    command: {entrypoint: [./api], args: [--v2]}\n");
+    let env = parse("  api:\n    command: {entrypoint: [./api]}\n    env: {A: b}\n");
+    let h = |d: &Deployment| d.services[0].run_hash();
+    assert_eq!(h(&base).len(), 16);
+    assert_eq!(h(&base), h(&same));
+    assert_eq!(h(&base), h(&rescaled));
+    assert_ne!(h(&base), h(&changed));
+    assert_ne!(h(&base), h(&env));
+}
