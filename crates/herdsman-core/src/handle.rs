@@ -26,6 +26,12 @@ pub struct DeploymentOptions {
     pub seed: u64,
     /// Log lines included per failing replica in a stabilization report (default 20).
     pub log_tail_lines: usize,
+    /// At start, adopt the replicas an earlier run left running ([`Runtime::survivors`]
+    /// whose run hash matches the spec) instead of starting new ones (default true). When
+    /// false, or for a survivor that runs something else, the survivor is stopped.
+    ///
+    /// [`Runtime::survivors`]: herdsman_runtime::Runtime::survivors
+    pub adopt: bool,
 }
 
 impl Default for DeploymentOptions {
@@ -34,6 +40,7 @@ impl Default for DeploymentOptions {
             event_capacity: 4096,
             seed: 0,
             log_tail_lines: 20,
+            adopt: true,
         }
     }
 }
