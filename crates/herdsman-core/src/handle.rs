@@ -133,6 +133,7 @@ async fn spawn_inner(
         seed: options.seed,
         log_tail_lines: options.log_tail_lines,
         init_runs: InitRuns::default(),
+        adopt: options.adopt,
     };
     let spawned = match supervisor {
         Some(sup) => Actor::spawn_linked(None, DeploymentActor, args, sup).await,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdsman_probe::InitRetry;
-use herdsman_runtime::{ContainerId, Exit, Runtime};
+use herdsman_runtime::{ContainerId, Exit, Runtime, Survivor};
 use herdsman_spec::{Deployment, OnUnhealthy, Service, ServiceKind};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
@@ -77,6 +77,11 @@ pub(crate) enum SupervisorMsg {
         generation: u64,
         error: String,
     },
+    /// A survivor could not be adopted after all: boot the replica afresh.
+    AdoptFailed {
+        replica: u32,
+        generation: u64,
+    },
     InitFailed {
         replica: u32,
         generation: u64,
@@ -119,6 +124,12 @@ pub(crate) struct SupervisorArgs {
     /// watches their containers any more. Each replica's container is stopped and removed,
     /// then the replica boots again as a new generation: never lost, never duplicated.
     pub(crate) recover: bool,
+    /// Containers an earlier run of herdsman left running that this service adopts, one
+    /// per replica index below `desired`, each still running what the spec asks for.
+    pub(crate) survivors: Vec<Survivor>,
+    /// The generation each replica index resumes at (after survivors that were stopped
+    /// rather than adopted), so no container id of an earlier run is reused.
+    pub(crate) resume_at: HashMap<u32, u64>,
 }
 
 /// The supervisor's view of one replica: the authority on its state.
@@ -237,6 +248,8 @@ pub(crate) struct SupervisorState {
     /// Containers a failed predecessor left behind, by replica index, until their
     /// replica's new actor has removed them.
     orphans: HashMap<u32, ContainerId>,
+    /// Survivors of an earlier run to adopt, by replica index, until their slot is added.
+    survivors: HashMap<u32, Survivor>,
 }
 
 pub(crate) struct ServiceSupervisor;
@@ -270,10 +283,15 @@ impl Actor for ServiceSupervisor {
             desired: args.desired,
             recover: args.recover,
             orphans: HashMap::new(),
+            survivors: args
+                .survivors
+                .into_iter()
+                .map(|s| (s.id.replica, s))
+                .collect(),
             slots: BTreeMap::new(),
             actors: HashMap::new(),
             retiring: HashMap::new(),
-            resume_generation: HashMap::new(),
+            resume_generation: args.resume_at,
             phase: ServicePhase::Running,
             reported: None,
             report_queued: false,
@@ -311,6 +329,7 @@ impl Actor for ServiceSupervisor {
             SupervisorMsg::Started { replica, .. }
             | SupervisorMsg::Exited { replica, .. }
             | SupervisorMsg::StartFailed { replica, .. }
+            | SupervisorMsg::AdoptFailed { replica, .. }
             | SupervisorMsg::InitFailed { replica, .. }
             | SupervisorMsg::Health { replica, .. }
             | SupervisorMsg::RestartDue { replica, .. }
@@ -356,6 +375,10 @@ impl Actor for ServiceSupervisor {
                     .start_failed(&myself, replica, generation, error)
                     .await
             }
+            SupervisorMsg::AdoptFailed {
+                replica,
+                generation,
+            } => state.adopt_failed(replica, generation),
             SupervisorMsg::InitFailed {
                 replica,
                 generation,
@@ -469,10 +492,17 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let svc = self.ctx.service.clone();
         let seed = self.ctx.seed ^ (u64::from(replica) << 20);
-        let generation = self.resume_generation.remove(&replica).unwrap_or(0);
-        let mode = match self.orphans.remove(&replica) {
-            Some(stale) => Mode::Recreate { stale: Some(stale) },
-            None => Mode::Boot,
+        let mut generation = self.resume_generation.remove(&replica).unwrap_or(0);
+        let mode = match (
+            self.orphans.remove(&replica),
+            self.survivors.remove(&replica),
+        ) {
+            (Some(stale), _) => Mode::Recreate { stale: Some(stale) },
+            (None, Some(survivor)) => {
+                generation = survivor.id.generation;
+                Mode::Adopt(survivor)
+            }
+            (None, None) => Mode::Boot,
         };
         let actor = self
             .spawn_container(myself, replica, generation, mode)
@@ -822,6 +852,15 @@ impl SupervisorState {
         let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
         self.apply(myself, replica, decision, false, Some(exited))
             .await;
+    }
+
+    fn adopt_failed(&mut self, replica: u32, generation: u64) {
+        let ctx = self.ctx.clone();
+        if let Some(slot) = self.slots.get_mut(&replica) {
+            if slot.generation == generation && slot.state == SlotState::Booting {
+                Self::restart(&ctx, replica, slot);
+            }
+        }
     }
 
     async fn start_failed(
