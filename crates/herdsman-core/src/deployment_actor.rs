@@ -39,6 +39,17 @@ pub(crate) enum DeploymentMsg {
         reply: RpcReplyPort<Result<(), CoreError>>,
     },
     Shutdown(RpcReplyPort<()>),
+    /// Restart one replica (see `SupervisorMsg::RestartReplica`); the supervisor replies.
+    RestartReplica {
+        service: String,
+        replica: u32,
+        reply: RpcReplyPort<Result<u64, CoreError>>,
+    },
+    /// Set a service back to its spec's replica count.
+    StartService {
+        service: String,
+        reply: RpcReplyPort<Result<u32, CoreError>>,
+    },
     /// Fault injection: panic a replica's container actor, or (`None`) the service's
     /// supervisor.
     InjectPanic {
@@ -190,6 +201,35 @@ impl Actor for DeploymentActor {
                 reply,
             } => {
                 let _ = reply.send(state.scale(&service, replicas));
+            }
+            DeploymentMsg::RestartReplica {
+                service,
+                replica,
+                reply,
+            } => match state.services.get(service.as_str()) {
+                None => {
+                    let _ = reply.send(Err(CoreError::UnknownService(service)));
+                }
+                Some(e) => match &e.supervisor {
+                    Some(sup) => {
+                        let _ = sup.cast(SupervisorMsg::RestartReplica { replica, reply });
+                    }
+                    None => {
+                        let _ = reply.send(Err(CoreError::UnknownReplica { service, replica }));
+                    }
+                },
+            },
+            DeploymentMsg::StartService { service, reply } => {
+                let replicas = state
+                    .args
+                    .spec
+                    .service(&service)
+                    .map(|s| s.initial_replicas());
+                let r = match replicas {
+                    Some(n) => state.scale(&service, n).map(|()| n),
+                    None => Err(CoreError::UnknownService(service)),
+                };
+                let _ = reply.send(r);
             }
             DeploymentMsg::Shutdown(reply) => {
                 state.shutdown().await;

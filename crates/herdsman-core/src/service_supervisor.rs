@@ -20,6 +20,7 @@ use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
 use crate::restart::{Cause, Decision, RestartTracker};
 use crate::stabilization::ServiceCounts;
+use crate::CoreError;
 
 /// What every actor of one service shares.
 pub(crate) struct ServiceContext {
@@ -57,6 +58,13 @@ pub(crate) enum SupervisorMsg {
     },
     /// Stop every replica (stop signal, grace, kill) and reply when all are gone.
     Shutdown(RpcReplyPort<()>),
+    /// An operator's restart of one replica: a new incarnation replaces the current one
+    /// (stopped with its signal and grace), whatever its state, with a fresh restart
+    /// count. Replies with the new generation.
+    RestartReplica {
+        replica: u32,
+        reply: RpcReplyPort<Result<u64, CoreError>>,
+    },
     /// Fault injection: make a replica's container actor panic, or (`None`) this
     /// supervisor itself.
     InjectPanic {
@@ -343,6 +351,9 @@ impl Actor for ServiceSupervisor {
             SupervisorMsg::Shutdown(reply) => {
                 state.stop_all(ServicePhase::Stopped, None).await;
                 let _ = reply.send(());
+            }
+            SupervisorMsg::RestartReplica { replica, reply } => {
+                let _ = reply.send(state.restart_replica(replica));
             }
             SupervisorMsg::InjectPanic { replica: None } => {
                 panic!(
@@ -852,6 +863,45 @@ impl SupervisorState {
         let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
         self.apply(myself, replica, decision, false, Some(exited))
             .await;
+    }
+
+    fn restart_replica(&mut self, replica: u32) -> Result<u64, CoreError> {
+        let ctx = self.ctx.clone();
+        if matches!(self.phase, ServicePhase::Shutdown | ServicePhase::Stopped) {
+            return Err(CoreError::Stopped);
+        }
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return Err(CoreError::UnknownReplica {
+                service: ctx.service_name.to_string(),
+                replica,
+            });
+        };
+        let svc = &ctx.service;
+        let seed = ctx.seed ^ (u64::from(replica) << 20);
+        // An explicit restart is a new chance: the crash-loop window and give-up count
+        // start over, as `systemctl restart` clears a unit's failure.
+        slot.tracker = RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed);
+        slot.init_retry = InitRetry::new(svc.on_init_failure);
+        let may_run = matches!(slot.state, SlotState::Running | SlotState::Unhealthy);
+        Self::restart(&ctx, replica, slot);
+        let generation = slot.generation;
+        let shown = if may_run {
+            ReplicaState::Stopping
+        } else {
+            ReplicaState::Starting
+        };
+        ctx.board.update(&ctx.service_name, replica, |r| {
+            r.state = shown;
+            r.backoff_ms = None;
+        });
+        // A service failed by this replica's give-up runs again once no replica is failed.
+        let still_failed = self.slots.values().any(|s| s.state == SlotState::Failed);
+        if self.phase == ServicePhase::Failed && !still_failed {
+            self.phase = ServicePhase::Running;
+            ctx.board
+                .set_service(&ctx.service_name, ServicePhase::Running, None);
+        }
+        Ok(generation)
     }
 
     fn adopt_failed(&mut self, replica: u32, generation: u64) {
