@@ -270,8 +270,8 @@ fn shape_issue(e: &serde_yaml::Error, locations: &Locations) -> Issue {
                     .split(", ")
                     .map(|n| n.trim_matches('`').to_string())
                     .collect();
-                let hint = closest(&field, &names)
-                    .map(|n| format!("did you mean \"{n}\"? "))
+                let hint = compose_habit(&field, &names)
+                    .or_else(|| closest(&field, &names).map(|n| format!("did you mean \"{n}\"? ")))
                     .unwrap_or_default();
                 m.push_str(&format!(" ({hint}expected {})", names.join(", ")));
             }
@@ -300,7 +300,12 @@ fn shape_issue(e: &serde_yaml::Error, locations: &Locations) -> Issue {
         };
     }
 
-    let message = reword(&message);
+    let mut message = reword(&message);
+    if let Some(p) = &path {
+        if let Some(hint) = shape_hint(p, &message) {
+            message = hint;
+        }
+    }
     let path = path.unwrap_or_else(|| {
         at.and_then(|p| locations.path_before(p))
             .unwrap_or(DOCUMENT)
@@ -311,6 +316,40 @@ fn shape_issue(e: &serde_yaml::Error, locations: &Locations) -> Issue {
         message,
         anchor: at.map_or(Anchor::Value, Anchor::At),
     }
+}
+
+/// Docker Compose's names for fields herdsman spells differently, where the herdsman
+/// field is one of `expected` here: `"did you mean ..."` with how to write it.
+fn compose_habit(field: &str, expected: &[String]) -> Option<String> {
+    let (ours, how) = match field {
+        "environment" => ("env", "env: {NAME: value}"),
+        "ports" | "expose" => ("endpoints", "endpoints: [{name: http, port: 8080}]"),
+        "depends_on" => ("depends", "depends: [{service: db}]"),
+        "healthcheck" => ("health", "health: {check: {type: http, url: ...}}"),
+        "entrypoint" | "working_dir" => ("command", "command: {entrypoint: [...], workdir: ...}"),
+        "deploy" | "replicas" => ("scale", "scale: {mode: fixed, replicas: 2}"),
+        "stop_grace" => ("stop_grace_period", "stop_grace_period: 10s"),
+        _ => return None,
+    };
+    expected
+        .iter()
+        .any(|n| n == ours)
+        .then(|| format!("did you mean \"{ours}\", written {how}? "))
+}
+
+/// A clearer message for a shape error at `path` that is a Compose habit: a service's
+/// `command` as a list or a string, where herdsman wants a map.
+fn shape_hint(path: &str, message: &str) -> Option<String> {
+    let is_command = path.starts_with("services.") && path.ends_with(".command");
+    let compose_like = message.starts_with("invalid type: sequence")
+        || message.starts_with("invalid type: string");
+    if !(is_command && compose_like) {
+        return None;
+    }
+    let what = message.split(" (expected").next().unwrap_or(message);
+    Some(format!(
+        "{what} (expected a map: herdsman's command is {{entrypoint: [\"./app\", \"--flag\"], args: [...]}}, not Compose's list or string)"
+    ))
 }
 
 /// serde_yaml's own wording made to read `what is wrong (what was expected)`.
