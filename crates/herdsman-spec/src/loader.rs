@@ -34,6 +34,10 @@ pub fn parse_str(source: &str, file_name: &str, base_dir: &Path) -> Result<Deplo
     let locations = Locations::scan(source);
     let stopped = match (locations.exceeded(), locations.syntax()) {
         (Some((at, over)), _) => Some((at, over.to_string())),
+        // yaml-rust2 is stricter than libyaml in places (a tab after `:`, a closing
+        // bracket at its key's indentation): libyaml, which serde_yaml reads with, decides
+        // when the text yaml-rust2 did not measure is too small to hurt.
+        (None, Some(_)) if libyaml_may_read_on(source, locations.measured()) => None,
         (None, Some((at, message))) => Some(
             libyaml_syntax_error(source, at, locations.measured())
                 .unwrap_or_else(|| (at, reword(message))),
@@ -69,6 +73,22 @@ pub fn parse_str(source: &str, file_name: &str, base_dir: &Path) -> Result<Deplo
     Err(SpecError::Invalid {
         problems: locate(issues, file_name, &locations),
     })
+}
+
+/// Longest text past yaml-rust2's last measured event that libyaml may still read.
+const UNMEASURED_BYTES: usize = 1024 * 1024;
+
+/// Most `[` and `{` in that text: libyaml's work per token grows with flow nesting.
+const UNMEASURED_BRACKETS: usize = 256;
+
+/// Whether the text after `measured` (where yaml-rust2 stopped measuring) is bounded
+/// enough for libyaml to read without the budget: short, with few brackets (so shallow
+/// flow nesting) and no alias (so nothing to expand).
+fn libyaml_may_read_on(source: &str, measured: Pos) -> bool {
+    let rest = &source[byte_offset(source, measured)..];
+    rest.len() <= UNMEASURED_BYTES
+        && !rest.contains('*')
+        && rest.matches(['[', '{']).count() <= UNMEASURED_BRACKETS
 }
 
 /// libyaml's wording of a syntax error yaml-rust2 found at `at`, which is usually the

@@ -187,3 +187,33 @@ fn a_byte_order_mark_is_ignored() {
     let d = parse_str(&source, "bom.yaml", Path::new("/srv")).expect("valid with a BOM");
     assert_eq!(d.name, "shop");
 }
+
+#[test]
+fn yaml_that_only_libyaml_accepts_is_still_read_when_what_follows_is_small() {
+    // yaml-rust2 (which measures) refuses both; libyaml (which reads) accepts them, as
+    // herdsman always did.
+    for source in [
+        format!("{HEAD}      entrypoint: [\n        \"./api\"\n      ]\n"),
+        format!("{HEAD}      entrypoint:\t[./api]\n"),
+    ] {
+        let d = parse_str(&source, "style.yaml", Path::new("/srv"));
+        assert!(d.is_ok(), "{source}: {d:?}");
+    }
+}
+
+#[test]
+fn what_yaml_rust2_cannot_measure_is_refused_when_it_could_hurt() {
+    // The same bracket style, followed by 100k levels of nesting or an alias fan:
+    // refused with the syntax error, quickly, instead of handed to libyaml.
+    let style = format!("{HEAD}      entrypoint: [\n        \"./api\"\n      ]\n");
+    let n = 100_000;
+    let refs = vec!["*a"; 2_000].join(", ");
+    for tail in [
+        format!("x: {}1{}\n", "[".repeat(n), "]".repeat(n)),
+        format!("y: &a {}\nz: [{refs}]\n", "x".repeat(1 << 20)),
+    ] {
+        let (p, took) = only_problem(&format!("{style}{tail}"));
+        assert_eq!(p.line, 8, "{p}");
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+}

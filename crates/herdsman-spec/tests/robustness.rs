@@ -283,6 +283,12 @@ proptest! {
         check_quickly(&source)?;
     }
 
+}
+
+proptest! {
+    // Each case parses up to 8 MiB three times (and a round trip): few cases.
+    #![proptest_config(ProptestConfig::with_cases(5))]
+
     #[test]
     fn huge_scalars_are_answered_quickly(source in huge_scalar()) {
         check_quickly(&source)?;
