@@ -7,7 +7,7 @@
 //! Layout: `report` (measures, rows, the markdown table), `procfs` (RSS and CPU time),
 //! `fixtures` (deployments built as structs, bounded waits), `instrumented` (a runtime
 //! wrapper that timestamps what the tree asks of it), `floors` (the raw ractor and tokio
-//! baselines), `sim_rows`, `process_rows` and `scale_rows` (herdsman's measurements).
+//! baselines), `sim_rows`, `process_rows`, `scale_rows` and `rollout_rows` (herdsman's measurements).
 
 mod fixtures;
 mod floors;
@@ -15,6 +15,7 @@ mod instrumented;
 mod process_rows;
 pub(crate) mod procfs;
 pub(crate) mod report;
+mod rollout_rows;
 mod scale_rows;
 mod sim_rows;
 
@@ -65,6 +66,8 @@ struct Sizes {
     healthy_samples: usize,
     spec: u32,
     spec_rounds: usize,
+    rollout: u32,
+    rollout_rounds: usize,
 }
 
 impl Sizes {
@@ -82,6 +85,8 @@ impl Sizes {
                 healthy_samples: 10,
                 spec: 500,
                 spec_rounds: 2,
+                rollout: 100,
+                rollout_rounds: 1,
             }
         } else {
             Sizes {
@@ -96,6 +101,8 @@ impl Sizes {
                 healthy_samples: 300,
                 spec: 10_000,
                 spec_rounds: 7,
+                rollout: 1_000,
+                rollout_rounds: 5,
             }
         }
     }
@@ -344,6 +351,31 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      floor: {} bare actors spawned one after another, each awaited",
                     sizes.spec_rounds,
                     2 * n
+                ),
+            },
+            &mut rows,
+        );
+    }
+    if opts.wants("rollout") {
+        let n = sizes.rollout;
+        let (rolled, fresh) = rollout_rows::rollout(n, sizes.rollout_rounds).await;
+        let ours = Measure::of_durations(&rolled, Unit::Millis);
+        let floor = Measure::of_durations(&fresh, Unit::Millis);
+        push(
+            Row {
+                what: format!(
+                    "rollout of {} replicas, max_surge 10% (SimRuntime)",
+                    label(n)
+                ),
+                target: "— (reported)",
+                met: None,
+                ours,
+                floor_what: format!("{} replicas started from nothing to stable", label(n)),
+                floor: Some(floor),
+                notes: format!(
+                    "{} rounds: apply of a new image to a stable unprobed {n}-replica service                      until RolloutComplete is received; every index replaced in place,                      {} surge stand-ins covering, ready never below desired",
+                    sizes.rollout_rounds,
+                    n.div_ceil(10)
                 ),
             },
             &mut rows,
