@@ -71,11 +71,25 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&status)?)
     } else {
-        table(&status)
+        table(&status) + &containment_line(&body)
     };
     // A closed pipe (`herdsman status | head -1`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `containment: MODE` when the status names a mode this herdsman knows.
+fn containment_line(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Mode {
+        containment: Option<String>,
+    }
+    match serde_json::from_str::<Mode>(body).ok().and_then(|m| m.containment) {
+        Some(mode) if mode == "cgroup" || mode == "process-group" => {
+            format!("\ncontainment: {mode}\n")
+        }
+        _ => String::new(),
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

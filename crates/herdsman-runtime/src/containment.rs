@@ -4,7 +4,10 @@
 //! The hierarchy is found at start from `/proc/self/mountinfo` (the `cgroup2` mount: the
 //! whole of `/sys/fs/cgroup` on a pure v2 host, its `unified` mount on a hybrid one) and
 //! `/proc/self/cgroup` (herdsman's own cgroup, under which its cgroups nest where that is
-//! delegated). Incarnations get `herdsman/<deployment>/<service>-<replica>-g<generation>`.
+//! delegated). Incarnations get
+//! `herdsman/<deployment>.<scope>/<service>-<replica>-g<generation>`, where the scope
+//! names the state directory (or, without one, the process): two runs of one deployment
+//! name from different state directories, which their locks allow, never share a cgroup.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ pub(crate) enum Containment {
     Cgroups {
         /// The `herdsman` directory in the hierarchy.
         base: PathBuf,
+        /// Appended to the deployment's directory name.
+        scope: String,
         /// Numbers the cgroups of exec and init commands.
         commands: AtomicU64,
     },
@@ -35,7 +40,7 @@ pub(crate) enum Containment {
 
 impl Containment {
     /// Find a writable cgroup v2 hierarchy, or say why there is none.
-    pub(crate) fn detect(wanted: bool) -> Containment {
+    pub(crate) fn detect(wanted: bool, scope: String) -> Containment {
         if !wanted {
             return Containment::ProcessGroups {
                 why: "cgroups turned off in the configuration".into(),
@@ -63,6 +68,7 @@ impl Containment {
                 Ok(()) => {
                     return Containment::Cgroups {
                         base,
+                        scope,
                         commands: AtomicU64::new(0),
                     }
                 }
@@ -80,35 +86,42 @@ impl Containment {
         }
     }
 
-    /// The cgroup of the incarnation `id`, when cgroups are used.
-    pub(crate) fn incarnation(&self, id: &ContainerId) -> Option<Cgroup> {
+    /// The directory of `deployment`'s cgroups, when cgroups are used.
+    fn deployment(&self, deployment: &str) -> Option<PathBuf> {
         match self {
-            Containment::Cgroups { base, .. } => Some(Cgroup::at(
-                base.join(&*id.deployment)
-                    .join(format!("{}-{}-g{}", id.service, id.replica, id.generation)),
-            )),
-            Containment::ProcessGroups { .. } => None,
-        }
-    }
-
-    /// A fresh cgroup for one command (an exec probe or `init.run`) run for `id`.
-    pub(crate) fn command(&self, id: &ContainerId, what: &str) -> Option<Cgroup> {
-        match self {
-            Containment::Cgroups { base, commands } => {
-                let n = commands.fetch_add(1, Ordering::Relaxed);
-                Some(Cgroup::at(base.join(&*id.deployment).join(format!(
-                    "{}-{}-g{}-{what}{n}",
-                    id.service, id.replica, id.generation
-                ))))
+            Containment::Cgroups { base, scope, .. } => {
+                Some(base.join(format!("{deployment}.{scope}")))
             }
             Containment::ProcessGroups { .. } => None,
         }
     }
 
+    /// The cgroup of the incarnation `id`, when cgroups are used.
+    pub(crate) fn incarnation(&self, id: &ContainerId) -> Option<Cgroup> {
+        let dir = self.deployment(&id.deployment)?;
+        Some(Cgroup::at(dir.join(format!(
+            "{}-{}-g{}",
+            id.service, id.replica, id.generation
+        ))))
+    }
+
+    /// A fresh cgroup for one command (an exec probe or `init.run`) run for `id`.
+    pub(crate) fn command(&self, id: &ContainerId, what: &str) -> Option<Cgroup> {
+        let dir = self.deployment(&id.deployment)?;
+        let Containment::Cgroups { commands, .. } = self else {
+            return None;
+        };
+        let n = commands.fetch_add(1, Ordering::Relaxed);
+        Some(Cgroup::at(dir.join(format!(
+            "{}-{}-g{}-{what}{n}",
+            id.service, id.replica, id.generation
+        ))))
+    }
+
     /// Remove the deployment's (empty) directory, once nothing of it runs.
     pub(crate) fn forget(&self, deployment: &str) {
-        if let Containment::Cgroups { base, .. } = self {
-            let _ = fs::remove_dir(base.join(deployment));
+        if let Some(dir) = self.deployment(deployment) {
+            let _ = fs::remove_dir(dir);
         }
     }
 }
@@ -141,6 +154,19 @@ impl Contained {
             Contained::Cgroup(cg) => cg.kill(),
             Contained::Group(group) => group.kill(),
         }
+    }
+}
+
+/// The scope of a runtime's cgroups: a short hash of its state directory, or its pid.
+pub(crate) fn scope(state_dir: Option<&Path>) -> String {
+    use std::hash::{Hash, Hasher};
+    match state_dir {
+        Some(dir) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            dir.hash(&mut h);
+            format!("{:08x}", h.finish() as u32)
+        }
+        None => format!("pid{}", std::process::id()),
     }
 }
 

@@ -78,7 +78,8 @@ impl Default for ProcessConfig {
 ///   environment is inherited, plus the template variables (`REPLICA`, `PORT`,
 ///   `PORT_<NAME>`, `SERVICE`, `DEPLOYMENT`), plus the service's `env` (which wins).
 /// - Each incarnation runs in its own cgroup v2
-///   (`herdsman/<deployment>/<service>-<replica>-g<generation>`, joined before `exec`)
+///   (`herdsman/<deployment>.<scope>/<service>-<replica>-g<generation>`, the scope naming
+///   the state directory; joined before `exec`)
 ///   where a writable hierarchy exists, and its main process leads its own process group
 ///   either way. [`Runtime::stop`] signals every member, waits up to the grace period for
 ///   the main process, then kills the cgroup (`cgroup.kill`), or the group where there is
@@ -191,7 +192,8 @@ impl ProcessRuntime {
     /// the cgroup hierarchy (and says once, as a warning, when it falls back to process
     /// groups).
     pub fn new(config: ProcessConfig) -> ProcessRuntime {
-        let containment = Containment::detect(config.cgroups);
+        let scope = crate::containment::scope(config.state_dir.as_deref());
+        let containment = Containment::detect(config.cgroups, scope);
         if let Containment::ProcessGroups { why } = &containment {
             if config.cgroups {
                 tracing::warn!(
