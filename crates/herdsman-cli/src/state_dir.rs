@@ -38,9 +38,7 @@ pub(crate) fn root(flag: Option<&Path>) -> PathBuf {
     let state_home = std::env::var_os("XDG_STATE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state"))
-        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state")))
         .unwrap_or_else(std::env::temp_dir);
     state_home.join("herdsman")
 }

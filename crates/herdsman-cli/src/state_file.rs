@@ -478,7 +478,10 @@ mod tests {
         write_atomically(&path, b"{}").expect("written");
         assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "{}");
-        assert!(std::fs::symlink_metadata(&tmp).is_err(), "the symlink is gone");
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the symlink is gone"
+        );
     }
 
     #[test]

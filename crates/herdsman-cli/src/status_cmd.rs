@@ -84,7 +84,10 @@ fn containment_line(body: &str) -> String {
     struct Mode {
         containment: Option<String>,
     }
-    match serde_json::from_str::<Mode>(body).ok().and_then(|m| m.containment) {
+    match serde_json::from_str::<Mode>(body)
+        .ok()
+        .and_then(|m| m.containment)
+    {
         Some(mode) if mode == "cgroup" || mode == "process-group" => {
             format!("\ncontainment: {mode}\n")
         }
