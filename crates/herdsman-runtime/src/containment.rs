@@ -86,6 +86,14 @@ impl Containment {
         }
     }
 
+    /// The `herdsman` directory, when cgroups are used.
+    pub(crate) fn base(&self) -> Option<&Path> {
+        match self {
+            Containment::Cgroups { base, .. } => Some(base),
+            Containment::ProcessGroups { .. } => None,
+        }
+    }
+
     /// The directory of `deployment`'s cgroups, when cgroups are used.
     fn deployment(&self, deployment: &str) -> Option<PathBuf> {
         match self {

@@ -230,6 +230,12 @@ impl ProcessRuntime {
         self.containment.mode()
     }
 
+    /// The `herdsman` directory of the cgroup v2 hierarchy its cgroups are made under,
+    /// when it uses cgroups.
+    pub fn cgroup_base(&self) -> Option<&std::path::Path> {
+        self.containment.base()
+    }
+
     /// SIGKILL every process group this runtime started and wait until each main process
     /// is reaped (at most a few seconds for a process stuck in the kernel). Afterwards
     /// `start` fails: nothing can be started behind the shutdown's back.
