@@ -280,4 +280,14 @@ mod tests {
              flaky/1  backoff  -        4         code 3     2.0s     -\n"
         );
     }
+
+    #[test]
+    fn the_containment_mode_is_shown_only_when_it_is_one_herdsman_knows() {
+        assert_eq!(
+            containment_line(r#"{"containment":"cgroup"}"#),
+            "\ncontainment: cgroup\n"
+        );
+        assert_eq!(containment_line(r#"{"containment":"\u001b[2J"}"#), "");
+        assert_eq!(containment_line("{}"), "");
+    }
 }

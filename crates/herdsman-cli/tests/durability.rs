@@ -221,3 +221,86 @@ services:
     );
     assert!(h.stdout().contains("is stable"), "{}", h.output());
 }
+
+#[tokio::test]
+async fn a_sigkilled_herdsman_leaves_every_replica_running_and_writing_its_log() {
+    let spec = spec(
+        r#"version: v1
+deployment: orphaned
+services:
+  quiet:
+    command: {entrypoint: ["sleep", "1000"]}
+    scale: {mode: fixed, replicas: 3}
+  chatty:
+    command:
+      entrypoint: ["sh", "-c", "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.01; done"]
+    scale: {mode: fixed, replicas: 2}
+"#,
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut h = Herdsman::start(&[
+        "run",
+        s(&spec.path),
+        "--api",
+        &api,
+        "--state-dir",
+        s(state.path()),
+    ]);
+    let status = stable(&api, &h).await;
+    let replicas = pids(&status);
+    let _reap = Reap(replicas.clone());
+    assert_eq!(replicas.len(), 5, "{status}");
+    let log = |r: u32| {
+        std::fs::metadata(
+            state
+                .path()
+                .join(format!("orphaned/logs/orphaned-chatty-{r}.log")),
+        )
+        .map(|m| m.len())
+        .unwrap_or(0)
+    };
+    // The records of the running replicas are written (debounced) for the next run.
+    let records = state.path().join("orphaned/replicas.json");
+    eventually(LIMIT, "the replicas are recorded", || {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        let all = replicas
+            .iter()
+            .all(|p| text.contains(&format!("\"pid\":{p}")));
+        async move { all.then_some(()) }
+    })
+    .await;
+
+    h.signal(Signal::SIGKILL);
+    h.wait(LIMIT).await;
+    let before = [log(0), log(1)];
+    // A writer into a pipe would die of SIGPIPE at its next line; these write to files.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = [log(0), log(1)];
+    assert!(
+        replicas.iter().all(|p| alive(*p)),
+        "a replica died with herdsman"
+    );
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "the writers stopped: {before:?} then {after:?}"
+    );
+
+    // The next run of the deployment, told not to adopt, leaves nothing of them.
+    let mut next = Herdsman::start(&[
+        "run",
+        s(&spec.path),
+        "--api",
+        "off",
+        "--until-stable",
+        "--no-adopt",
+        "--state-dir",
+        s(state.path()),
+    ]);
+    assert_eq!(next.wait(LIMIT).await.code(), Some(0), "{}", next.output());
+    let left: Vec<_> = replicas.iter().filter(|p| alive(**p)).collect();
+    assert!(
+        left.is_empty(),
+        "replicas left after the next run: {left:?}"
+    );
+}

@@ -29,7 +29,7 @@ use crate::{ContainerSpec, ExitReason, ExitWatch, RuntimeError, Started, Survivo
 /// (same pid, same start time). A record whose main process is gone has its cgroup, if
 /// anything is left in it, killed and removed: nobody would ever stop what is in there.
 /// Every survivor stays recorded until it is adopted or discarded.
-pub(crate) fn survivors(rt: &ProcessRuntime, deployment: &str) -> Vec<Survivor> {
+pub(crate) async fn survivors(rt: &ProcessRuntime, deployment: &str) -> Vec<Survivor> {
     let Some(book) = &rt.ends.records else {
         return Vec::new();
     };
@@ -40,11 +40,10 @@ pub(crate) fn survivors(rt: &ProcessRuntime, deployment: &str) -> Vec<Survivor> 
         }
         if start_time(record.pid) != Some(record.start_time) {
             if let Some(path) = &record.cgroup {
-                let cgroup = Cgroup::at(path);
-                cgroup.kill();
-                // The kill is immediate; the directory goes once the kernel empties it,
-                // which a later cleanup of the deployment's cgroups also retries.
-                let _ = cgroup.remove();
+                if let Err(e) = Cgroup::at(path).kill_and_remove(REAP_AFTER_KILL).await {
+                    tracing::warn!(cgroup = %path.display(), error = %e,
+                        "cannot clear the cgroup of a replica whose main process is gone");
+                }
             }
             continue;
         }
@@ -123,6 +122,9 @@ pub(crate) fn adopt(
         }),
     });
     let watched = registered(pidfd).map_err(gone)?;
+    if let Some(path) = &record.cgroup {
+        rt.containment.adopted(path);
+    }
     {
         let mut replicas = rt.replicas();
         if replicas.get(id).is_some_and(|r| r.running().is_some()) {
@@ -200,6 +202,7 @@ pub(crate) async fn discard(
         }
     }
     if let Some(path) = &record.cgroup {
+        rt.containment.adopted(path);
         Cgroup::at(path)
             .kill_and_remove(REAP_AFTER_KILL)
             .await

@@ -9,9 +9,11 @@
 //! names the state directory (or, without one, the process): two runs of one deployment
 //! name from different state directories, which their locks allow, never share a cgroup.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use herdsman_probe::Cgroup;
 use nix::sys::signal::Signal;
@@ -30,6 +32,8 @@ pub(crate) enum Containment {
         scope: String,
         /// Numbers the cgroups of exec and init commands.
         commands: AtomicU64,
+        /// The deployment directories made, removed at shutdown.
+        made: Mutex<BTreeSet<PathBuf>>,
     },
     /// Process groups only, and why.
     ProcessGroups {
@@ -70,6 +74,7 @@ impl Containment {
                         base,
                         scope,
                         commands: AtomicU64::new(0),
+                        made: Mutex::new(BTreeSet::new()),
                     }
                 }
                 Err(e) => last = format!("{} is not writable: {e}", base.display()),
@@ -94,11 +99,19 @@ impl Containment {
         }
     }
 
-    /// The directory of `deployment`'s cgroups, when cgroups are used.
+    /// The directory of `deployment`'s cgroups, when cgroups are used (remembered, for
+    /// its removal at shutdown).
     fn deployment(&self, deployment: &str) -> Option<PathBuf> {
         match self {
-            Containment::Cgroups { base, scope, .. } => {
-                Some(base.join(format!("{deployment}.{scope}")))
+            Containment::Cgroups {
+                base, scope, made, ..
+            } => {
+                let dir = base.join(format!("{deployment}.{scope}"));
+                let mut made = made.lock().unwrap_or_else(PoisonError::into_inner);
+                if !made.contains(&dir) {
+                    made.insert(dir.clone());
+                }
+                Some(dir)
             }
             Containment::ProcessGroups { .. } => None,
         }
@@ -126,10 +139,22 @@ impl Containment {
         ))))
     }
 
-    /// Remove the deployment's (empty) directory, once nothing of it runs.
-    pub(crate) fn forget(&self, deployment: &str) {
-        if let Some(dir) = self.deployment(deployment) {
-            let _ = fs::remove_dir(dir);
+    /// Remember the deployment directory of an adopted incarnation's cgroup, for its
+    /// removal at shutdown.
+    pub(crate) fn adopted(&self, cgroup: &Path) {
+        if let (Containment::Cgroups { made, .. }, Some(dir)) = (self, cgroup.parent()) {
+            made.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir.to_path_buf());
+        }
+    }
+
+    /// Remove the deployments' (empty) directories, once nothing of them runs.
+    pub(crate) fn forget_all(&self) {
+        if let Containment::Cgroups { made, .. } = self {
+            for dir in made.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 }

@@ -265,14 +265,7 @@ impl ProcessRuntime {
         if let Some(records) = &self.ends.records {
             records.flush().await;
         }
-        let deployments: std::collections::BTreeSet<Arc<str>> = self
-            .replicas()
-            .keys()
-            .map(|id| id.deployment.clone())
-            .collect();
-        for deployment in deployments {
-            self.containment.forget(&deployment);
-        }
+        self.containment.forget_all();
     }
 
     pub(crate) fn replicas(&self) -> MutexGuard<'_, HashMap<ContainerId, Arc<Replica>>> {
@@ -642,7 +635,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn survivors(&self, deployment: &str) -> Result<Vec<Survivor>, RuntimeError> {
-        Ok(crate::adoption::survivors(self, deployment))
+        Ok(crate::adoption::survivors(self, deployment).await)
     }
 
     async fn adopt(
@@ -673,5 +666,7 @@ impl Drop for ProcessRuntime {
                 contained.kill();
             }
         }
+        // Best effort: a deployment directory still holding a cgroup being emptied stays.
+        self.containment.forget_all();
     }
 }
