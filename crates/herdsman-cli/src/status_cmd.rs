@@ -248,6 +248,7 @@ mod tests {
                         last_exit: None,
                         backoff_ms: None,
                         container: None,
+                        last_error: None,
                         probes: Vec::new(),
                     },
                     ReplicaStatus {
@@ -263,6 +264,7 @@ mod tests {
                         }),
                         backoff_ms: Some(2000),
                         container: None,
+                        last_error: None,
                         probes: Vec::new(),
                     },
                 ],
