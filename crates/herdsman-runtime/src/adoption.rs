@@ -28,12 +28,15 @@ use crate::{ContainerSpec, ExitReason, ExitWatch, RuntimeError, Started, Survivo
 /// The survivors of `deployment`: recorded incarnations whose main process still runs
 /// (same pid, same start time). A record whose main process is gone has its cgroup, if
 /// anything is left in it, killed and removed: nobody would ever stop what is in there.
-/// Every survivor stays recorded until it is adopted or discarded.
+/// Every survivor stays recorded until it is adopted or discarded. A cgroup of the
+/// deployment that no live record names (an incarnation started just before herdsman
+/// died, before its record was written) is killed and removed: nothing else would.
 pub(crate) async fn survivors(rt: &ProcessRuntime, deployment: &str) -> Vec<Survivor> {
     let Some(book) = &rt.ends.records else {
         return Vec::new();
     };
     let mut found = Vec::new();
+    let mut kept = std::collections::BTreeSet::new();
     for record in book.load() {
         if &*record.id.deployment != deployment {
             continue;
@@ -52,7 +55,23 @@ pub(crate) async fn survivors(rt: &ProcessRuntime, deployment: &str) -> Vec<Surv
             run_hash: record.run_hash.clone(),
             pid: Some(record.pid),
         });
+        kept.extend(record.cgroup.clone());
         book.insert(record);
+    }
+    if let Some(dir) = rt.containment.deployment(deployment) {
+        let unrecorded: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .filter(|p| !kept.contains(p))
+            .collect();
+        for path in unrecorded {
+            if let Err(e) = Cgroup::at(&path).kill_and_remove(REAP_AFTER_KILL).await {
+                tracing::warn!(cgroup = %path.display(), error = %e, "cannot clear an unrecorded cgroup");
+            }
+        }
     }
     found
 }

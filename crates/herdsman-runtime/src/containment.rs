@@ -101,7 +101,7 @@ impl Containment {
 
     /// The directory of `deployment`'s cgroups, when cgroups are used (remembered, for
     /// its removal at shutdown).
-    fn deployment(&self, deployment: &str) -> Option<PathBuf> {
+    pub(crate) fn deployment(&self, deployment: &str) -> Option<PathBuf> {
         match self {
             Containment::Cgroups {
                 base, scope, made, ..

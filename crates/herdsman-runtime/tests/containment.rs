@@ -432,6 +432,37 @@ fn replicas_left_by_a_vanished_runtime_are_found_adopted_or_discarded() {
     drop(guard);
 }
 
+#[test]
+fn replicas_a_vanished_runtime_never_recorded_are_killed_not_orphaned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ProcessConfig {
+        log_dir: Some(dir.path().join("logs")),
+        state_dir: Some(dir.path().to_path_buf()),
+        ..ProcessConfig::default()
+    };
+    let svc = service("unrecorded", Some(shell("exec sleep 1006")));
+    let pids = abandon_replicas(&config, &svc, 2);
+    let guard = Cleanup(pids.clone());
+    // As if herdsman died before its records were written.
+    std::fs::remove_file(dir.path().join("replicas.json")).expect("records removed");
+    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    tokio_rt.block_on(async {
+        let rt = ProcessRuntime::new(config.clone());
+        let found = rt.survivors(DEPLOYMENT).await.expect("survivors");
+        assert!(found.is_empty(), "{found:?}");
+        if rt.containment() == "cgroup" {
+            for pid in &pids {
+                assert_gone(*pid).await;
+            }
+        }
+        rt.shutdown().await;
+    });
+    drop(guard);
+}
+
 /// SIGKILLs the listed pids when dropped (a failed assertion must not leak sleepers).
 struct Cleanup(Vec<u32>);
 
