@@ -60,8 +60,10 @@ impl CommandRequest {
 /// whole group is killed with SIGKILL, the main process is reaped, and the result has
 /// `timed_out: true`. When the main process exits by itself, whatever it left running in its
 /// group (a forked background child) is killed too. A process that moved itself to another
-/// group or session (`setsid`) escapes both; the output it writes after the main process
-/// ended is read for at most half a second, so it cannot hold the probe open.
+/// group or session (`setsid`) escapes both, unless the request names a
+/// [`CommandRequest::cgroup`]: then the whole cgroup is killed at those two moments, and
+/// removed once empty. The output written after the main process ended is read for at
+/// most half a second, so nothing can hold the probe open.
 ///
 /// # Errors
 /// [`ProbeError::EmptyCommand`] for an empty `argv`; [`ProbeError::Spawn`] when the program
