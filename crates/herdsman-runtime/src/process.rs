@@ -383,8 +383,8 @@ pub(crate) struct Incarnation {
 
 impl Incarnation {
     /// The main process ended with `reason`: kill what it left (the whole cgroup, or its
-    /// group), wait until the cgroup is empty (watched), report the exit, forget the
-    /// record and remove the cgroup.
+    /// group), wait until the cgroup is empty (watched), forget the record, report the
+    /// exit, remove the cgroup, then wake whoever waits for the end (`stop`).
     pub(crate) async fn ended(self, reason: ExitReason) {
         let exit = Exit {
             reason,
@@ -411,13 +411,15 @@ impl Incarnation {
         if let Some(records) = &self.ends.records {
             records.remove(&self.id);
         }
-        self.reaped.send_replace(Some(exit));
+        // The exit goes out first (a restart waits for nothing else); a `stop` or
+        // `shutdown` waiting on `reaped` returns once the cgroup is gone too.
         let _ = self.exit_tx.send(exit);
         if let Contained::Cgroup(cg) = &self.contained {
             if let Err(e) = cg.remove() {
                 tracing::warn!(id = %self.id, cgroup = %cg.path().display(), error = %e, "cannot remove cgroup");
             }
         }
+        self.reaped.send_replace(Some(exit));
     }
 }
 
