@@ -129,6 +129,8 @@ pub(crate) struct ApiState {
     token: Option<Arc<str>>,
     /// Set at shutdown: ends every event stream so the server can stop.
     stop: watch::Receiver<bool>,
+    /// How replicas are contained (`cgroup`, `process-group`), shown in the status.
+    containment: Option<&'static str>,
 }
 
 impl ApiState {
@@ -144,8 +146,24 @@ impl ApiState {
             metrics,
             token: token.map(Arc::from),
             stop,
+            containment: None,
         }
     }
+
+    /// Show `mode` as the status's `containment`.
+    pub(crate) fn with_containment(mut self, mode: &'static str) -> ApiState {
+        self.containment = Some(mode);
+        self
+    }
+}
+
+/// `/v1/status`: the deployment's status and how its replicas are contained.
+#[derive(serde::Serialize)]
+struct StatusBody {
+    #[serde(flatten)]
+    status: DeploymentStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    containment: Option<&'static str>,
 }
 
 /// The API's routes. Only GET routes exist; `/healthz` needs no token.
@@ -196,8 +214,11 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
-async fn status(State(state): State<ApiState>) -> Json<DeploymentStatus> {
-    Json(state.handle.status())
+async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
+    Json(StatusBody {
+        status: state.handle.status(),
+        containment: state.containment,
+    })
 }
 
 async fn metrics_text(State(state): State<ApiState>) -> Response {

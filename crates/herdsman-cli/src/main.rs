@@ -5,8 +5,9 @@
 //! Layout: `validate` (checking specs); `run` (supervising a deployment: the flow, signals,
 //! shutdown) with `progress` (the console: convergence and stability), `notices` (one line
 //! per notable event), `api` (the HTTP API) with `connections` (its connection limits),
-//! `metrics` (Prometheus text), `state_file`
-//! (state kept across runs), `stop` (the flag that ends background tasks) and `logging`
+//! `metrics` (Prometheus text), `state_dir` (the deployment's state directory and its
+//! lock), `state_file` (state kept across runs), `stop` (the flag that ends background
+//! tasks) and `logging`
 //! (machine logs); `status_cmd` (the status table, read from the API); `workload` (the
 //! hidden demo workload); `terminal` (escaping untrusted text before it is printed).
 
@@ -25,6 +26,7 @@ mod metrics;
 mod notices;
 mod progress;
 mod run;
+mod state_dir;
 mod state_file;
 mod status_cmd;
 mod stop;

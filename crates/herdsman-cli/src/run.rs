@@ -24,6 +24,7 @@ use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::notices::{notice, size};
 use crate::progress::Console;
+use crate::state_dir;
 use crate::state_file::{self, StateWriter};
 
 /// How long `--until-stable` waits without `--timeout`.
@@ -64,10 +65,15 @@ pub(crate) struct RunArgs {
     /// Exit once stable (0, after stopping everything), or at the timeout (1).
     #[arg(long)]
     until_stable: bool,
-    /// Keep restart counts, last exits and recent events in DIR/<deployment>.state.json,
-    /// and replica output in DIR/logs/.
+    /// The state root: the deployment's lock, state file (restart counts, last exits,
+    /// recent events), replica log files and the records that let the next run adopt
+    /// running replicas go in DIR/<deployment>/. Default: $HERDSMAN_STATE_DIR, else
+    /// /var/lib/herdsman as root, else $XDG_STATE_HOME/herdsman.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Stop the replicas an earlier run left running instead of adopting them.
+    #[arg(long)]
+    no_adopt: bool,
     /// Format of the machine logs on stderr (filtered by RUST_LOG, default warn).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -117,11 +123,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Installed before anything starts, so a signal during startup still stops cleanly.
     let mut signals = StopSignals::new()?;
 
-    let previous = match &args.state_dir {
+    // Locked before anything starts: a second run of the deployment is refused here.
+    let state_dir = match state_dir::open(&state_dir::root(args.state_dir.as_deref()), &spec.name)?
+    {
+        state_dir::Opened::Locked(dir) => Some(dir),
+        state_dir::Opened::Degraded(why) => {
+            eprintln!("warning: {why}");
+            None
+        }
+    };
+    let previous = match &state_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
-            let path = state_file::path_in(dir, &spec.name);
+            let path = dir.state_file();
             let previous = state_file::read_previous(&path, &spec.name);
             for line in state_file::describe(&path, &previous) {
                 if line.starts_with("warning") {
@@ -148,13 +161,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
-        log_dir: args.state_dir.as_ref().map(|d| d.join("logs")),
+        log_dir: state_dir.as_ref().map(|d| d.logs()),
+        state_dir: state_dir.as_ref().map(|d| d.path().to_path_buf()),
         ..ProcessConfig::default()
     }));
+    let options = DeploymentOptions {
+        adopt: !args.no_adopt,
+        ..DeploymentOptions::default()
+    };
     let name = spec.name.clone();
     let services: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
     let dyn_runtime: Arc<dyn Runtime> = runtime.clone();
-    let handle = match spawn_deployment(spec, dyn_runtime, DeploymentOptions::default()).await {
+    let handle = match spawn_deployment(spec, dyn_runtime, options).await {
         Ok(h) => h,
         Err(e) => {
             runtime.shutdown().await;
@@ -183,7 +201,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             metrics.clone(),
             token.clone(),
             stop_rx.clone(),
-        );
+        )
+        .with_containment(runtime.containment());
         let app = api::router(state);
         let limits = args.api_flags.limits.clone();
         tokio::spawn(crate::connections::serve(
@@ -212,6 +231,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let code = supervise(&args, &handle, &console, &mut signals).await;
     stop_everything(&name, &handle, &runtime, &console, &mut signals).await;
+    // Released only once nothing of the deployment runs.
+    drop(state_dir);
 
     let _ = stop_tx.send(true);
     if let Some(writer) = writer {

@@ -1,17 +1,21 @@
-//! State kept across runs of herdsman (`--state-dir DIR`): restart counts, last exits
-//! and recent events in `DIR/<deployment>.state.json`, written atomically (temp file in
-//! the same directory, write, fsync, rename, fsync the directory) by a background task
-//! that is fed by the event stream, debounced, and never awaited by the actors.
+//! State kept across runs of herdsman: restart counts, last exits and recent events in
+//! `state.json` in the deployment's state directory, written atomically (a temp file in
+//! the same directory created exclusively and never through a symlink, write, fsync,
+//! rename, fsync the directory) by a background task that is fed by the event stream,
+//! debounced, and never awaited by the actors. Read back bounded: at most
+//! [`READ_CAP`] bytes, of which at most the last [`RECENT_EVENTS`] events are kept.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
-use std::io::{self, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herdsman_core::{Event, EventKind, EventStream, Received, StatusBoard};
 use herdsman_runtime::Exit;
-use serde::{Deserialize, Serialize};
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -23,6 +27,10 @@ pub(crate) const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// How many recent events the file keeps.
 pub(crate) const RECENT_EVENTS: usize = 100;
+
+/// Most bytes read from a state file. A file this herdsman wrote holds 100 events and a
+/// record per replica, far less; a larger one is reported and ignored, never read whole.
+pub(crate) const READ_CAP: u64 = 8 * 1024 * 1024;
 
 /// The format version written in the file.
 const FORMAT: u32 = 1;
@@ -38,8 +46,34 @@ pub(crate) struct SavedState {
     pub(crate) saved_at_unix_ms: u64,
     /// Every replica that has a status, by service then index.
     pub(crate) replicas: Vec<SavedReplica>,
-    /// The last notable events (probe failures left out), oldest first.
+    /// The last notable events (probe failures left out), oldest first. Reading keeps
+    /// at most the last [`RECENT_EVENTS`] of them, however many the file lists.
+    #[serde(deserialize_with = "last_events")]
     pub(crate) recent_events: Vec<Event>,
+}
+
+/// Deserialize a list of events keeping only the last [`RECENT_EVENTS`].
+fn last_events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
+    struct Last;
+    impl<'de> Visitor<'de> for Last {
+        type Value = Vec<Event>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of events")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Event>, A::Error> {
+            let mut kept = VecDeque::with_capacity(RECENT_EVENTS);
+            while let Some(event) = seq.next_element::<Event>()? {
+                if kept.len() == RECENT_EVENTS {
+                    kept.pop_front();
+                }
+                kept.push_back(event);
+            }
+            Ok(kept.into())
+        }
+    }
+    d.deserialize_seq(Last)
 }
 
 /// One replica's record.
@@ -70,19 +104,27 @@ pub(crate) enum Previous {
     Found(SavedState),
 }
 
-/// `DIR/<deployment>.state.json`.
-pub(crate) fn path_in(dir: &Path, deployment: &str) -> PathBuf {
-    dir.join(format!("{deployment}.state.json"))
-}
-
-/// Read the previous run's state. Never fails: a file that cannot be read or parsed, or
-/// that belongs to another deployment, is `Unusable`.
+/// Read the previous run's state. Never fails: a file that cannot be read or parsed, is
+/// larger than [`READ_CAP`], is a symlink, or belongs to another deployment, is
+/// `Unusable`.
 pub(crate) fn read_previous(path: &Path, deployment: &str) -> Previous {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path);
+    let mut bytes = Vec::new();
+    let read = opened.and_then(|f| f.take(READ_CAP + 1).read_to_end(&mut bytes));
+    match read {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Previous::Missing,
         Err(e) => return Previous::Unusable(format!("cannot read it: {e}")),
-    };
+    }
+    if bytes.len() as u64 > READ_CAP {
+        return Previous::Unusable(format!(
+            "it is larger than {} MiB, which no state file of herdsman is",
+            READ_CAP / (1024 * 1024)
+        ));
+    }
     match serde_json::from_slice::<SavedState>(&bytes) {
         Ok(s) if s.format != FORMAT => {
             Previous::Unusable(format!("unknown format {} (expected {FORMAT})", s.format))
@@ -305,8 +347,20 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    // Whatever is at the temp name (a crash's leftover, a planted symlink) is unlinked,
+    // never followed; the file is then created exclusively, so a symlink planted again
+    // in between fails the write instead of redirecting it.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let written = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -359,7 +413,7 @@ mod tests {
     #[test]
     fn a_written_state_reads_back_and_no_temp_file_is_left() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = path_in(dir.path(), "shop");
+        let path = dir.path().join("state.json");
         let state = saved("shop");
         let bytes = serde_json::to_vec(&state).expect("serializable");
         write_atomically(&path, &bytes).expect("written");
@@ -372,13 +426,13 @@ mod tests {
             .expect("readable")
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("shop.state.json")]);
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
     }
 
     #[test]
     fn a_missing_corrupt_or_foreign_file_is_reported_and_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = path_in(dir.path(), "shop");
+        let path = dir.path().join("state.json");
         assert!(matches!(read_previous(&path, "shop"), Previous::Missing));
         std::fs::write(&path, b"{\"format\": 1, \"deploy").expect("written");
         let corrupt = read_previous(&path, "shop");
@@ -394,9 +448,56 @@ mod tests {
     }
 
     #[test]
+    fn at_most_the_last_hundred_events_are_loaded_and_an_oversized_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut state = saved("shop");
+        state.recent_events = (0..3000)
+            .map(|i| Event {
+                at_ms: i,
+                deployment: "shop".into(),
+                kind: EventKind::DeploymentStable { after_ms: i },
+            })
+            .collect();
+        std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write");
+        match read_previous(&path, "shop") {
+            Previous::Found(s) => {
+                assert_eq!(s.recent_events.len(), RECENT_EVENTS);
+                assert_eq!(s.recent_events[0].at_ms, 2900);
+                assert_eq!(s.recent_events[99].at_ms, 2999);
+            }
+            other => panic!("expected the state, got {other:?}"),
+        }
+        let huge = File::create(&path).expect("create");
+        huge.set_len(READ_CAP + 4096).expect("grow");
+        assert!(
+            matches!(read_previous(&path, "shop"), Previous::Unusable(why) if why.contains("larger than"))
+        );
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temp_file_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep").expect("write");
+        let path = dir.path().join("state.json");
+        let tmp = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&target, &tmp).expect("symlink");
+        write_atomically(&path, b"{}").expect("written");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{}");
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the symlink is gone"
+        );
+    }
+
+    #[test]
     fn the_previous_run_is_summarised_per_replica_with_restarts() {
         let lines = describe(
-            Path::new("s/shop.state.json"),
+            Path::new("s/shop/state.json"),
             &Previous::Found(saved("shop")),
         );
         assert!(lines[0].contains("5 restarts so far"), "{lines:?}");

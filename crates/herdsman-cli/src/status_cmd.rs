@@ -78,11 +78,28 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&status)?)
     } else {
-        table(&status)
+        table(&status) + &containment_line(&body)
     };
     // A closed pipe (`herdsman status | head -1`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `containment: MODE` when the status names a mode this herdsman knows.
+fn containment_line(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Mode {
+        containment: Option<String>,
+    }
+    match serde_json::from_str::<Mode>(body)
+        .ok()
+        .and_then(|m| m.containment)
+    {
+        Some(mode) if mode == "cgroup" || mode == "process-group" => {
+            format!("\ncontainment: {mode}\n")
+        }
+        _ => String::new(),
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -303,5 +320,15 @@ mod tests {
              flaky/0  running  healthy  0         -          -        4242\n\
              flaky/1  backoff  -        4         code 3     2.0s     -\n"
         );
+    }
+
+    #[test]
+    fn the_containment_mode_is_shown_only_when_it_is_one_herdsman_knows() {
+        assert_eq!(
+            containment_line(r#"{"containment":"cgroup"}"#),
+            "\ncontainment: cgroup\n"
+        );
+        assert_eq!(containment_line(r#"{"containment":"\u001b[2J"}"#), "");
+        assert_eq!(containment_line("{}"), "");
     }
 }

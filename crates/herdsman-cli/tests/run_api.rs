@@ -319,7 +319,9 @@ async fn state_is_kept_across_runs_and_a_corrupt_state_file_is_reported_and_igno
     let base = free_ports(1);
     let spec = web_spec(base, 1, "");
     let state_dir = tempfile::tempdir().expect("tempdir");
-    let file = state_dir.path().join("t.state.json");
+    let deployment_dir = state_dir.path().join("t");
+    std::fs::create_dir(&deployment_dir).expect("mkdir");
+    let file = deployment_dir.join("state.json");
     std::fs::write(&file, "{ not json").expect("corrupt state written");
 
     let api = format!("127.0.0.1:{}", free_port());
@@ -360,7 +362,7 @@ async fn state_is_kept_across_runs_and_a_corrupt_state_file_is_reported_and_igno
     h.seen_pids.extend(pids(&st));
     h.signal(Signal::SIGTERM);
     assert_eq!(h.wait(LIMIT).await.code(), Some(0), "{}", h.output());
-    let left: Vec<_> = std::fs::read_dir(state_dir.path())
+    let left: Vec<_> = std::fs::read_dir(&deployment_dir)
         .expect("dir")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -12,7 +12,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// The pids the workloads logged (`... pid N starting`) in the state dir's logs.
 fn logged_pids(state_dir: &std::path::Path) -> Vec<u32> {
     let mut pids = Vec::new();
-    for entry in std::fs::read_dir(state_dir.join("logs"))
+    for entry in std::fs::read_dir(state_dir.join("t").join("logs"))
         .expect("logs dir")
         .flatten()
     {

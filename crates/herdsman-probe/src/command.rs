@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{ChildStderr, ChildStdout, Command};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::{cap_output, CommandOutput, ProbeError, OUTPUT_CAP};
+use crate::{cap_output, Cgroup, CommandOutput, ProbeError, OUTPUT_CAP};
 
 /// How long the pipes may stay open after the group was killed. SIGKILLed writers close
 /// their ends within milliseconds; only a process that left the group (`setsid`) can hold a
@@ -36,6 +36,11 @@ pub struct CommandRequest {
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub workdir: Option<PathBuf>,
+    /// A cgroup to run it in (created for it, removed after it). When it ends or times
+    /// out, the whole cgroup is killed, so even a process that left the group (`setsid`,
+    /// a double fork) goes with it. `None`, or a cgroup that cannot be created, leaves
+    /// the process group as the only containment.
+    pub cgroup: Option<Cgroup>,
 }
 
 impl CommandRequest {
@@ -55,8 +60,10 @@ impl CommandRequest {
 /// whole group is killed with SIGKILL, the main process is reaped, and the result has
 /// `timed_out: true`. When the main process exits by itself, whatever it left running in its
 /// group (a forked background child) is killed too. A process that moved itself to another
-/// group or session (`setsid`) escapes both; the output it writes after the main process
-/// ended is read for at most half a second, so it cannot hold the probe open.
+/// group or session (`setsid`) escapes both, unless the request names a
+/// [`CommandRequest::cgroup`]: then the whole cgroup is killed at those two moments, and
+/// removed once empty. The output written after the main process ended is read for at
+/// most half a second, so nothing can hold the probe open.
 ///
 /// # Errors
 /// [`ProbeError::EmptyCommand`] for an empty `argv`; [`ProbeError::Spawn`] when the program
@@ -81,13 +88,26 @@ pub async fn run_command(
     if let Some(dir) = &req.workdir {
         cmd.current_dir(dir);
     }
+    let mut cgroup = CgroupGuard(
+        req.cgroup
+            .as_ref()
+            .filter(|cg| cg.create().is_ok())
+            .filter(|cg| cg.join_on_spawn(&mut cmd).is_ok())
+            .cloned(),
+    );
 
     let started = Instant::now();
     let deadline = started + timeout;
-    let mut child = cmd.spawn().map_err(|source| ProbeError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            cgroup.end().await;
+            return Err(ProbeError::Spawn {
+                program: program.clone(),
+                source,
+            });
+        }
+    };
     // `process_group(0)` makes the child the leader of a group whose id is its pid.
     let mut group = GroupGuard(
         child
@@ -114,12 +134,14 @@ pub async fn run_command(
     let timed_out = waited.is_none();
     let status: io::Result<Option<ExitStatus>> = match waited {
         Some(status) => {
-            // Reaped: anything left in the group is an orphan of this probe.
+            // Reaped: anything left in the group (or cgroup) is an orphan of this probe.
             group.kill();
+            cgroup.kill();
             status.map(Some)
         }
         None => {
             group.kill();
+            cgroup.kill();
             match timeout_at(Instant::now() + REAP_GRACE, child.wait()).await {
                 Ok(status) => status.map(Some),
                 Err(_) => Ok(None),
@@ -142,6 +164,7 @@ pub async fn run_command(
         let _ = timeout_at(until, &mut drain).await;
     }
     drop(drain);
+    cgroup.end().await;
 
     let mut output = tail.into_string();
     let (exit_code, signal) = match status {
@@ -183,6 +206,36 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The command's cgroup: killed and removed at the latest when dropped (the probe was
+/// cancelled; then the removal finishes in a background task).
+struct CgroupGuard(Option<Cgroup>);
+
+impl CgroupGuard {
+    fn kill(&self) {
+        if let Some(cg) = &self.0 {
+            cg.kill();
+        }
+    }
+
+    /// Kill what is left, wait (bounded) until it is empty, and remove it.
+    async fn end(&mut self) {
+        if let Some(cg) = self.0.take() {
+            let _ = cg.kill_and_remove(REAP_GRACE).await;
+        }
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            cg.kill();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { cg.kill_and_remove(REAP_GRACE).await });
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use herdsman_spec::{InitAction, InitStep, ReplicaVars};
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 
-use crate::{check_tcp, humanize, run_command, CommandRequest, HttpProber, Outcome};
+use crate::{check_tcp, humanize, run_command, Cgroup, CommandRequest, HttpProber, Outcome};
 
 /// First pause between two tries of a step; it doubles per try.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -85,7 +85,20 @@ impl StepReport {
 /// # Cancel safety
 /// Dropping the future stops the step; an `init.run` command's process group is killed.
 pub async fn run_step(step: &InitStep, vars: &ReplicaVars) -> StepReport {
-    let action = Expanded::new(&step.action, vars);
+    run_step_in(step, vars, None).await
+}
+
+/// [`run_step`], with an `init.run` command contained in `cgroup` (see
+/// [`CommandRequest::cgroup`]): everything it starts, even detached, ends with each try.
+pub async fn run_step_in(
+    step: &InitStep,
+    vars: &ReplicaVars,
+    cgroup: Option<Cgroup>,
+) -> StepReport {
+    let mut action = Expanded::new(&step.action, vars);
+    if let Expanded::Run { request } = &mut action {
+        request.cgroup = cgroup;
+    }
     run_tries(step, |deadline| action.try_once(deadline)).await
 }
 

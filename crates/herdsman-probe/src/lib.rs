@@ -2,7 +2,8 @@
 //! functions and pure state machines that know nothing of supervision.
 //!
 //! Layout: `outcome` (check and command results), `command` (commands in their own
-//! process group with a hard timeout), `tcp` and `http` (network checks), `tracker`
+//! process group, and optionally their own cgroup, with a hard timeout), `cgroup` (a
+//! cgroup v2 directory as the container of a command and all it forks), `tcp` and `http` (network checks), `tracker`
 //! (consecutive-threshold health state machine), `init` (running one init step with its
 //! timeout and retries), `sequence` (what a step's failure does to the init sequence, and
 //! whether a failed sequence is tried again), `error` (the crate's error type).
@@ -23,6 +24,7 @@
 //! # }
 //! ```
 
+mod cgroup;
 mod command;
 mod error;
 mod http;
@@ -32,10 +34,11 @@ mod sequence;
 mod tcp;
 mod tracker;
 
+pub use cgroup::Cgroup;
 pub use command::{run_command, CommandRequest};
 pub use error::ProbeError;
 pub use http::{HttpProber, BODY_CAP, MAX_REDIRECTS};
-pub use init::{run_step, StepReport};
+pub use init::{run_step, run_step_in, StepReport};
 pub use outcome::{cap_output, humanize, CheckResult, CommandOutput, Outcome, OUTPUT_CAP};
 pub use sequence::{
     backoff_delay, run_sequence, sequence_outcome, InitRetry, SequenceOutcome, StepVerdict,

@@ -162,6 +162,7 @@ async fn environment_and_working_directory_are_applied_and_stdin_is_closed() {
         ],
         env: vec![("HERDSMAN_T".into(), "hello".into())],
         workdir: Some(dir.clone()),
+        cgroup: None,
     };
     // `cat` ends at once because stdin is /dev/null; an inherited terminal would block it.
     let out = run_command(&req, 5 * SECOND).await.expect("spawn sh");

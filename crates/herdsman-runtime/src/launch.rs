@@ -100,19 +100,29 @@ impl Launch {
     }
 
     /// The command to spawn: its own process group (so a signal to the group reaches
-    /// everything it forks), stdin closed, stdout and stderr piped for the log buffer.
-    pub(crate) fn command(&self) -> tokio::process::Command {
+    /// everything it forks), stdin closed, stdout and stderr to `log` (a file the replica
+    /// then owns) or, without one, piped for the log buffer.
+    pub(crate) fn command(
+        &self,
+        log: Option<&std::fs::File>,
+    ) -> io::Result<tokio::process::Command> {
         let mut cmd = tokio::process::Command::new(self.program());
         cmd.args(&self.argv[1..])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
+        match log {
+            Some(file) => {
+                cmd.stdout(file.try_clone()?).stderr(file.try_clone()?);
+            }
+            None => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+        }
         if let Some(dir) = &self.workdir {
             cmd.current_dir(dir);
         }
-        cmd
+        Ok(cmd)
     }
 
     /// The error for a failed spawn, naming the program.
@@ -146,6 +156,7 @@ impl Launch {
             argv: vec!["sh".into(), "-c".into(), command.into()],
             env: self.env.clone(),
             workdir: self.workdir.clone(),
+            cgroup: None,
         }
     }
 }

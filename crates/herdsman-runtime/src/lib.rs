@@ -39,16 +39,23 @@
 //!
 //! Layout: `runtime` (the trait, container ids, exits), `error` (this crate's error),
 //! `process` (the process runtime), `launch` (a replica's argv, env and workdir),
-//! `process_group` (signalling a replica's whole process group), `log_buffer` (bounded
-//! output capture), `sim` (the simulated runtime), `sim_state` (its state and timer driver), `fault` (fault profiles and seeded
+//! `containment` (finding the cgroup v2 hierarchy; a cgroup or process group per
+//! incarnation), `process_group` (signalling a replica's whole process group),
+//! `log_buffer` (bounded in-memory output capture), `log_file` (replica-owned log files,
+//! their rotation and tail), `records` (the running incarnations kept in the state
+//! directory), `adoption` (survivors of an earlier runtime: adopt or discard), `sim` (the simulated runtime), `sim_state` (its state and timer driver), `fault` (fault profiles and seeded
 //! randomness).
 
+mod adoption;
+mod containment;
 mod error;
 mod fault;
 mod launch;
 mod log_buffer;
+mod log_file;
 mod process;
 mod process_group;
+mod records;
 mod runtime;
 mod sim;
 mod sim_state;

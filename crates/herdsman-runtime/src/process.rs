@@ -1,41 +1,57 @@
-//! [`ProcessRuntime`]: each replica is a real OS process leading its own process group,
-//! its exit reported the moment it is reaped, its output kept in a bounded ring.
+//! [`ProcessRuntime`]: each replica is a real OS process in its own cgroup (or leading
+//! its own process group where no cgroup v2 hierarchy is writable), its exit reported the
+//! moment it ends, its output in a file it owns (or a bounded ring without a log
+//! directory). The adoption of survivors is in `adoption`.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use herdsman_probe::CommandOutput;
-use herdsman_spec::StopSignal;
+use herdsman_probe::{CommandOutput, StepReport};
+use herdsman_spec::{InitStep, ReplicaVars, StopSignal};
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::containment::{Contained, Containment};
 use crate::launch::{start_error, Launch};
 use crate::log_buffer::{pump, LogBuffer};
+use crate::log_file::{self, Rotator};
 use crate::process_group::{exit_reason, to_signal, ProcessGroup};
+use crate::records::{self, Record, RecordBook};
 use crate::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, RuntimeError,
-    Started,
+    Started, Survivor,
 };
 
 /// How long to wait for a process to be reaped after SIGKILL before reporting an error.
 /// SIGKILL cannot be ignored, so only a process stuck in the kernel (a dead NFS mount)
 /// takes longer.
-const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
+pub(crate) const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// Settings of a [`ProcessRuntime`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessConfig {
-    /// Directory to which each replica's output is also appended, in
-    /// `<deployment>-<service>-<replica>.log` (created if missing). `None` keeps output
-    /// in memory only.
+    /// Directory of the replicas' log files, `<deployment>-<service>-<replica>.log`
+    /// (created 0700 if missing). Each replica writes its stdout and stderr straight into
+    /// its file, so it outlives herdsman unharmed. `None` (or a directory that cannot be
+    /// written) captures output through pipes into memory instead.
     pub log_dir: Option<PathBuf>,
+    /// Size at which a log file is rotated (copied to `<file>.1`, then truncated; one
+    /// rotated file kept). Default 10 MiB.
+    pub log_file_limit: u64,
+    /// The deployment's state directory, where the running incarnations are recorded
+    /// (`replicas.json`) so that the next runtime can adopt them
+    /// ([`Runtime::survivors`]). `None` records nothing.
+    pub state_dir: Option<PathBuf>,
+    /// Contain each incarnation in its own cgroup where a writable cgroup v2 hierarchy
+    /// exists (default true); process groups otherwise.
+    pub cgroups: bool,
     /// Most lines of output kept in memory per replica (default 1000).
     pub log_lines: usize,
     /// Most bytes of output kept in memory per replica (default 1 MiB); whichever bound is
@@ -47,6 +63,9 @@ impl Default for ProcessConfig {
     fn default() -> ProcessConfig {
         ProcessConfig {
             log_dir: None,
+            log_file_limit: 10 * 1024 * 1024,
+            state_dir: None,
+            cgroups: true,
             log_lines: 1000,
             log_bytes: 1024 * 1024,
         }
@@ -58,14 +77,24 @@ impl Default for ProcessConfig {
 /// - The command is the service's `entrypoint` + `args`, expanded for the replica; the
 ///   environment is inherited, plus the template variables (`REPLICA`, `PORT`,
 ///   `PORT_<NAME>`, `SERVICE`, `DEPLOYMENT`), plus the service's `env` (which wins).
-/// - Each process leads its own process group. [`Runtime::stop`] signals the group, waits
-///   up to the grace period for the main process, then SIGKILLs the group. When the main
-///   process exits by itself, whatever it left in its group is SIGKILLed at once. A
-///   process that leaves the group (`setsid`) escapes both; containing those needs cgroups.
+/// - Each incarnation runs in its own cgroup v2
+///   (`herdsman/<deployment>.<scope>/<service>-<replica>-g<generation>`, the scope naming
+///   the state directory; joined before `exec`)
+///   where a writable hierarchy exists, and its main process leads its own process group
+///   either way. [`Runtime::stop`] signals every member, waits up to the grace period for
+///   the main process, then kills the cgroup (`cgroup.kill`), or the group where there is
+///   no cgroup. When the main process exits by itself, whatever it left is killed at once.
+///   Only with a cgroup is a process that called `setsid` or double-forked contained;
+///   [`ProcessRuntime::containment`] says which mode is in force (said once at start).
 /// - Exits are reported the moment the main process is reaped (tokio's SIGCHLD handling,
-///   one task per process), never by polling.
-/// - stdout and stderr go into a ring of the last [`ProcessConfig::log_lines`] lines /
-///   [`ProcessConfig::log_bytes`] bytes, and optionally to a file.
+///   one task per process) and its cgroup is empty (`cgroup.events`, watched by
+///   inotify), never by polling. Command probes and `init.run` get cgroups of their own.
+/// - With a log directory, stdout and stderr go to the replica's own log file, rotated at
+///   [`ProcessConfig::log_file_limit`], and `logs` reads its tail; without one, into a
+///   ring of the last [`ProcessConfig::log_lines`] lines / [`ProcessConfig::log_bytes`]
+///   bytes.
+/// - With a state directory, each running incarnation is recorded so that a later
+///   runtime can adopt it ([`Runtime::survivors`], [`Runtime::adopt`]).
 /// - [`ProcessRuntime::shutdown`] kills and reaps everything it started; dropping the
 ///   runtime SIGKILLs every live group (best effort, without waiting).
 ///
@@ -83,70 +112,128 @@ impl Default for ProcessConfig {
 /// ```
 #[derive(Debug)]
 pub struct ProcessRuntime {
-    config: ProcessConfig,
-    replicas: Mutex<HashMap<ContainerId, Arc<Replica>>>,
+    pub(crate) config: ProcessConfig,
+    pub(crate) replicas: Mutex<HashMap<ContainerId, Arc<Replica>>>,
     /// Set by `shutdown` and `drop`: no process may start after it.
     closed: AtomicBool,
+    pub(crate) containment: Containment,
+    pub(crate) ends: Ends,
+    /// Set once a log file could not be opened: said once.
+    log_warned: AtomicBool,
+}
+
+/// What the end of an incarnation updates, shared with the tasks that watch them.
+#[derive(Debug, Clone)]
+pub(crate) struct Ends {
+    pub(crate) rotator: Arc<Rotator>,
+    pub(crate) records: Option<Arc<RecordBook>>,
 }
 
 /// One container: what to run, its captured output, and where it is in its life.
 #[derive(Debug)]
-struct Replica {
-    launch: Launch,
-    logs: Arc<LogBuffer>,
+pub(crate) struct Replica {
+    pub(crate) launch: Launch,
+    /// The run hash of the spec it was created from, recorded for adoption.
+    pub(crate) run_hash: String,
     /// Held across the spawn (which does not await), so a concurrent stop sees either
     /// `Created` or `Running`, never a process it cannot find.
-    state: Mutex<ReplicaState>,
+    pub(crate) state: Mutex<ReplicaState>,
 }
 
 #[derive(Debug)]
-struct ReplicaState {
-    phase: Phase,
+pub(crate) struct ReplicaState {
+    pub(crate) phase: Phase,
+    pub(crate) output: Output,
     /// The output reader tasks, aborted on remove (a process that escaped the group may
     /// hold a pipe open forever).
-    readers: Vec<AbortHandle>,
+    pub(crate) readers: Vec<AbortHandle>,
+    /// The rotator's watch on the log file, while the incarnation runs.
+    pub(crate) rotation: Option<i32>,
+}
+
+/// Where a replica's output is.
+#[derive(Debug, Clone)]
+pub(crate) enum Output {
+    /// In memory, fed by pipes.
+    Ring(Arc<LogBuffer>),
+    /// In its log file.
+    File(PathBuf),
 }
 
 #[derive(Debug)]
-enum Phase {
+pub(crate) enum Phase {
     Created,
     Running {
-        group: ProcessGroup,
-        /// Becomes `Some` once the main process is reaped and its group killed.
+        contained: Contained,
+        /// Becomes `Some` once the main process is gone and what it left is killed.
         reaped: watch::Receiver<Option<Exit>>,
     },
     Exited,
 }
 
 impl Replica {
-    fn state(&self) -> MutexGuard<'_, ReplicaState> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, ReplicaState> {
         // Every update of the state is a single assignment, so a poisoned lock still holds
         // a consistent value.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The group and its reap notification, while the main process has not been reaped.
-    fn running(&self) -> Option<(ProcessGroup, watch::Receiver<Option<Exit>>)> {
+    /// What contains it and its end notification, while it runs.
+    pub(crate) fn running(&self) -> Option<(Contained, watch::Receiver<Option<Exit>>)> {
         match &self.state().phase {
-            Phase::Running { group, reaped } => Some((*group, reaped.clone())),
+            Phase::Running { contained, reaped } => Some((contained.clone(), reaped.clone())),
             Phase::Created | Phase::Exited => None,
         }
     }
 }
 
 impl ProcessRuntime {
-    /// A runtime with these settings. Starts nothing and needs no tokio runtime.
+    /// A runtime with these settings. Starts nothing and needs no tokio runtime; finds
+    /// the cgroup hierarchy (and says once, as a warning, when it falls back to process
+    /// groups).
     pub fn new(config: ProcessConfig) -> ProcessRuntime {
+        let scope = crate::containment::scope(config.state_dir.as_deref());
+        let containment = Containment::detect(config.cgroups, scope);
+        if let Containment::ProcessGroups { why } = &containment {
+            if config.cgroups {
+                tracing::warn!(
+                    reason = %why,
+                    "no writable cgroup v2 hierarchy: replicas are contained by process groups, which a process that calls setsid or double-forks escapes"
+                );
+            }
+        }
+        let ends = Ends {
+            rotator: Arc::new(Rotator::new(config.log_file_limit)),
+            records: config
+                .state_dir
+                .as_deref()
+                .map(|d| Arc::new(RecordBook::new(d))),
+        };
         ProcessRuntime {
             config,
             replicas: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            containment,
+            ends,
+            log_warned: AtomicBool::new(false),
         }
     }
 
     /// The settings it was created with.
     pub fn config(&self) -> &ProcessConfig {
         &self.config
+    }
+
+    /// How incarnations are contained: `"cgroup"` (a cgroup v2 each) or
+    /// `"process-group"` (no writable cgroup v2 hierarchy, or cgroups turned off).
+    pub fn containment(&self) -> &'static str {
+        self.containment.mode()
+    }
+
+    /// The `herdsman` directory of the cgroup v2 hierarchy its cgroups are made under,
+    /// when it uses cgroups.
+    pub fn cgroup_base(&self) -> Option<&std::path::Path> {
+        self.containment.base()
     }
 
     /// SIGKILL every process group this runtime started and wait until each main process
@@ -163,21 +250,25 @@ impl ProcessRuntime {
             .values()
             .filter_map(|r| r.running())
             .collect();
-        for (group, _) in &running {
-            group.kill();
+        for (contained, _) in &running {
+            contained.kill();
         }
         let deadline = Instant::now() + REAP_AFTER_KILL;
-        for (group, mut reaped) in running {
+        for (contained, mut reaped) in running {
             if tokio::time::timeout_at(deadline, wait_reaped(&mut reaped))
                 .await
                 .is_err()
             {
-                tracing::warn!(?group, "process not reaped after SIGKILL at shutdown");
+                tracing::warn!(?contained, "process not reaped after SIGKILL at shutdown");
             }
         }
+        if let Some(records) = &self.ends.records {
+            records.flush().await;
+        }
+        self.containment.forget_all();
     }
 
-    fn replicas(&self) -> MutexGuard<'_, HashMap<ContainerId, Arc<Replica>>> {
+    pub(crate) fn replicas(&self) -> MutexGuard<'_, HashMap<ContainerId, Arc<Replica>>> {
         // Map updates are single inserts and removes; a poisoned lock is still consistent.
         self.replicas.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -189,47 +280,83 @@ impl ProcessRuntime {
             .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })
     }
 
-    /// The replica's log file, opened for appending, if a log directory is configured.
-    fn open_log_file(&self, id: &ContainerId) -> Result<Option<std::fs::File>, RuntimeError> {
-        let Some(dir) = &self.config.log_dir else {
-            return Ok(None);
-        };
-        std::fs::create_dir_all(dir).map_err(|e| {
-            start_error(
-                id,
-                format!("cannot create log directory {}: {e}", dir.display()),
-            )
-        })?;
+    /// The replica's log file, opened for appending, if a log directory is configured and
+    /// usable. A directory that cannot be written (read-only, full, a symlink planted at
+    /// the file) degrades to output captured in memory, said once; it never fails a start.
+    fn open_log_file(&self, id: &ContainerId) -> Option<(PathBuf, std::fs::File)> {
+        let dir = self.config.log_dir.as_ref()?;
         let path = dir.join(format!(
             "{}-{}-{}.log",
             id.deployment, id.service, id.replica
         ));
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map(Some)
-            .map_err(|e| start_error(id, format!("cannot open log file {}: {e}", path.display())))
+        let opened = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| log_file::open_append(&path));
+        match opened {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                if !self.log_warned.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(file = %path.display(), error = %e,
+                        "cannot write replica log files: output is kept in memory only (and replicas will not outlive herdsman unharmed)");
+                }
+                None
+            }
+        }
     }
 
-    /// Start the reader tasks for the child's stdout and stderr.
-    fn capture_output(
+    /// The cgroup for the incarnation `id`, created; `None` without cgroups or when it
+    /// cannot be created (then the process group contains it, and a warning says so).
+    fn incarnation_cgroup(&self, id: &ContainerId) -> Option<herdsman_probe::Cgroup> {
+        let cgroup = self.containment.incarnation(id)?;
+        match cgroup.create() {
+            Ok(()) => Some(cgroup),
+            Err(e) => {
+                tracing::warn!(%id, cgroup = %cgroup.path().display(), error = %e,
+                    "cannot create the incarnation's cgroup: contained by its process group only");
+                None
+            }
+        }
+    }
+
+    /// Record a running incarnation for adoption by a later runtime.
+    fn record(
         &self,
-        child: &mut Child,
-        logs: &Arc<LogBuffer>,
-        file: Option<std::fs::File>,
-    ) -> Vec<AbortHandle> {
-        // Each reader gets its own append-mode handle; appends from both land whole.
-        let second = file.as_ref().and_then(|f| f.try_clone().ok());
-        let files = [file, second].map(|f| f.map(tokio::fs::File::from_std));
-        let [out_file, err_file] = files;
+        id: &ContainerId,
+        replica: &Replica,
+        pid: u32,
+        contained: &Contained,
+        log: Option<&PathBuf>,
+    ) {
+        let Some(book) = &self.ends.records else {
+            return;
+        };
+        let Some(start_time) = records::start_time(pid) else {
+            return;
+        };
+        book.insert(Record {
+            id: id.clone(),
+            pid,
+            start_time,
+            cgroup: match contained {
+                Contained::Cgroup(cg) => Some(cg.path().to_path_buf()),
+                Contained::Group(_) => None,
+            },
+            run_hash: replica.run_hash.clone(),
+            log: log.cloned(),
+        });
+    }
+
+    /// Start the reader tasks for the child's piped stdout and stderr.
+    fn capture_output(&self, child: &mut Child, logs: &Arc<LogBuffer>) -> Vec<AbortHandle> {
         let max_line = self.config.log_bytes;
         let mut readers = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(pump(out, logs.clone(), out_file, max_line)).abort_handle());
+            readers.push(tokio::spawn(pump(out, logs.clone(), None, max_line)).abort_handle());
         }
         if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(pump(err, logs.clone(), err_file, max_line)).abort_handle());
+            readers.push(tokio::spawn(pump(err, logs.clone(), None, max_line)).abort_handle());
         }
         readers
     }
@@ -237,38 +364,74 @@ impl ProcessRuntime {
 
 /// Wait until the main process has been reaped. Also returns when the reaper task is gone
 /// without reporting (its runtime shut down): there is nothing left to wait for then.
-async fn wait_reaped(reaped: &mut watch::Receiver<Option<Exit>>) {
+pub(crate) async fn wait_reaped(reaped: &mut watch::Receiver<Option<Exit>>) {
     let _ = reaped.wait_for(Option::is_some).await;
 }
 
 /// The reaper: one task per process, resolving the moment tokio's SIGCHLD handling reaps
 /// the main process. It kills what the process left in its group, records the exit, wakes
 /// any `stop` waiting for it and reports the exit.
-async fn reap(
-    mut child: Child,
-    group: ProcessGroup,
-    started_at: Instant,
-    replica: Arc<Replica>,
-    reaped: watch::Sender<Option<Exit>>,
-    exit_tx: ExitSender,
-) {
+pub(crate) struct Incarnation {
+    pub(crate) id: ContainerId,
+    pub(crate) contained: Contained,
+    pub(crate) started_at: Instant,
+    pub(crate) replica: Arc<Replica>,
+    pub(crate) reaped: watch::Sender<Option<Exit>>,
+    pub(crate) exit_tx: ExitSender,
+    pub(crate) ends: Ends,
+}
+
+impl Incarnation {
+    /// The main process ended with `reason`: kill what it left (the whole cgroup, or its
+    /// group), wait until the cgroup is empty (watched), forget the record, report the
+    /// exit, remove the cgroup, then wake whoever waits for the end (`stop`).
+    pub(crate) async fn ended(self, reason: ExitReason) {
+        let exit = Exit {
+            reason,
+            ran_for: self.started_at.elapsed(),
+        };
+        // For a group: the leader is gone but its group id stays valid while members
+        // remain, so this reaches every process it forked and left behind.
+        self.contained.kill();
+        if let Contained::Cgroup(cg) = &self.contained {
+            if tokio::time::timeout(REAP_AFTER_KILL, cg.wait_empty())
+                .await
+                .is_err()
+            {
+                tracing::warn!(id = %self.id, cgroup = %cg.path().display(), "cgroup not empty after cgroup.kill");
+            }
+        }
+        {
+            let mut state = self.replica.state();
+            state.phase = Phase::Exited;
+            if let Some(wd) = state.rotation.take() {
+                self.ends.rotator.unwatch(wd);
+            }
+        }
+        if let Some(records) = &self.ends.records {
+            records.remove(&self.id);
+        }
+        // The exit goes out first (a restart waits for nothing else); a `stop` or
+        // `shutdown` waiting on `reaped` returns once the cgroup is gone too.
+        let _ = self.exit_tx.send(exit);
+        if let Contained::Cgroup(cg) = &self.contained {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(id = %self.id, cgroup = %cg.path().display(), error = %e, "cannot remove cgroup");
+            }
+        }
+        self.reaped.send_replace(Some(exit));
+    }
+}
+
+async fn reap(mut child: Child, incarnation: Incarnation) {
     let reason = match child.wait().await {
         Ok(status) => exit_reason(status),
         Err(e) => {
-            tracing::warn!(?group, error = %e, "cannot wait for process");
+            tracing::warn!(id = %incarnation.id, error = %e, "cannot wait for process");
             ExitReason::Lost
         }
     };
-    let exit = Exit {
-        reason,
-        ran_for: started_at.elapsed(),
-    };
-    // The leader is gone but its group id stays valid while members remain, so this
-    // reaches every process it forked and left behind.
-    group.kill();
-    replica.state().phase = Phase::Exited;
-    reaped.send_replace(Some(exit));
-    let _ = exit_tx.send(exit);
+    incarnation.ended(reason).await;
 }
 
 #[async_trait::async_trait]
@@ -277,10 +440,12 @@ impl Runtime for ProcessRuntime {
         let launch = Launch::from_spec(id, spec)?;
         let replica = Arc::new(Replica {
             launch,
-            logs: Arc::new(LogBuffer::new(self.config.log_lines, self.config.log_bytes)),
+            run_hash: spec.service.run_hash(),
             state: Mutex::new(ReplicaState {
                 phase: Phase::Created,
+                output: Output::Ring(Arc::new(LogBuffer::new(0, 0))),
                 readers: Vec::new(),
+                rotation: None,
             }),
         });
         let mut replicas = self.replicas();
@@ -297,7 +462,6 @@ impl Runtime for ProcessRuntime {
         }
         let replica = self.replica(id)?;
         replica.launch.check_workdir(id)?;
-        let log_file = self.open_log_file(id)?;
 
         let mut state = replica.state();
         match state.phase {
@@ -310,36 +474,73 @@ impl Runtime for ProcessRuntime {
                 ))
             }
         }
+        let log = self.open_log_file(id);
+        let cgroup = self.incarnation_cgroup(id);
         let started_at = Instant::now();
-        let mut child = replica
+        let spawned = replica
             .launch
-            .command()
-            .spawn()
-            .map_err(|e| replica.launch.spawn_error(id, &e))?;
+            .command(log.as_ref().map(|(_, f)| f))
+            .and_then(|mut cmd| {
+                if let Some(cg) = &cgroup {
+                    cg.join_on_spawn(&mut cmd)?;
+                }
+                cmd.spawn()
+            });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    let _ = cg.remove();
+                }
+                return Err(replica.launch.spawn_error(id, &e));
+            }
+        };
         let pid = child.id();
-        let Some(group) = pid.and_then(ProcessGroup::led_by) else {
+        let Some((pid, group)) = pid.and_then(|p| Some((p, ProcessGroup::led_by(p)?))) else {
             // Cannot happen for a freshly spawned child; refuse rather than signal a
             // group that is not ours.
             let _ = child.start_kill();
             return Err(start_error(id, format!("unusable pid {pid:?}")));
         };
+        let contained = match cgroup {
+            Some(cg) => Contained::Cgroup(cg),
+            None => Contained::Group(group),
+        };
         let (reaped_tx, reaped_rx) = watch::channel(None);
         let (exit_tx, exit) = ExitWatch::channel();
-        state.readers = self.capture_output(&mut child, &replica.logs, log_file);
+        match &log {
+            Some((path, _)) => {
+                state.output = Output::File(path.clone());
+                state.rotation = self.ends.rotator.watch(path).ok();
+            }
+            None => {
+                let ring = Arc::new(LogBuffer::new(self.config.log_lines, self.config.log_bytes));
+                state.readers = self.capture_output(&mut child, &ring);
+                state.output = Output::Ring(ring);
+            }
+        }
         state.phase = Phase::Running {
-            group,
+            contained: contained.clone(),
             reaped: reaped_rx,
         };
         drop(state);
+        self.record(id, &replica, pid, &contained, log.as_ref().map(|(p, _)| p));
         tokio::spawn(reap(
             child,
-            group,
-            started_at,
-            replica.clone(),
-            reaped_tx,
-            exit_tx,
+            Incarnation {
+                id: id.clone(),
+                contained,
+                started_at,
+                replica: replica.clone(),
+                reaped: reaped_tx,
+                exit_tx,
+                ends: self.ends.clone(),
+            },
         ));
-        Ok(Started { pid, exit })
+        Ok(Started {
+            pid: Some(pid),
+            exit,
+        })
     }
 
     async fn stop(
@@ -349,18 +550,18 @@ impl Runtime for ProcessRuntime {
         grace: Duration,
     ) -> Result<(), RuntimeError> {
         let replica = self.replica(id)?;
-        let Some((group, mut reaped)) = replica.running() else {
+        let Some((contained, mut reaped)) = replica.running() else {
             return Ok(());
         };
-        group.signal(to_signal(signal));
+        contained.signal(to_signal(signal));
         if tokio::time::timeout(grace, wait_reaped(&mut reaped))
             .await
             .is_ok()
         {
-            // The reaper has killed what was left of the group.
+            // The reaper has killed what was left of the cgroup or group.
             return Ok(());
         }
-        group.kill();
+        contained.kill();
         tokio::time::timeout(REAP_AFTER_KILL, wait_reaped(&mut reaped))
             .await
             .map_err(|_| RuntimeError::Io {
@@ -377,9 +578,9 @@ impl Runtime for ProcessRuntime {
         let Some(replica) = self.replicas().remove(id) else {
             return Ok(());
         };
-        if let Some((group, mut reaped)) = replica.running() {
+        if let Some((contained, mut reaped)) = replica.running() {
             // Removing a running container must not leak its processes.
-            group.kill();
+            contained.kill();
             tokio::time::timeout(REAP_AFTER_KILL, wait_reaped(&mut reaped))
                 .await
                 .map_err(|_| RuntimeError::Io {
@@ -391,8 +592,12 @@ impl Runtime for ProcessRuntime {
                     ),
                 })?;
         }
-        for reader in replica.state().readers.drain(..) {
+        let mut state = replica.state();
+        for reader in state.readers.drain(..) {
             reader.abort();
+        }
+        if let Some(wd) = state.rotation.take() {
+            self.ends.rotator.unwatch(wd);
         }
         Ok(())
     }
@@ -403,7 +608,8 @@ impl Runtime for ProcessRuntime {
         command: &str,
         timeout: Duration,
     ) -> Result<CommandOutput, RuntimeError> {
-        let request = self.replica(id)?.launch.exec_request(command);
+        let mut request = self.replica(id)?.launch.exec_request(command);
+        request.cgroup = self.containment.command(id, "exec");
         herdsman_probe::run_command(&request, timeout)
             .await
             .map_err(|e| RuntimeError::Io {
@@ -414,8 +620,41 @@ impl Runtime for ProcessRuntime {
     }
 
     fn logs(&self, id: &ContainerId, lines: usize) -> Vec<String> {
-        let logs = self.replicas().get(id).map(|r| r.logs.clone());
-        logs.map(|l| l.tail(lines)).unwrap_or_default()
+        let output = self.replicas().get(id).map(|r| r.state().output.clone());
+        match output {
+            Some(Output::Ring(ring)) => ring.tail(lines),
+            Some(Output::File(path)) => log_file::tail(
+                &path,
+                lines.min(self.config.log_lines),
+                self.config.log_bytes as u64,
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    async fn init_step(&self, id: &ContainerId, step: &InitStep, vars: &ReplicaVars) -> StepReport {
+        herdsman_probe::run_step_in(step, vars, self.containment.command(id, "init")).await
+    }
+
+    async fn survivors(&self, deployment: &str) -> Result<Vec<Survivor>, RuntimeError> {
+        Ok(crate::adoption::survivors(self, deployment).await)
+    }
+
+    async fn adopt(
+        &self,
+        survivor: &Survivor,
+        spec: &ContainerSpec,
+    ) -> Result<Started, RuntimeError> {
+        crate::adoption::adopt(self, survivor, spec)
+    }
+
+    async fn discard_survivor(
+        &self,
+        survivor: &Survivor,
+        signal: StopSignal,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        crate::adoption::discard(self, survivor, signal, grace).await
     }
 }
 
@@ -425,9 +664,11 @@ impl Drop for ProcessRuntime {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
         for replica in self.replicas().values() {
-            if let Some((group, _)) = replica.running() {
-                group.kill();
+            if let Some((contained, _)) = replica.running() {
+                contained.kill();
             }
         }
+        // Best effort: a deployment directory still holding a cgroup being emptied stays.
+        self.containment.forget_all();
     }
 }

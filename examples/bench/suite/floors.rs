@@ -250,33 +250,64 @@ pub(crate) struct FloorBreakdown {
 }
 
 /// The tokio floor for a process restart: spawn `sleep 1000`, wait for it, respawn it at
-/// once when it dies; from SIGKILL of the running one to its replacement spawned.
-pub(crate) async fn tokio_respawn(samples: usize) -> (Vec<Duration>, FloorBreakdown) {
+/// once when it dies; from SIGKILL of the running one to its replacement spawned. With
+/// `cgroups` (the directory herdsman makes its cgroups in, when containment is on), it does
+/// the same kernel work as herdsman: each process is spawned into a fresh cgroup, joined
+/// before exec, and the cgroup is watched empty (inotify) before the respawn and removed
+/// after it.
+pub(crate) async fn tokio_respawn(
+    samples: usize,
+    cgroups: Option<std::path::PathBuf>,
+) -> (Vec<Duration>, FloorBreakdown) {
     // (pid, when its predecessor's exit was seen, when the spawn began, when it returned)
     type Spawned = (u32, Option<Instant>, Instant, Instant);
     let (pid_tx, mut pid_rx) = mpsc::unbounded_channel::<Spawned>();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let respawner = tokio::spawn(async move {
         let mut exited_at = None;
-        loop {
+        let mut previous: Option<herdsman::probe::Cgroup> = None;
+        for i in 0u64.. {
             let spawn_at = Instant::now();
-            let mut child = tokio::process::Command::new("sleep")
-                .arg("1000")
+            let mut cmd = tokio::process::Command::new("sleep");
+            cmd.arg("1000")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
-                .expect("sleep can be spawned");
+                .kill_on_drop(true);
+            let cgroup = cgroups.as_ref().map(|base| {
+                let cg = herdsman::probe::Cgroup::at(
+                    base.join(format!("bench-floor-{}", std::process::id()))
+                        .join(format!("g{i}")),
+                );
+                cg.create().expect("a cgroup can be created");
+                cg.join_on_spawn(&mut cmd)
+                    .expect("the cgroup can be joined");
+                cg
+            });
+            let mut child = cmd.spawn().expect("sleep can be spawned");
             let spawned = (child.id().unwrap_or(0), exited_at, spawn_at, Instant::now());
             let _ = pid_tx.send(spawned);
+            if let Some(old) = previous.take() {
+                let _ = old.remove();
+            }
             tokio::select! {
                 _ = child.wait() => exited_at = Some(Instant::now()),
                 _ = &mut stop_rx => {
                     let _ = child.kill().await;
+                    if let Some(cg) = &cgroup {
+                        let _ = cg.kill_and_remove(Duration::from_secs(5)).await;
+                        if let Some(dir) = cg.path().parent() {
+                            let _ = std::fs::remove_dir(dir);
+                        }
+                    }
                     return;
                 }
+            }
+            if let Some(cg) = cgroup {
+                cg.kill();
+                let _ = cg.wait_empty().await;
+                previous = Some(cg);
             }
         }
     });

@@ -7,8 +7,11 @@
 //! Layout: `report` (measures, rows, the markdown table), `procfs` (RSS and CPU time),
 //! `fixtures` (deployments built as structs, bounded waits), `instrumented` (a runtime
 //! wrapper that timestamps what the tree asks of it), `floors` (the raw ractor and tokio
-//! baselines), `sim_rows`, `process_rows`, `scale_rows` and `rollout_rows` (herdsman's measurements).
+//! baselines), `sim_rows`, `process_rows`, `scale_rows` and `rollout_rows` (herdsman's
+//! measurements), `cli_rows` (the `herdsman` binary measured from outside: RSS, adoption
+//! on restart).
 
+mod cli_rows;
 mod fixtures;
 mod floors;
 mod instrumented;
@@ -32,7 +35,8 @@ pub(crate) struct Options {
     /// Small sizes, no verdicts: a smoke run.
     pub(crate) quick: bool,
     /// Only the rows whose key contains one of these (`restart`, `process`, `idle`, `burst`,
-    /// `memory`, `cpu`, `healthy`, `spec`); all when empty.
+    /// `memory`, `cpu`, `healthy`, `spec`, `cli`); all when empty. The `cli` rows need the
+    /// release `herdsman` binary and are left out of quick runs.
     pub(crate) only: Vec<String>,
     /// Run the memory, CPU and idle-process measurements in fresh processes of this
     /// executable (`--child`), so earlier rows leave no allocator state behind.
@@ -151,10 +155,15 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
 
     if opts.wants("process") {
         let n = sizes.process_samples;
-        let (samples, parts) = process_rows::crash_to_running(n).await;
+        let (samples, parts, cgroups) = process_rows::crash_to_running(n).await;
         let ours = Measure::of_durations(&samples, Unit::Millis);
         let part = |d: &[Duration]| Measure::of_durations(d, Unit::Micros).to_string();
-        let (floor_samples, floor_parts) = floors::tokio_respawn(n).await;
+        let contained = if cgroups.is_some() {
+            "each in a fresh cgroup (containment on)"
+        } else {
+            "process groups only (no writable cgroup v2)"
+        };
+        let (floor_samples, floor_parts) = floors::tokio_respawn(n, cgroups).await;
         let floor = Measure::of_durations(&floor_samples, Unit::Millis);
         push(
             Row {
@@ -166,9 +175,10 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 floor: Some(floor),
                 notes: format!(
                     "{n} SIGKILLs of `sleep 1000` replicas (4, round robin) on ProcessRuntime, \
-                     each to the replacement's ReplicaStarted event (new pid) received; floor: \
-                     a tokio task that spawns `sleep 1000`, awaits it and respawns it, to the \
-                     new pid received. Where the time goes (p50 / p99): exit reaped, reported \
+                     {contained}, each to the replacement's ReplicaStarted event (new pid) \
+                     received; floor: a tokio task that spawns `sleep 1000` (into a fresh \
+                     cgroup, watched empty before the respawn, when containment is on), \
+                     awaits it and respawns it, to the new pid received. Where the time goes (p50 / p99): exit reaped, reported \
                      and decided until the container actor tears down {}; old removed and new \
                      created {}; spawn {}; event received {}. The floor's: exit seen {}; \
                      spawn {}",
@@ -212,6 +222,53 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
             },
             &mut rows,
         );
+    }
+
+    if opts.wants("cli") && !opts.quick {
+        if let Some(bin) = cli_rows::binary() {
+            let n = sizes.idle_processes;
+            let r = cli_rows::measure(&bin, n).await;
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let rss = Measure::single(mib(r.rss), Unit::MiB);
+            push(
+                Row {
+                    what: format!("RSS of `herdsman run` with {n} idle real processes"),
+                    target: "≤ 10 MiB",
+                    met: judge(rss.p50 <= 10.0),
+                    ours: rss,
+                    floor_what: "—".into(),
+                    floor: None,
+                    notes: format!(
+                        "VmRSS of the `herdsman run` process, read from /proc/PID/status by \
+                         the bench, {n} `sleep 1000` replicas stable for 0.5 s, API on, state \
+                         directory, lock, log files and adoption records kept"
+                    ),
+                },
+                &mut rows,
+            );
+            let adopt = Measure::single(r.adopt.as_secs_f64() * 1000.0, Unit::Millis);
+            push(
+                Row {
+                    what: format!(
+                        "herdsman restarted with {n} running replicas → all adopted, stable"
+                    ),
+                    target: "≤ 200 ms, 0 restarted",
+                    met: judge(adopt.p50 <= 200.0 && r.restarts == 0 && r.same_pids),
+                    ours: adopt,
+                    floor_what: "—".into(),
+                    floor: None,
+                    notes: format!(
+                        "`herdsman run` SIGKILLed with {n} `sleep 1000` replicas stable, then \
+                         a new `herdsman run` of the same spec and state directory spawned, \
+                         until its /v1/status (polled every 1 ms) shows the deployment stable \
+                         with {n} replicas; it showed {} restarts and {} pids",
+                        r.restarts,
+                        if r.same_pids { "the same" } else { "different" }
+                    ),
+                },
+                &mut rows,
+            );
+        }
     }
 
     if opts.wants("burst") {

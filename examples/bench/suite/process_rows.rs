@@ -52,10 +52,15 @@ pub(crate) struct Breakdown {
 /// Crash → replacement running: a replica (`sleep 1000`) is SIGKILLed; until the
 /// `ReplicaStarted` event of its replacement (a new pid) is received. Four replicas,
 /// killed round robin.
-pub(crate) async fn crash_to_running(samples: usize) -> (Vec<Duration>, Breakdown) {
+/// Also returns the directory the runtime makes its cgroups in (`None`: process groups),
+/// for the floor to do the same kernel work.
+pub(crate) async fn crash_to_running(
+    samples: usize,
+) -> (Vec<Duration>, Breakdown, Option<std::path::PathBuf>) {
     const REPLICAS: u32 = 4;
     let warmup = (samples / 10).max(1);
     let process = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
+    let cgroups = process.cgroup_base().map(std::path::Path::to_path_buf);
     let rt = Arc::new(Instrumented::new(process.clone()));
     let svc = running(service("sleeper", REPLICAS), &["sleep", "1000"]);
     let handle = spawn_deployment(
@@ -130,7 +135,7 @@ pub(crate) async fn crash_to_running(samples: usize) -> (Vec<Duration>, Breakdow
     }
     stamper.abort();
     stop_all(&handle, &process, &pids).await;
-    (out, breakdown)
+    (out, breakdown, cgroups)
 }
 
 /// The supervisor's resident memory with `n` idle real processes (`sleep 1000`), and its

@@ -90,7 +90,8 @@ pub struct Herdsman {
 }
 
 impl Herdsman {
-    /// Start `herdsman ARGS...`.
+    /// Start `herdsman ARGS...`, with a state root of its own (`$HERDSMAN_STATE_DIR`)
+    /// unless ARGS name one.
     pub fn start(args: &[&str]) -> Herdsman {
         Herdsman::start_program(HERDSMAN, args)
     }
@@ -103,6 +104,7 @@ impl Herdsman {
         let err = logs.path().join("stderr");
         let child = Command::new(program)
             .args(args)
+            .env("HERDSMAN_STATE_DIR", logs.path().join("state"))
             .stdin(Stdio::null())
             .stdout(File::create(&out).expect("stdout file"))
             .stderr(File::create(&err).expect("stderr file"))
@@ -279,8 +281,10 @@ pub fn alive(pid: u32) -> bool {
 
 /// Run `herdsman ARGS...` to completion: exit status, stdout, stderr.
 pub fn herdsman_once(args: &[&str]) -> (ExitStatus, String, String) {
+    let state = tempfile::tempdir().expect("tempdir");
     let out = Command::new(HERDSMAN)
         .args(args)
+        .env("HERDSMAN_STATE_DIR", state.path())
         .env_remove("HERDSMAN_API_TOKEN")
         .output()
         .expect("herdsman runs");

@@ -1,0 +1,164 @@
+//! Replicas outlive a SIGKILLed `herdsman run` and the next run of the deployment adopts
+//! them: the same pids, no restart, output still captured, stable; `--no-adopt` stops
+//! them instead. Then Ctrl-C leaves nothing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// 15 idle replicas and 5 that write a line every 10 ms, forever.
+fn twenty_replicas() -> Spec {
+    spec(
+        r#"version: v1
+deployment: durable
+services:
+  quiet:
+    command: {entrypoint: ["sleep", "1000"]}
+    scale: {mode: fixed, replicas: 15}
+    stop_grace_period: 1s
+  chatty:
+    command:
+      entrypoint: ["sh", "-c", "i=0; while :; do echo tick-$i; i=$((i+1)); sleep 0.01; done"]
+    scale: {mode: fixed, replicas: 5}
+    stop_grace_period: 1s
+"#,
+    )
+}
+
+/// Total restarts over every replica in a status.
+fn restarts(status: &Value) -> u64 {
+    status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
+        .filter_map(|r| r["restarts"].as_u64())
+        .sum()
+}
+
+/// The size of each chatty replica's log file.
+fn log_sizes(state: &Path) -> Vec<u64> {
+    (0..5)
+        .map(|r| {
+            std::fs::metadata(state.join(format!("durable/logs/durable-chatty-{r}.log")))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// SIGKILLs the listed pids when dropped: a failed assertion must not leak replicas.
+struct Reap(Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Start a run of the spec, wait until it is stable; the run and its status.
+async fn run_until_stable(
+    spec: &Spec,
+    state: &Path,
+    api: &str,
+    extra: &[&str],
+) -> (Herdsman, Value) {
+    let mut args = vec!["run", s(&spec.path), "--api", api, "--state-dir", s(state)];
+    args.extend_from_slice(extra);
+    let h = Herdsman::start(&args);
+    let status = stable(api, &h).await;
+    (h, status)
+}
+
+#[tokio::test]
+async fn replicas_outlive_a_sigkilled_herdsman_and_the_next_run_adopts_them_all() {
+    let spec = twenty_replicas();
+    let state = tempfile::tempdir().expect("tempdir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let (mut first, status) = run_until_stable(&spec, state.path(), &api, &[]).await;
+    let before: BTreeSet<u32> = pids(&status).into_iter().collect();
+    let _reap = Reap(before.iter().copied().collect());
+    assert_eq!(before.len(), 20, "{status}");
+    // Let the replicas be recorded (debounced) before the kill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    first.signal(Signal::SIGKILL);
+    first.wait(LIMIT).await;
+    // Unharmed: every replica still runs, and the writers still write.
+    let sizes = log_sizes(state.path());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        before.iter().all(|p| alive(*p)),
+        "a replica died with herdsman"
+    );
+    let grown = log_sizes(state.path());
+    assert!(
+        sizes.iter().zip(&grown).all(|(a, b)| b > a),
+        "the writers stopped writing: {sizes:?} then {grown:?}"
+    );
+
+    let (mut second, status) = run_until_stable(&spec, state.path(), &api, &[]).await;
+    let after: BTreeSet<u32> = pids(&status).into_iter().collect();
+    assert_eq!(after, before, "not the same processes\n{}", second.output());
+    assert_eq!(restarts(&status), 0, "{status}");
+    let sizes = log_sizes(state.path());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = stable(&api, &second).await;
+    assert_eq!(restarts(&status), 0, "{status}");
+    assert!(
+        sizes
+            .iter()
+            .zip(log_sizes(state.path()))
+            .all(|(a, b)| b > *a),
+        "the adopted writers' output is no longer captured"
+    );
+
+    second.signal(Signal::SIGINT);
+    assert_eq!(
+        second.wait(LIMIT).await.code(),
+        Some(0),
+        "{}",
+        second.output()
+    );
+    let left: Vec<_> = before.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "replicas outlived Ctrl-C: {left:?}");
+}
+
+#[tokio::test]
+async fn with_no_adopt_the_survivors_are_stopped_and_replaced() {
+    let spec = twenty_replicas();
+    let state = tempfile::tempdir().expect("tempdir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let (mut first, status) = run_until_stable(&spec, state.path(), &api, &[]).await;
+    let before: BTreeSet<u32> = pids(&status).into_iter().collect();
+    let _reap = Reap(before.iter().copied().collect());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.signal(Signal::SIGKILL);
+    first.wait(LIMIT).await;
+
+    let (mut second, status) = run_until_stable(&spec, state.path(), &api, &["--no-adopt"]).await;
+    let after: BTreeSet<u32> = pids(&status).into_iter().collect();
+    second.seen_pids = after.iter().copied().collect();
+    assert!(after.is_disjoint(&before), "{}", second.output());
+    let left: Vec<_> = before.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "survivors not stopped: {left:?}");
+    second.signal(Signal::SIGINT);
+    assert_eq!(
+        second.wait(LIMIT).await.code(),
+        Some(0),
+        "{}",
+        second.output()
+    );
+    assert!(after.iter().all(|p| !alive(*p)));
+}

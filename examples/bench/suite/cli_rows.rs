@@ -1,0 +1,185 @@
+//! Rows measured on the `herdsman` binary itself, from outside it: its resident memory
+//! running 200 idle replicas (API on, state directory, log files), and a restart of
+//! herdsman (SIGKILL, then a new `herdsman run`) with those replicas running → all adopted
+//! and stable. The binary is found next to the bench (`target/release/herdsman`, built
+//! with `cargo build --release -p herdsman-cli`) or at `$HERDSMAN_BIN`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The `herdsman` binary to measure, if there is one.
+pub(crate) fn binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("HERDSMAN_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe().ok()?;
+    // target/release/examples/bench → target/release/herdsman
+    let bin = exe.parent()?.parent()?.join("herdsman");
+    bin.is_file().then_some(bin)
+}
+
+/// A `herdsman run` of `n` idle `sleep 1000` replicas with its API on `api` and its
+/// state under `state`.
+fn start(bin: &Path, spec: &Path, state: &Path, api: &str) -> Child {
+    Command::new(bin)
+        .args(["run"])
+        .arg(spec)
+        .args(["--api", api, "--state-dir"])
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herdsman starts")
+}
+
+fn spec(dir: &Path, n: u32) -> PathBuf {
+    let path = dir.join("idle.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: v1\ndeployment: benchidle\nservices:\n  idle:\n    command: {{entrypoint: [\"sleep\", \"1000\"]}}\n    scale: {{mode: fixed, replicas: {n}}}\n    stop_grace_period: 1s\n"
+        ),
+    )
+    .expect("spec written");
+    path
+}
+
+/// `/v1/status` once it answers with a stable deployment of `n` running replicas.
+async fn stable(client: &reqwest::Client, api: &str, n: usize, poll: Duration) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(r) = client.get(format!("http://{api}/v1/status")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["stable"] == Value::Bool(true) && pids(&v).len() == n {
+                    return v;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "not stable within {PATIENCE:?}");
+        tokio::time::sleep(poll).await;
+    }
+}
+
+fn replicas(status: &Value) -> impl Iterator<Item = &Value> {
+    status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
+}
+
+fn pids(status: &Value) -> BTreeSet<u64> {
+    replicas(status).filter_map(|r| r["pid"].as_u64()).collect()
+}
+
+fn restarts(status: &Value) -> u64 {
+    replicas(status)
+        .filter_map(|r| r["restarts"].as_u64())
+        .sum()
+}
+
+/// VmRSS of another process, in bytes.
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Ctrl-C a run and wait for it, then check that no replica is left.
+async fn stop(mut child: Child, pids: &BTreeSet<u64>) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "herdsman did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<_> = pids
+        .iter()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .filter(|p| {
+            !std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .unwrap_or_default()
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .collect();
+    assert!(left.is_empty(), "replicas left running: {left:?}");
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+fn free_api() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port");
+    format!("127.0.0.1:{port}")
+}
+
+/// What one run of both measurements found.
+pub(crate) struct CliResult {
+    /// VmRSS of `herdsman run` with the replicas stable, 0.5 s later.
+    pub(crate) rss: u64,
+    /// SIGKILL of herdsman → new `herdsman run` spawned → every replica adopted and the
+    /// deployment stable, seen on its API (polled every 1 ms).
+    pub(crate) adopt: Duration,
+    /// Restarts reported by the new run.
+    pub(crate) restarts: u64,
+    /// Whether the new run shows exactly the pids the killed one ran.
+    pub(crate) same_pids: bool,
+}
+
+/// Both measurements with `n` idle replicas.
+pub(crate) async fn measure(bin: &Path, n: u32) -> CliResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec(dir.path(), n);
+    let state = dir.path().join("state");
+    let api = free_api();
+    let client = client();
+    let first = start(bin, &spec, &state, &api);
+    let status = stable(&client, &api, n as usize, Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_of(first.id());
+    let before = pids(&status);
+
+    // herdsman dies; its replicas do not.
+    let mut first = first;
+    let _ = first.kill();
+    let _ = first.wait();
+    let t0 = Instant::now();
+    let second = start(bin, &spec, &state, &api);
+    let status = stable(&client, &api, n as usize, Duration::from_millis(1)).await;
+    let adopt = t0.elapsed();
+    let after = pids(&status);
+    let result = CliResult {
+        rss,
+        adopt,
+        restarts: restarts(&status),
+        same_pids: after == before,
+    };
+    let all: BTreeSet<u64> = before.union(&after).copied().collect();
+    stop(second, &all).await;
+    result
+}
