@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use tokio::runtime::Builder;
 
 mod api;
+mod backend;
 mod logging;
 mod metrics;
 mod notices;

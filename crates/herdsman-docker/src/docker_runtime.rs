@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -85,6 +86,8 @@ pub struct DockerRuntime {
     config: DockerConfig,
     containers: Mutex<HashMap<ContainerId, Arc<Entry>>>,
     reconciler: Arc<Reconciler>,
+    /// Set by `shutdown`: no container may be created after it.
+    closed: AtomicBool,
 }
 
 /// One container this runtime created or adopted.
@@ -119,7 +122,28 @@ impl DockerRuntime {
             docker,
             config,
             containers: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Force-remove (SIGKILL) every container this runtime still holds, concurrently, and
+    /// refuse to create any more: what is left after a graceful shutdown, or everything
+    /// when the operator asks to kill at once.
+    ///
+    /// # Cancel safety
+    /// Cancelling it stops the waiting; removals already sent carry on in the daemon.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let entries: Vec<(ContainerId, Arc<Entry>)> = self.containers().drain().collect();
+        let removals = entries.iter().map(|(id, entry)| async move {
+            if let Some(follower) = entry.follower().take() {
+                follower.abort();
+            }
+            if let Err(e) = self.force_remove(id, &entry.name).await {
+                tracing::warn!(container = %id, error = %e, "cannot remove a container at shutdown");
+            }
+        });
+        futures::future::join_all(removals).await;
     }
 
     /// Where the daemon is, as a message would name it: the socket path or `DOCKER_HOST`.
@@ -361,6 +385,9 @@ fn start_error(id: &ContainerId, reason: String) -> RuntimeError {
 #[async_trait::async_trait]
 impl Runtime for DockerRuntime {
     async fn create(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(start_error(id, "the runtime is shut down".into()));
+        }
         let blueprint = Blueprint::from_spec(id, spec).map_err(|r| start_error(id, r))?;
         self.ensure_image(id, &blueprint.image, spec.service.pull_policy)
             .await?;
@@ -374,6 +401,14 @@ impl Runtime for DockerRuntime {
             follower: Mutex::new(None),
         });
         self.containers().insert(id.clone(), entry);
+        if self.closed.load(Ordering::SeqCst) {
+            // A shutdown ran while this was being created: it did not see it, so undo it.
+            let undone = self.containers().remove(id);
+            if let Some(entry) = undone {
+                self.force_remove(id, &entry.name).await?;
+            }
+            return Err(start_error(id, "the runtime is shut down".into()));
+        }
         Ok(())
     }
 

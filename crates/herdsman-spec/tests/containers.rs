@@ -55,18 +55,31 @@ fn an_unknown_pull_policy_names_the_field_and_the_choices() {
 fn network_on_a_process_service_is_rejected() {
     let p = one_problem("  web:\n    command: {entrypoint: [./web]}\n    network: host\n");
     assert_eq!(p.path, "services.web.network");
-    assert!(p.message.contains("only to a container service"), "{}", p.message);
+    assert!(
+        p.message.contains("only to a container service"),
+        "{}",
+        p.message
+    );
 }
 
 #[test]
 fn a_container_workdir_must_be_absolute_and_is_kept_as_written() {
-    let p = one_problem("  web:\n    image: {name: busybox}\n    command: {args: [ls], workdir: app}\n");
+    let p = one_problem(
+        "  web:\n    image: {name: busybox}\n    command: {args: [ls], workdir: app}\n",
+    );
     assert_eq!(p.path, "services.web.command.workdir");
-    assert!(p.message.contains("absolute path inside the image"), "{}", p.message);
+    assert!(
+        p.message.contains("absolute path inside the image"),
+        "{}",
+        p.message
+    );
 
     let d = parse("  web:\n    image: {name: busybox}\n    command: {args: [ls], workdir: /app}\n")
         .expect("valid");
-    let workdir = d.services[0].command.as_ref().and_then(|c| c.workdir.clone());
+    let workdir = d.services[0]
+        .command
+        .as_ref()
+        .and_then(|c| c.workdir.clone());
     assert_eq!(workdir, Some(PathBuf::from("/app")));
 }
 
