@@ -33,17 +33,26 @@ fn docker_available() -> bool {
     up
 }
 
-/// Names of the deployment's containers, running or stopped.
+/// `name state id` of each of the deployment's containers, running or stopped: a
+/// container re-created under the same name has a new id.
 fn containers(deployment: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-a", "--format", "{{.Names}} {{.State}}", "--filter"])
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}} {{.State}} {{.ID}}",
+            "--filter",
+        ])
         .arg(format!("label=io.herdsman.deployment={deployment}"))
         .output()
         .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
-        .collect()
+        .collect();
+    list.sort();
+    list
 }
 
 /// Removes the deployment's containers however the test ends.
@@ -88,7 +97,7 @@ services:
       interval: 1s
       timeout: 1s
       check: {{type: http, url: "http://127.0.0.1:${{PORT}}/healthz", expect_status: 200}}
-    stop_grace_period: 2s
+    stop_grace_period: 1s
   local:
     command:
       entrypoint: ["herdsman", "workload"]
@@ -111,7 +120,7 @@ services:
     let running = containers(&dep);
     assert_eq!(running.len(), 2, "{running:?}\n{}", h.output());
     assert!(
-        running.iter().all(|c| c.ends_with(" running")),
+        running.iter().all(|c| c.contains(" running ")),
         "{running:?}"
     );
 
@@ -173,5 +182,68 @@ async fn an_unreachable_daemon_fails_the_run_at_once_naming_docker_host() {
         stderr.contains(&format!("DOCKER_HOST=unix://{}", socket.display()))
             && stderr.contains("cannot run service web as containers"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_sigkilled_herdsman_leaves_its_containers_running_and_the_next_run_adopts_them() {
+    if !docker_available() {
+        return;
+    }
+    let dep = deployment("adopt");
+    let _cleanup = Cleanup(dep.clone());
+    let base = free_ports(2);
+    let spec = spec(&format!(
+        r#"version: v1
+deployment: {dep}
+services:
+  web:
+    image: {{name: "{IMAGE}", pull_policy: never}}
+    command:
+      entrypoint: [sh, -c]
+      args: ["echo ok > /www/healthz && exec httpd -f -p ${{PORT}} -h /www"]
+    scale: {{mode: fixed, replicas: 2}}
+    endpoints:
+      - {{name: http, protocol: http, port: {base}}}
+    health:
+      start_interval: 100ms
+      check: {{type: http, url: "http://127.0.0.1:${{PORT}}/healthz", expect_status: 200}}
+    stop_grace_period: 1s
+"#
+    ));
+    let mut first = Herdsman::start(&["run", s(&spec.path), "--api", "off"]);
+    eventually(LIMIT, "first run stable", || async {
+        first.stdout().contains("is stable").then_some(())
+    })
+    .await;
+    let before = containers(&dep);
+    assert_eq!(before.len(), 2, "{before:?}");
+    first.signal(Signal::SIGKILL);
+    first.wait(LIMIT).await;
+    assert_eq!(
+        containers(&dep),
+        before,
+        "SIGKILL of herdsman must not touch its containers"
+    );
+
+    let mut second = Herdsman::start(&["run", s(&spec.path), "--api", "off"]);
+    eventually(LIMIT, "second run stable", || async {
+        second.stdout().contains("is stable").then_some(())
+    })
+    .await;
+    assert_eq!(
+        containers(&dep),
+        before,
+        "the same containers are adopted, none restarted or added\n{}",
+        second.output()
+    );
+    second.signal(Signal::SIGINT);
+    let code = second.wait(LIMIT).await;
+    assert_eq!(code.code(), Some(0), "{}", second.output());
+    assert_eq!(
+        containers(&dep),
+        Vec::<String>::new(),
+        "{}",
+        second.output()
     );
 }
