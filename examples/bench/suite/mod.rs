@@ -9,6 +9,7 @@
 //! wrapper that timestamps what the tree asks of it), `floors` (the raw ractor and tokio
 //! baselines), `sim_rows`, `process_rows` and `scale_rows` (herdsman's measurements).
 
+mod docker_rows;
 mod fixtures;
 mod floors;
 mod instrumented;
@@ -65,6 +66,8 @@ struct Sizes {
     healthy_samples: usize,
     spec: u32,
     spec_rounds: usize,
+    docker_crash_samples: usize,
+    docker_fleet: u32,
 }
 
 impl Sizes {
@@ -82,6 +85,8 @@ impl Sizes {
                 healthy_samples: 10,
                 spec: 500,
                 spec_rounds: 2,
+                docker_crash_samples: 3,
+                docker_fleet: 4,
             }
         } else {
             Sizes {
@@ -96,6 +101,8 @@ impl Sizes {
                 healthy_samples: 300,
                 spec: 10_000,
                 spec_rounds: 7,
+                docker_crash_samples: 60,
+                docker_fleet: 100,
             }
         }
     }
@@ -348,6 +355,62 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
             },
             &mut rows,
         );
+    }
+    // Only when asked for by name: they need a Docker daemon and the test image.
+    if opts.only.iter().any(|o| o == "docker") {
+        if let Some(rt) = docker_rows::connect().await {
+            let n = sizes.docker_crash_samples;
+            let (samples, parts) = docker_rows::crash_to_running(rt, n).await;
+            let ours = Measure::of_durations(&samples, Unit::Millis);
+            let floor =
+                Measure::of_durations(&docker_rows::floor_crash_to_running(n).await, Unit::Millis);
+            let part = |d: &[Duration]| Measure::of_durations(d, Unit::Millis).to_string();
+            push(
+                Row {
+                    what: "container crash → replacement running (DockerRuntime)".into(),
+                    target: "p50 ≤ 1.15× floor",
+                    met: judge(ours.p50 <= 1.15 * floor.p50),
+                    ours,
+                    floor_what: "bollard wait+remove+create+start".into(),
+                    floor: Some(floor),
+                    notes: format!(
+                        "{n} SIGKILLs (by host pid) of `sleep 1000` containers (2, round robin) \
+                         on the local dockerd, each to the replacement's ReplicaStarted event; \
+                         floor: a bare bollard loop on the same daemon, pending wait answered, \
+                         inspect, remove, create, start, inspect (pid). Where herdsman's time \
+                         goes (p50 / p99): wait answered, exit inspected and decided {}; old \
+                         removed and new created {}; started {}",
+                        part(&parts.detect_and_decide),
+                        part(&parts.replace),
+                        part(&parts.start),
+                    ),
+                },
+                &mut rows,
+            );
+            let n = sizes.docker_fleet;
+            let rt = docker_rows::connect()
+                .await
+                .expect("the daemon still answers");
+            let (to_stable, floor, down) = docker_rows::fleet(rt, n).await;
+            let secs = |d: Duration| Measure::single(d.as_secs_f64() * 1000.0, Unit::Millis);
+            push(
+                Row {
+                    what: format!("{n} containers from spec to stable (DockerRuntime)"),
+                    target: "(measured)",
+                    met: None,
+                    ours: secs(to_stable),
+                    floor_what: format!("bollard: {n} concurrent create+start"),
+                    floor: Some(secs(floor)),
+                    notes: format!(
+                        "spawn_deployment of one unprobed {n}-replica service of `sleep 1000` \
+                         containers until wait_stable answers; shutdown (stop, remove all) took \
+                         {:.0} ms",
+                        down.as_secs_f64() * 1000.0
+                    ),
+                },
+                &mut rows,
+            );
+        }
     }
     rows
 }
