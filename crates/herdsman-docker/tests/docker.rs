@@ -242,19 +242,42 @@ async fn stop_sends_the_stop_signal_and_kills_only_after_the_grace() {
 }
 
 #[tokio::test]
-async fn a_missing_image_fails_the_create_naming_the_image() {
+async fn the_pull_policy_decides_whether_an_image_is_pulled_and_failures_name_the_image() {
     let Some(rt) = runtime().await else { return };
-    let dep = deployment("noimage");
+    let dep = deployment("pull");
     let _cleanup = Cleanup::new(&dep);
-    let mut svc = service("app", "true");
-    svc.image = Some("herdsman-test/absent:1".into());
-    svc.pull_policy = PullPolicy::Never;
-    let (id, spec) = replica(&dep, &svc, 0, 0);
-    let err = rt.create(&id, &spec).await.expect_err("no such image");
-    assert!(
-        matches!(&err, RuntimeError::Start { reason, .. } if reason.contains("herdsman-test/absent:1")),
-        "{err}"
-    );
+    let absent = "herdsman-test/absent:1";
+    // No registry answers here (nor knows these images), so any pull fails: a failure
+    // means a pull was attempted.
+    let cases = [
+        (
+            absent,
+            PullPolicy::Never,
+            Some("is not present and its pull_policy is never"),
+        ),
+        (
+            absent,
+            PullPolicy::IfNotPresent,
+            Some("could not be pulled"),
+        ),
+        (IMAGE, PullPolicy::Always, Some("could not be pulled")),
+        (IMAGE, PullPolicy::IfNotPresent, None),
+    ];
+    for (i, (image, policy, error)) in cases.into_iter().enumerate() {
+        let mut svc = service("app", "true");
+        svc.image = Some(image.into());
+        svc.pull_policy = policy;
+        let (id, spec) = replica(&dep, &svc, 0, i as u64);
+        let created = rt.create(&id, &spec).await;
+        match (error, created) {
+            (None, Ok(())) => rt.remove(&id).await.expect("remove"),
+            (Some(want), Err(RuntimeError::Start { reason, .. })) => assert!(
+                reason.contains(want) && reason.contains(image),
+                "{image} {policy:?}: {reason}"
+            ),
+            (want, got) => panic!("{image} {policy:?}: expected {want:?}, got {got:?}"),
+        }
+    }
     assert!(names(&docker(), &dep, true).await.is_empty());
 }
 
