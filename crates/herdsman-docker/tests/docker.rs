@@ -358,3 +358,24 @@ async fn a_restarted_herdsman_adopts_running_containers_and_discards_the_rest() 
     assert_eq!(exit.reason, ExitReason::Signal(9));
     second.remove(&a).await.expect("remove");
 }
+
+#[tokio::test]
+async fn a_missing_program_fails_the_start_with_the_daemons_reason() {
+    let Some(rt) = runtime().await else { return };
+    let dep = deployment("noprog");
+    let _cleanup = Cleanup::new(&dep);
+    let mut svc = service("app", "true");
+    if let Some(command) = svc.command.as_mut() {
+        command.entrypoint = vec![Template::literal("/no/such/program")];
+        command.args = Vec::new();
+    }
+    let (id, spec) = replica(&dep, &svc, 0, 0);
+    rt.create(&id, &spec).await.expect("create");
+    let err = rt.start(&id).await.expect_err("nothing to run");
+    assert!(
+        matches!(&err, RuntimeError::Start { reason, .. } if reason.contains("/no/such/program")),
+        "{err}"
+    );
+    rt.remove(&id).await.expect("remove");
+    assert!(names(&docker(), &dep, true).await.is_empty());
+}
