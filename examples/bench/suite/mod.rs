@@ -101,7 +101,7 @@ impl Sizes {
                 healthy_samples: 300,
                 spec: 10_000,
                 spec_rounds: 7,
-                docker_crash_samples: 60,
+                docker_crash_samples: 40,
                 docker_fleet: 100,
             }
         }
