@@ -576,6 +576,7 @@ mod tests {
         let status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![service("bad\x1b[1A", 1, vec![])],
         };
         console.timed_out(&status, Duration::from_secs(3), &failing);

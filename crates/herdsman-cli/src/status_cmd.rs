@@ -221,6 +221,7 @@ mod tests {
         let status = DeploymentStatus {
             deployment: "shop\x1b[2J".into(),
             stable: true,
+            rollout: None,
             services: vec![ServiceStatus {
                 name: "web\x1b]0;x\x07".into(),
                 phase: ServicePhase::Failed,
