@@ -6,6 +6,7 @@
 //! cargo run --release --example bench                 # everything, a few minutes
 //! cargo run --release --example bench -- --quick      # small sizes, no verdicts
 //! cargo run --release --example bench -- --only restart,burst --json
+//! cargo run --release --example bench -- --only docker   # needs dockerd + the test image
 //! ```
 //!
 //! The memory, CPU and idle-process rows run in fresh child processes of this binary
@@ -24,7 +25,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these rows (comma separated): restart, process, idle, burst, memory, cpu,
-    /// healthy, spec.
+    /// healthy, spec; and docker (real containers, run only when named).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also print each row as a JSON line.

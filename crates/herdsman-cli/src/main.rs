@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use tokio::runtime::Builder;
 
 mod api;
+mod backend;
 mod connections;
 mod logging;
 mod metrics;

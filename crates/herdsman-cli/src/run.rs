@@ -12,7 +12,7 @@ use herdsman_core::{
     spawn_deployment, DeploymentHandle, DeploymentOptions, EventKind, EventStream, Received,
     Stabilization, StatusBoard,
 };
-use herdsman_runtime::{ProcessConfig, ProcessRuntime, Runtime};
+use herdsman_runtime::{ProcessConfig, Runtime};
 use herdsman_spec::SpecError;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::api::{self, ApiAddr, ApiState, DEFAULT_ADDR};
+use crate::backend::{Backend, RuntimeChoice};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::notices::{notice, size};
@@ -77,6 +78,10 @@ pub(crate) struct RunArgs {
     /// Format of the machine logs on stderr (filtered by RUST_LOG, default warn).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run every service as processes or as Docker containers. Default: a service with
+    /// `image` runs as a container, one with only `command` as a process.
+    #[arg(long, value_name = "RUNTIME", value_enum)]
+    runtime: Option<RuntimeChoice>,
 }
 
 /// Put the directory of the running herdsman first on `PATH`, so a spec can run
@@ -160,11 +165,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ApiAddr::Off => None,
     };
 
-    let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
+    let process = ProcessConfig {
         log_dir: state_dir.as_ref().map(|d| d.logs()),
         state_dir: state_dir.as_ref().map(|d| d.path().to_path_buf()),
         ..ProcessConfig::default()
-    }));
+    };
+    let runtime = Arc::new(Backend::new(&spec, args.runtime, process).await?);
     let options = DeploymentOptions {
         adopt: !args.no_adopt,
         ..DeploymentOptions::default()
@@ -291,7 +297,7 @@ async fn supervise(
 async fn stop_everything(
     name: &str,
     handle: &DeploymentHandle,
-    runtime: &ProcessRuntime,
+    runtime: &Backend,
     console: &Shared,
     signals: &mut StopSignals,
 ) {

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    Backoff, DependencyCondition, OnUnhealthy, PanicAction, Protocol, RestartPolicy, RestartSpec,
-    ServiceKind, StepFailure, StopSignal,
+    Backoff, DependencyCondition, Network, OnUnhealthy, PanicAction, Protocol, PullPolicy,
+    RestartPolicy, RestartSpec, ServiceKind, StepFailure, StopSignal,
 };
 
 const fn secs(n: u64) -> Duration {
@@ -24,6 +24,11 @@ pub(crate) const fn restart_policy(kind: ServiceKind) -> RestartPolicy {
         ServiceKind::Job => RestartPolicy::OnFailure,
     }
 }
+
+/// `image.pull_policy`.
+pub(crate) const PULL_POLICY: PullPolicy = PullPolicy::IfNotPresent;
+/// `network` (ext).
+pub(crate) const NETWORK: Network = Network::Bridge;
 
 /// `restart.max_restarts`.
 pub(crate) const MAX_RESTARTS: u32 = 5;
@@ -136,12 +141,14 @@ impl crate::model::Service {
             name: name.into(),
             kind,
             image: None,
+            pull_policy: PULL_POLICY,
             command: None,
             env: Default::default(),
             scale: crate::model::Scale::Fixed {
                 replicas: FIXED_REPLICAS,
             },
             endpoints: Vec::new(),
+            network: NETWORK,
             depends: Vec::new(),
             health: None,
             init: Vec::new(),

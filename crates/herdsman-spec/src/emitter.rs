@@ -60,7 +60,9 @@ fn service(s: &Service) -> Map {
     if let Some(image) = &s.image {
         let mut i = Map::default();
         i.put("name", image.as_str());
+        i.put("pull_policy", keywords::PULL_POLICY.word(s.pull_policy));
         m.put("image", i);
+        m.put("network", keywords::NETWORK.word(s.network));
     }
     if let Some(c) = &s.command {
         m.put("command", command(c));

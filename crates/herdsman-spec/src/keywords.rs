@@ -5,8 +5,8 @@
 //! writes back ([`Vocabulary::word`]) and the only one named in messages.
 
 use crate::model::{
-    DependencyCondition, OnUnhealthy, PanicAction, Protocol, RestartPolicy, ServiceKind,
-    StepFailure,
+    DependencyCondition, Network, OnUnhealthy, PanicAction, Protocol, PullPolicy, RestartPolicy,
+    ServiceKind, StepFailure,
 };
 
 /// The spellings of one enumerated field.
@@ -208,6 +208,20 @@ pub(crate) const RESTART_POLICY: Vocabulary<RestartPolicy> = Vocabulary {
         ("on_failure", RestartPolicy::OnFailure),
         ("never", RestartPolicy::Never),
     ],
+};
+
+pub(crate) const PULL_POLICY: Vocabulary<PullPolicy> = Vocabulary {
+    noun: "pull policy",
+    words: &[
+        ("if_not_present", PullPolicy::IfNotPresent),
+        ("always", PullPolicy::Always),
+        ("never", PullPolicy::Never),
+    ],
+};
+
+pub(crate) const NETWORK: Vocabulary<Network> = Vocabulary {
+    noun: "network",
+    words: &[("bridge", Network::Bridge), ("host", Network::Host)],
 };
 
 #[cfg(test)]

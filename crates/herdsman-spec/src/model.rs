@@ -72,6 +72,8 @@ pub struct Service {
     pub kind: ServiceKind,
     /// Container image, for container runtimes.
     pub image: Option<String>,
+    /// When a container runtime pulls `image` (`image.pull_policy`).
+    pub pull_policy: PullPolicy,
     /// What to execute, for the process runtime.
     pub command: Option<Command>,
     /// Environment variables, values may use per-replica templates.
@@ -80,6 +82,8 @@ pub struct Service {
     pub scale: Scale,
     /// Network endpoints; the first one's port defines `${PORT}`.
     pub endpoints: Vec<Endpoint>,
+    /// How a container runtime networks the service's containers (ext).
+    pub network: Network,
     /// Services that must be started or healthy before this one starts.
     pub depends: Vec<Dependency>,
     /// Health check, if any. Without one a running replica counts as healthy.
@@ -183,6 +187,11 @@ impl Service {
             "init": self.init,
             "stop_signal": self.stop_signal,
         });
+        let mut what = what;
+        if self.image.is_some() {
+            // Only containers are networked by the spec; a process's hash stays as it was.
+            what["network"] = serde_json::json!(self.network);
+        }
         // FNV-1a: tiny, stable and good enough to tell specs apart (not a security hash).
         let hash = what
             .to_string()
@@ -236,6 +245,29 @@ pub enum Scale {
         /// Initial replica count.
         replicas: u32,
     },
+}
+
+/// When a container runtime pulls a service's image (`image.pull_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Pull before every container is created.
+    Always,
+    /// Pull only when the image is not present locally (the default).
+    IfNotPresent,
+    /// Never pull: a missing image is an error naming it.
+    Never,
+}
+
+/// How a container runtime networks a service's containers (`network`, ext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The container's own network namespace on Docker's default bridge; each endpoint's
+    /// per-replica port is published on 127.0.0.1 (the default).
+    Bridge,
+    /// The host's network namespace: the container listens on the host directly.
+    Host,
 }
 
 /// Endpoint protocol.

@@ -91,6 +91,7 @@ pub(crate) struct RawService {
     pub(crate) env: Option<Entries<Scalar>>,
     pub(crate) scale: Option<RawScale>,
     pub(crate) endpoints: Option<Vec<RawEndpoint>>,
+    pub(crate) network: Option<Scalar>,
     pub(crate) depends: Option<Vec<RawDependency>>,
     pub(crate) health: Option<RawHealth>,
     pub(crate) init: Option<RawInit>,
@@ -117,6 +118,7 @@ pub(crate) struct RawUpdate {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawImage {
     pub(crate) name: Option<Scalar>,
+    pub(crate) pull_policy: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

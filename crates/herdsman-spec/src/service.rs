@@ -10,7 +10,8 @@ use crate::init;
 use crate::keywords::{self, ScaleMode};
 use crate::location::{child, item};
 use crate::model::{
-    Backoff, Command, Dependency, Endpoint, RestartSpec, Scale, Service, ServiceKind, StopSignal,
+    Backoff, Command, Dependency, Endpoint, Network, PullPolicy, RestartSpec, Scale, Service,
+    ServiceKind, StopSignal,
 };
 use crate::raw::{
     RawBackoff, RawCommand, RawDependency, RawEndpoint, RawRestart, RawScale, RawService, Scalar,
@@ -78,6 +79,7 @@ pub(crate) fn service(
             "neither image nor command given (expected image for container runtimes or command for the process runtime)",
         );
     }
+    let (pull_policy, network) = container_fields(issues, &base, raw);
 
     let (depends, depends_at) =
         dependencies(issues, &p("depends"), raw.depends.as_deref().unwrap_or(&[]));
@@ -96,6 +98,7 @@ pub(crate) fn service(
         name: name.to_string(),
         kind,
         image,
+        pull_policy,
         command,
         env: env(
             issues,
@@ -129,8 +132,35 @@ pub(crate) fn service(
         ),
         update: crate::update::update(issues, &p("update"), raw.update.as_ref()),
         endpoints,
+        network,
     };
     (service, depends_at)
+}
+
+/// `image.pull_policy` and `network`, which only a container service (one with `image`)
+/// may set.
+fn container_fields(issues: &mut Issues, base: &str, raw: &RawService) -> (PullPolicy, Network) {
+    let pull_path = child(&child(base, "image"), "pull_policy");
+    let pull_policy = issues.keyword(
+        &pull_path,
+        raw.image.as_ref().and_then(|i| i.pull_policy.as_ref()),
+        &keywords::PULL_POLICY,
+        defaults::PULL_POLICY,
+    );
+    let network_path = child(base, "network");
+    let network = issues.keyword(
+        &network_path,
+        raw.network.as_ref(),
+        &keywords::NETWORK,
+        defaults::NETWORK,
+    );
+    if raw.image.is_none() && raw.network.is_some() {
+        issues.add(
+            network_path,
+            "network applies only to a container service (expected image, or no network for a process)",
+        );
+    }
+    (pull_policy, network)
 }
 
 fn scale(issues: &mut Issues, path: &str, raw: Option<&RawScale>) -> Scale {
@@ -293,6 +323,17 @@ fn command(
                 "empty or invalid directory (expected a path, e.g. .)",
             );
             return None;
+        }
+        if has_image {
+            // A container's workdir is a path inside its image, not next to the spec.
+            if !w.as_str().starts_with('/') {
+                issues.add(
+                    p("workdir"),
+                    "relative directory in a container service (expected an absolute path inside the image, e.g. /app)",
+                );
+                return None;
+            }
+            return Some(PathBuf::from(w.as_str()));
         }
         Some(resolve(base_dir, w.as_str()))
     });

@@ -74,6 +74,8 @@ fn shop_yaml_uses_every_field_of_the_spec() {
         "rtype",
         "image",
         "name",
+        "pull_policy",
+        "network",
         "command",
         "entrypoint",
         "args",

@@ -12,6 +12,7 @@
 //! on restart).
 
 mod cli_rows;
+mod docker_rows;
 mod fixtures;
 mod floors;
 mod instrumented;
@@ -72,6 +73,8 @@ struct Sizes {
     spec_rounds: usize,
     rollout: u32,
     rollout_rounds: usize,
+    docker_crash_samples: usize,
+    docker_fleet: u32,
 }
 
 impl Sizes {
@@ -91,6 +94,8 @@ impl Sizes {
                 spec_rounds: 2,
                 rollout: 100,
                 rollout_rounds: 1,
+                docker_crash_samples: 3,
+                docker_fleet: 4,
             }
         } else {
             Sizes {
@@ -107,6 +112,8 @@ impl Sizes {
                 spec_rounds: 7,
                 rollout: 1_000,
                 rollout_rounds: 5,
+                docker_crash_samples: 40,
+                docker_fleet: 100,
             }
         }
     }
@@ -430,13 +437,71 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 floor_what: format!("{} replicas started from nothing to stable", label(n)),
                 floor: Some(floor),
                 notes: format!(
-                    "{} rounds: apply of a new image to a stable unprobed {n}-replica service                      until RolloutComplete is received; every index replaced in place,                      {} surge stand-ins covering, ready never below desired",
+                    "{} rounds: apply of a new image to a stable unprobed {n}-replica service \
+                     until RolloutComplete is received; every index replaced in place, \
+                     {} surge stand-ins covering, ready never below desired",
                     sizes.rollout_rounds,
                     n.div_ceil(10)
                 ),
             },
             &mut rows,
         );
+    }
+    // Only when asked for by name: they need a Docker daemon and the test image.
+    if opts.only.iter().any(|o| o == "docker") {
+        if let Some(rt) = docker_rows::connect().await {
+            let n = sizes.docker_crash_samples;
+            let (samples, parts) = docker_rows::crash_to_running(rt, n).await;
+            let ours = Measure::of_durations(&samples, Unit::Millis);
+            let floor =
+                Measure::of_durations(&docker_rows::floor_crash_to_running(n).await, Unit::Millis);
+            let part = |d: &[Duration]| Measure::of_durations(d, Unit::Millis).to_string();
+            push(
+                Row {
+                    what: "container crash → replacement running (DockerRuntime)".into(),
+                    target: "p50 ≤ 1.15× floor",
+                    met: judge(ours.p50 <= 1.15 * floor.p50),
+                    ours,
+                    floor_what: "bollard wait+remove+create+start".into(),
+                    floor: Some(floor),
+                    notes: format!(
+                        "{n} SIGKILLs (by host pid) of `sleep 1000` containers (2, round robin) \
+                         on the local dockerd, each to the replacement's ReplicaStarted event; \
+                         floor: a bare bollard loop on the same daemon, pending wait answered, \
+                         inspect, remove, create, start, inspect (pid). Where herdsman's time \
+                         goes (p50 / p99): wait answered, exit inspected and decided {}; old \
+                         removed and new created {}; started {}",
+                        part(&parts.detect_and_decide),
+                        part(&parts.replace),
+                        part(&parts.start),
+                    ),
+                },
+                &mut rows,
+            );
+            let n = sizes.docker_fleet;
+            let rt = docker_rows::connect()
+                .await
+                .expect("the daemon still answers");
+            let (to_stable, floor, down) = docker_rows::fleet(rt, n).await;
+            let secs = |d: Duration| Measure::single(d.as_secs_f64() * 1000.0, Unit::Millis);
+            push(
+                Row {
+                    what: format!("{n} containers from spec to stable (DockerRuntime)"),
+                    target: "(measured)",
+                    met: None,
+                    ours: secs(to_stable),
+                    floor_what: format!("bollard: {n} concurrent create+start"),
+                    floor: Some(secs(floor)),
+                    notes: format!(
+                        "spawn_deployment of one unprobed {n}-replica service of `sleep 1000` \
+                         containers until wait_stable answers; shutdown (stop, remove all) took \
+                         {:.0} ms",
+                        down.as_secs_f64() * 1000.0
+                    ),
+                },
+                &mut rows,
+            );
+        }
     }
     rows
 }
