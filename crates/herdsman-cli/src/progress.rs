@@ -346,8 +346,8 @@ pub(crate) fn timeout_report(
     out
 }
 
-/// Whole seconds past 10 s, tenths below: `4.2s`, `37s`, `2m 5s`.
-fn humanize_secs(d: Duration) -> String {
+/// Whole seconds past 10 s, tenths below: `4.2s`, `37s`, `2m 5s`, `10m`.
+pub(crate) fn humanize_secs(d: Duration) -> String {
     if d < Duration::from_secs(10) {
         format!("{:.1}s", d.as_secs_f64())
     } else {

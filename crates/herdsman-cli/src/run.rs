@@ -145,6 +145,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ApiAddr::Off => None,
     };
 
+    // The control socket (logs, restart, scale...), bound before any process starts.
+    let control = match &args.state_dir {
+        Some(dir) => crate::control_server::bind(dir).await?,
+        None => None,
+    };
+
     let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
         log_dir: args.state_dir.as_ref().map(|d| d.join("logs")),
         ..ProcessConfig::default()
@@ -193,6 +199,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         })
     });
+    if let Some(socket) = control {
+        let serving = crate::control_server::serve(socket, handle.clone(), stop_rx.clone());
+        background.push(tokio::spawn(serving));
+    }
     background.push(tokio::spawn(show(
         console.clone(),
         handle.subscribe(),
