@@ -381,3 +381,62 @@ async fn events_and_status_watch_follow_changes_as_they_happen() {
     let st = stable_via_socket(&r.state, &r.h).await;
     r.h.seen_pids.extend(pids(&st));
 }
+
+#[tokio::test]
+async fn v1_logs_serves_a_replicas_tail_under_the_api_token_rule() {
+    let base = free_ports(2);
+    let spec = web_spec(base, 2, "");
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut h = Herdsman::start_with_env(
+        &["run", s(&spec.path), "--api", &api],
+        &[("HERDSMAN_API_TOKEN", "s3cret")],
+    );
+    let url = format!("http://{api}/v1/logs?service=web&replica=1&tail=1");
+    let anonymous = eventually(LIMIT, "the API answers", || async {
+        client().get(&url).send().await.ok()
+    })
+    .await;
+    assert_eq!(anonymous.status(), 401, "same token rule as /v1/status");
+    let text = eventually(LIMIT, "web/1 says it listens", || async {
+        let r = client().get(&url).bearer_auth("s3cret").send().await.ok()?;
+        let text = r.text().await.ok()?;
+        text.contains("listening on").then_some(text)
+    })
+    .await;
+    assert_eq!(text.lines().count(), 1, "tail=1: {text}");
+    assert!(
+        text.starts_with("web[1] listening on http://127.0.0.1:"),
+        "{text}"
+    );
+    let all = client()
+        .get(format!("http://{api}/v1/logs?service=web"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        all.lines().any(|l| l.starts_with("web/0 | web[0] pid ")),
+        "{all}"
+    );
+    let missing = client()
+        .get(format!("http://{api}/v1/logs?service=nope"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(missing.status(), 404);
+    let st = client()
+        .get(format!("http://{api}/v1/status"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    let st: Value = serde_json::from_str(&st).expect("status JSON");
+    h.seen_pids = pids(&st);
+}
