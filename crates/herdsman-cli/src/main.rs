@@ -27,6 +27,7 @@ mod log_follow;
 mod logging;
 mod metrics;
 mod notices;
+mod notify;
 mod operate;
 mod progress;
 mod run;

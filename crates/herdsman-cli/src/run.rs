@@ -68,6 +68,13 @@ pub(crate) struct RunArgs {
     /// Format of the machine logs on stderr (filtered by RUST_LOG, default warn).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// POST notable events (unhealthy, restart, backoff, failed, stable) as JSON to
+    /// this http(s) URL, with retries; never delays supervision.
+    #[arg(long, value_name = "URL", value_parser = crate::notify::parse_url)]
+    notify: Option<reqwest::Url>,
+    /// Notifications kept waiting for a slow receiver before the oldest are dropped.
+    #[arg(long, value_name = "N", default_value_t = crate::notify::DEFAULT_QUEUE)]
+    notify_queue: usize,
 }
 
 /// Put the directory of the running herdsman first on `PATH`, so a spec can run
@@ -177,6 +184,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let (metrics, events, stop) = (metrics.clone(), handle.subscribe(), stop_rx.clone());
         async move { metrics.feed(events, stop).await }
     }));
+    if let Some(url) = &args.notify {
+        let events = handle.subscribe();
+        match crate::notify::start(url.clone(), args.notify_queue, events, stop_rx.clone()) {
+            Ok((queue, tasks)) => {
+                metrics.watch_notifications(queue);
+                background.extend(tasks);
+            }
+            Err(e) => eprintln!("warning: no notifications to {url}: {e:#}"),
+        }
+    }
     let writer = previous.map(|(path, previous)| {
         let writer = StateWriter::new(path, handle.board().clone(), &previous);
         tokio::spawn(writer.keep(handle.subscribe(), stop_rx.clone()))
