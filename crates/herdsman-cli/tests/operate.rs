@@ -440,3 +440,16 @@ async fn v1_logs_serves_a_replicas_tail_under_the_api_token_rule() {
     let st: Value = serde_json::from_str(&st).expect("status JSON");
     h.seen_pids = pids(&st);
 }
+
+#[test]
+fn completions_are_printed_for_each_shell_and_an_unknown_shell_is_bad_usage() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = herdsman_once(&["completions", shell]);
+        assert!(code.success(), "{shell}: {err}");
+        for verb in ["logs", "restart", "scale", "events", "completions"] {
+            assert!(out.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let (code, _, _) = herdsman_once(&["completions", "cmd.exe"]);
+    assert_eq!(code.code(), Some(2));
+}
