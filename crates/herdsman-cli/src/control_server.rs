@@ -205,11 +205,24 @@ impl Session {
             }
         };
         let mut stop = self.stop.clone();
-        // The request ends when it is done, when the client hangs up (nothing more is
-        // read from it, so any read that ends means it left) or when the run stops.
+        // A stream ends when the client hangs up: it keeps its end open while it reads,
+        // so the end of its input means it left, even while there is nothing to send.
+        // An operation (restart, stop...) is carried out to its end even if the client
+        // closes its sending side or leaves: half a restart helps nobody.
+        let streaming = matches!(
+            request,
+            Request::Watch | Request::Events | Request::Logs { follow: true, .. }
+        );
+        let left = async move {
+            if streaming {
+                hung_up(read).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = self.answer(request, &mut write) => {}
-            _ = hung_up(read) => {}
+            _ = left => {}
             _ = crate::stop::stopped(&mut stop) => {}
         }
     }

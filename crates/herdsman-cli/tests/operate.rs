@@ -453,3 +453,53 @@ fn completions_are_printed_for_each_shell_and_an_unknown_shell_is_bad_usage() {
     let (code, _, _) = herdsman_once(&["completions", "cmd.exe"]);
     assert_eq!(code.code(), Some(2));
 }
+
+/// Send `bytes` on the control socket, close the sending side, read the whole answer.
+fn raw(socket: &Path, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connects");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout set");
+    // A request too long for the server may be cut off mid-write: that is its answer.
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[tokio::test]
+async fn the_protocol_refuses_bad_requests_plainly_and_serves_a_half_closed_client() {
+    let mut r = run(1).await;
+    let socket = r.state.join("control.sock");
+    let answer = raw(&socket, b"{\"v\":2,\"kind\":\"status\"}\n");
+    assert!(
+        answer.contains("speaks control protocol v1, not v2") && answer.contains("\"usage\":true"),
+        "{answer}"
+    );
+    let answer = raw(&socket, b"{\"v\":1,\"kind\":\"apply\",\"file\":\"x\"}\n");
+    assert!(
+        answer.contains("cannot do that") && answer.contains("apply"),
+        "{answer}"
+    );
+    let answer = raw(&socket, b"not json\n");
+    assert!(answer.contains("not a control request"), "{answer}");
+    let mut huge = vec![b' '; 70 * 1024];
+    huge.push(b'\n');
+    let answer = raw(&socket, &huge);
+    assert!(
+        answer.is_empty() || answer.contains("at most 65536 bytes"),
+        "{answer}"
+    );
+    // A client that closes its sending side after the request still gets it done.
+    let answer = raw(
+        &socket,
+        b"{\"v\":1,\"kind\":\"scale\",\"service\":\"web\",\"replicas\":2}\n",
+    );
+    assert_eq!(
+        answer,
+        "{\"kind\":\"ok\",\"message\":\"service web scaled to 2 replicas\"}\n"
+    );
+    let st = stable_via_socket(&r.state, &r.h).await;
+    r.h.seen_pids.extend(pids(&st));
+    assert_eq!(st["services"][0]["desired"], 2);
+}
