@@ -130,6 +130,7 @@ async fn a_receiver_that_hangs_delays_nothing_and_the_queue_stays_bounded() {
     let st = stable(&api, &h).await;
     let to_stable = started.elapsed();
     h.seen_pids = pids(&st);
+    eprintln!("stable {to_stable:?} after start with a hanging receiver");
     assert!(
         to_stable < Duration::from_secs(5),
         "stable after {to_stable:?} with a hanging receiver"
@@ -158,6 +159,7 @@ async fn a_receiver_that_hangs_delays_nothing_and_the_queue_stays_bounded() {
         .await;
         h.seen_pids.push(new);
         let took = killed.elapsed();
+        eprintln!("round {round}: replacement running {took:?} after kill -9");
         assert!(
             took < Duration::from_secs(2),
             "round {round}: replacement running after {took:?}"
@@ -179,10 +181,12 @@ async fn a_receiver_that_hangs_delays_nothing_and_the_queue_stays_bounded() {
     assert!(queued <= 1.0, "queue bounded at 1, holds {queued}");
     assert_eq!(metric(&api, "herdsman_notify_sent_total").await, Some(0.0));
     assert!(dropped >= 3.0);
+    eprintln!("queue {queued}, dropped {dropped}");
 
     let stopping = Instant::now();
     h.signal(Signal::SIGTERM);
     let code = h.wait(LIMIT).await;
+    eprintln!("stopped {:?} after SIGTERM", stopping.elapsed());
     assert!(code.success(), "{}", h.output());
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
