@@ -4,13 +4,14 @@
 //!
 //! Layout: `validate` (checking specs); `run` (supervising a deployment: the flow, signals,
 //! shutdown) with `progress` (the console: convergence and stability), `notices` (one line
-//! per notable event), `api` (the HTTP API), `metrics` (Prometheus text), `state_file`
+//! per notable event), `api` (the HTTP API), `metrics` (OpenMetrics text), `state_file`
 //! (state kept across runs), `stop` (the flag that ends background tasks) and `logging`
 //! (machine logs); `status_cmd` (the status table, read from the control socket or the
 //! API); `control` (the control socket's protocol and how clients find a running
 //! deployment), `control_server` (its server in `herdsman run`), `log_follow` (following
 //! output), `operate` (the verbs that act on a running deployment) and `notify` (event
-//! notifications to a webhook); `workload` (the hidden demo workload).
+//! notifications to a webhook); `workload` (the hidden demo workload); in tests,
+//! `test_terminal` (an emulated terminal).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ mod run;
 mod state_file;
 mod status_cmd;
 mod stop;
+#[cfg(test)]
+mod test_terminal;
 mod validate;
 mod workload;
 
