@@ -345,21 +345,21 @@ impl Session {
     }
 
     /// The replicas a request names: `replica`, or every replica of the service.
-    fn replicas(&self, service: &str, replica: Option<u32>) -> Result<Vec<u32>, Answer> {
+    fn replicas(&self, service: &str, replica: Option<u32>) -> Result<Vec<u32>, String> {
         let status = self.handle.status();
         let Some(svc) = status.services.iter().find(|s| s.name == service) else {
             let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
-            return Err(Answer::failed(format!(
+            return Err(format!(
                 "no service named {service:?} (services: {})",
                 known.join(", ")
-            )));
+            ));
         };
         match replica {
             Some(r) if svc.replicas.iter().any(|x| x.replica == r) => Ok(vec![r]),
-            Some(r) => Err(Answer::failed(format!(
+            Some(r) => Err(format!(
                 "service {service} has no replica {r} (it has {})",
                 svc.replicas.len()
-            ))),
+            )),
             None => Ok(svc.replicas.iter().map(|r| r.replica).collect()),
         }
     }
@@ -374,7 +374,7 @@ impl Session {
     ) -> io::Result<()> {
         let replicas = match self.replicas(service, replica) {
             Ok(r) => r,
-            Err(answer) => return send(write, &answer).await,
+            Err(why) => return send(write, &Answer::failed(why)).await,
         };
         let mut followers: BTreeMap<u32, Follower> = BTreeMap::new();
         for r in replicas {
@@ -437,7 +437,7 @@ impl Session {
     ) -> io::Result<()> {
         let mut replicas = match self.replicas(service, replica) {
             Ok(r) => r,
-            Err(answer) => return send(write, &answer).await,
+            Err(why) => return send(write, &Answer::failed(why)).await,
         };
         if replica.is_none() {
             let desired = self

@@ -4,14 +4,15 @@
 //!
 //! Layout: `validate` (checking specs); `run` (supervising a deployment: the flow, signals,
 //! shutdown) with `progress` (the console: convergence and stability), `notices` (one line
-//! per notable event), `api` (the HTTP API), `metrics` (OpenMetrics text), `state_file`
-//! (state kept across runs), `stop` (the flag that ends background tasks) and `logging`
-//! (machine logs); `status_cmd` (the status table, read from the control socket or the
-//! API); `control` (the control socket's protocol and how clients find a running
-//! deployment), `control_server` (its server in `herdsman run`), `log_follow` (following
-//! output), `operate` (the verbs that act on a running deployment) and `notify` (event
-//! notifications to a webhook); `workload` (the hidden demo workload); in tests,
-//! `test_terminal` (an emulated terminal).
+//! per notable event), `api` (the HTTP API) with `connections` (its connection limits),
+//! `metrics` (OpenMetrics text), `state_file` (state kept across runs), `stop` (the flag
+//! that ends background tasks) and `logging` (machine logs); `status_cmd` (the status
+//! table, read from the control socket or the API); `control` (the control socket's
+//! protocol and how clients find a running deployment), `control_server` (its server in
+//! `herdsman run`), `log_follow` (following output), `operate` (the verbs that act on a
+//! running deployment) and `notify` (event notifications to a webhook); `workload` (the
+//! hidden demo workload); `terminal` (escaping untrusted text before it is printed); in
+//! tests, `test_terminal` (an emulated terminal).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand};
 use tokio::runtime::Builder;
 
 mod api;
+mod connections;
 mod control;
 mod control_server;
 mod log_follow;
@@ -35,6 +37,7 @@ mod run;
 mod state_file;
 mod status_cmd;
 mod stop;
+mod terminal;
 #[cfg(test)]
 mod test_terminal;
 mod validate;
@@ -92,6 +95,10 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             // Before the runtime's threads exist: it changes the process environment.
             run::put_own_dir_on_path();
+            // Connections and replicas' pipes must not run out at a default of 1,024.
+            if let Err(e) = connections::raise_open_file_limit() {
+                eprintln!("warning: cannot raise the open-file limit: {e}");
+            }
             block_on(Builder::new_multi_thread(), run::run(args))
         }
         Command::Status(args) => block_on(Builder::new_current_thread(), status_cmd::run(args)),

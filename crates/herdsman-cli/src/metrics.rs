@@ -85,12 +85,12 @@ impl Metrics {
             EventKind::StartFailed { service, .. } => (service, &self.start_failures),
             _ => return,
         };
-        family.get_or_create(&service(name)).inc();
+        saturating_inc(&family.get_or_create(&service(name)), 1);
     }
 
     /// Count events lost by lagging behind the bus.
     pub(crate) fn missed(&self, n: u64) {
-        self.missed.inc_by(n);
+        saturating_inc(&self.missed, n);
     }
 
     /// Consume `events` into the counters until the deployment is gone or `stop` is set.
@@ -159,6 +159,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Add `n` to a counter, stopping at `u64::MAX` rather than wrapping to 0 (a counter
+/// that goes back looks like a restart to Prometheus). Counters have one writer, the
+/// feeding task, so reading then adding is exact.
+fn saturating_inc(counter: &Counter, n: u64) {
+    let room = u64::MAX - counter.get();
+    counter.inc_by(n.min(room));
 }
 
 /// A gauge's value for one service.
@@ -334,6 +342,7 @@ mod tests {
         DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![ServiceStatus {
                 name: "web".into(),
                 phase: ServicePhase::Running,
@@ -348,6 +357,28 @@ mod tests {
                 ],
             }],
         }
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let m = Metrics::new(["web"]);
+        m.missed(u64::MAX);
+        m.missed(5);
+        let restart = Event {
+            at_ms: 1,
+            deployment: "shop".into(),
+            kind: EventKind::ReplicaRestarting {
+                service: "web".into(),
+                replica: 0,
+                delay_ms: 0,
+                restarts: 1,
+            },
+        };
+        saturating_inc(&m.restarts.get_or_create(&service("web")), u64::MAX - 1);
+        m.observe(&restart);
+        m.observe(&restart);
+        assert_eq!(m.restarts.get_or_create(&service("web")).get(), u64::MAX);
+        assert_eq!(m.missed.get(), u64::MAX);
     }
 
     #[test]

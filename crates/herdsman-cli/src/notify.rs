@@ -1,5 +1,6 @@
-//! `--notify URL`: notable events (unhealthy, restart, backoff, failed, stable) POSTed to
-//! a webhook as JSON, with retries, from a bounded queue. Supervision never waits for
+//! `--notify URL`: notable events (unhealthy, restart, backoff, failed, stable, rollout
+//! started, complete or failed) POSTed to a webhook as JSON, with retries, from a bounded
+//! queue. Supervision never waits for
 //! the receiver: one task moves events from the bus into the queue (dropping the oldest
 //! when it is full, and counting them), another sends them one at a time; a slow or dead
 //! receiver only makes the queue drop.
@@ -40,7 +41,7 @@ pub(crate) fn parse_url(s: &str) -> Result<reqwest::Url, String> {
 pub(crate) struct Notification {
     /// Deployment name.
     pub(crate) deployment: String,
-    /// `unhealthy`, `restart`, `backoff`, `failed` or `stable`.
+    /// `unhealthy`, `restart`, `backoff`, `failed`, `stable` or `rollout`.
     pub(crate) kind: &'static str,
     /// The event in a sentence.
     pub(crate) summary: String,
@@ -61,6 +62,9 @@ pub(crate) fn notable(kind: &EventKind) -> Option<&'static str> {
         | EventKind::ServiceShutdown { .. }
         | EventKind::StartFailed { .. } => "failed",
         EventKind::DeploymentStable { .. } => "stable",
+        EventKind::RolloutStarted { .. }
+        | EventKind::RolloutComplete { .. }
+        | EventKind::RolloutFailed { .. } => "rollout",
         _ => return None,
     })
 }
@@ -299,6 +303,10 @@ mod tests {
                 delay_ms: 1
             }),
             Some("backoff")
+        );
+        assert_eq!(
+            notable(&EventKind::RolloutComplete { revision: 2 }),
+            Some("rollout")
         );
         assert_eq!(notable(&EventKind::DeploymentStopped), None);
     }

@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
 use crate::notices::size;
-use crate::operate::escape;
+use crate::terminal::{escape, escape_lines};
 
 /// How long a non-terminal console may stay silent while waiting before it says it is
 /// still waiting.
@@ -115,19 +115,13 @@ impl Console {
     /// Print lines that stay, above the block on a terminal. Control characters are
     /// escaped: names and reasons come from specs and workloads.
     fn emit(&mut self, text: &str) {
-        let text: Vec<String> = text
-            .trim_end_matches('\n')
-            .split('\n')
-            .map(escape)
-            .collect();
+        let text = escape_lines(text.trim_end_matches('\n'));
         match &mut self.screen {
             Screen::Terminal { multi, .. } => {
-                let _ = multi.println(text.join("\n"));
+                let _ = multi.println(text);
             }
             Screen::Lines(out) => {
-                for l in text {
-                    let _ = writeln!(out, "{l}");
-                }
+                let _ = writeln!(out, "{text}");
                 let _ = out.flush();
             }
         }
@@ -570,6 +564,7 @@ mod tests {
         let mut status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![service(
                 "web",
                 2,
@@ -611,6 +606,7 @@ mod tests {
         DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![
                 service(
                     "web",
@@ -741,6 +737,7 @@ mod tests {
         let mut status = DeploymentStatus {
             deployment: "shop".into(),
             stable: true,
+            rollout: None,
             services: vec![ready.clone()],
         };
         console.stable(&status, Duration::from_secs(1));
@@ -770,6 +767,7 @@ mod tests {
         let mut status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![service("web", 1, vec![])],
         };
         console.timed_out(&status, Duration::from_secs(2), &[]);
@@ -779,6 +777,44 @@ mod tests {
         assert!(sink
             .text()
             .ends_with("deployment \"shop\" is stable (1 service, 1 replica) after 4.5s\n"));
+    }
+
+    #[tokio::test]
+    async fn log_tails_and_reasons_reach_the_console_escaped() {
+        let sink = Sink::default();
+        let mut console = Console::new(Box::new(sink.clone()), false, "shop");
+        let failing = vec![FailingService {
+            service: "bad".into(),
+            desired: 1,
+            running: 1,
+            healthy: 0,
+            reason: "0/1 ready".into(),
+            replicas: vec![FailingReplica {
+                replica: 0,
+                state: ReplicaState::Running,
+                reason: "unhealthy: \x1b[8m".into(),
+                log_tail: vec!["\x1b]0;owned\x07\x1b[2J".into()],
+            }],
+        }];
+        let status = DeploymentStatus {
+            deployment: "shop".into(),
+            stable: false,
+            rollout: None,
+            services: vec![service("bad\x1b[1A", 1, vec![])],
+        };
+        console.timed_out(&status, Duration::from_secs(3), &failing);
+        console.line("web/0 said \x1b[2J");
+        let text = sink.text();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(
+            text.contains("      | \\x1b]0;owned\\x07\\x1b[2J\n"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("bad\\x1b[1A: 0 of 1 replicas ready"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("web/0 said \\x1b[2J\n"), "{text:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::api::{DEFAULT_ADDR, TOKEN_ENV};
 use crate::control::{Answer, Request};
 use crate::operate::{self, Failure, Target};
 use crate::progress::humanize_secs;
+use crate::terminal::escape;
 
 /// Flags of `herdsman status`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,7 +27,8 @@ pub(crate) struct StatusArgs {
     /// Print the `/v1/status` JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Bearer token, if the API wants one (default: $HERDSMAN_API_TOKEN).
+    /// Bearer token, if the API wants one (default: $HERDSMAN_API_TOKEN). Visible to
+    /// other users in the process list: prefer --api-token-file or the variable.
     #[arg(long, value_name = "TOKEN")]
     api_token: Option<String>,
     /// Watch: redraw the table on every event until Ctrl-C (control socket only).
@@ -34,6 +36,9 @@ pub(crate) struct StatusArgs {
     watch: bool,
     #[command(flatten)]
     on: Target,
+    /// Read the bearer token from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "api_token")]
+    api_token_file: Option<std::path::PathBuf>,
 }
 
 /// Fetch and print the status.
@@ -68,7 +73,9 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot build an HTTP client")?;
     let mut request = client.get(&url);
-    if let Some(token) = args.api_token.or_else(|| std::env::var(TOKEN_ENV).ok()) {
+    if let Some(token) =
+        crate::api::token(args.api_token.as_deref(), args.api_token_file.as_deref())?
+    {
         request = request.bearer_auth(token);
     }
     let response = match request.send().await {
@@ -89,7 +96,7 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         bail!("{url} wants a bearer token: pass --api-token TOKEN or set {TOKEN_ENV}");
     }
     if !code.is_success() {
-        bail!("{url} answered {code}: {}", body.trim());
+        bail!("{url} answered {code}: {}", escape(body.trim()));
     }
     let status: DeploymentStatus = serde_json::from_str(&body)
         .with_context(|| format!("{url} did not answer with a herdsman deployment status"))?;
@@ -154,7 +161,9 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The status as text: a line for the deployment, a table of services, a table of
-/// replicas. Backoff shows the delay in force, its time left not being known.
+/// replicas. Every name and reason has its control characters escaped: the API's answer
+/// is not trusted to be printable. Backoff shows the delay in force, its time left not
+/// being known.
 pub(crate) fn table(status: &DeploymentStatus) -> String {
     table_with(status, None)
 }
@@ -167,7 +176,7 @@ pub(crate) fn table_with(
     let colour = std::io::stdout().is_terminal() && console::colors_enabled();
     let mut out = format!(
         "deployment {}: {}\n\n",
-        status.deployment,
+        escape(&status.deployment),
         if status.stable {
             "stable"
         } else {
@@ -186,14 +195,17 @@ pub(crate) fn table_with(
         } else {
             s.healthy.to_string()
         };
-        services.push(row([
+        let mut cells = row([
             &s.name,
-            &paint(phase, colour),
+            phase,
             &ready,
             &live(s).to_string(),
             &s.desired.to_string(),
-            &escape_cell(&reason(s, backoff_left)),
-        ]));
+            &reason(s, backoff_left),
+        ]);
+        // Painted after escaping: the colour's own escape codes are meant.
+        cells[1] = paint(phase, colour);
+        services.push(cells);
     }
     out.push_str(&aligned(&services));
     out.push('\n');
@@ -226,15 +238,18 @@ pub(crate) fn table_with(
                     .last_exit_code
                     .map_or("-".to_string(), |c| format!("code {c}")),
             };
-            replicas.push(row([
+            let mut cells = row([
                 &format!("{}/{}", s.name, r.replica),
-                &paint(r.state.as_str(), colour),
-                &paint(health, colour),
+                r.state.as_str(),
+                health,
                 &r.restarts.to_string(),
                 &last_exit,
                 &backoff(&s.name, r, backoff_left),
                 &r.pid.map_or("-".to_string(), |p| p.to_string()),
-            ]));
+            ]);
+            cells[1] = paint(r.state.as_str(), colour);
+            cells[2] = paint(health, colour);
+            replicas.push(cells);
         }
     }
     out.push_str(&aligned(&replicas));
@@ -322,12 +337,8 @@ fn paint(word: &str, colour: bool) -> String {
     style.apply_to(word).to_string()
 }
 
-fn escape_cell(s: &str) -> String {
-    operate::escape(s)
-}
-
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
+    cells.iter().map(|c| escape(c).into_owned()).collect()
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
@@ -409,6 +420,7 @@ mod tests {
             deployment: "shop".into(),
             stable: false,
             services,
+            rollout: None,
         }
     }
 
@@ -441,6 +453,7 @@ mod tests {
             vec![replica(0, ReplicaState::Running), crash_looping(2000)],
         )]);
         let left = BTreeMap::from([("flaky/1".to_string(), 1200)]);
+
         assert_eq!(
             table_with(&status, Some(&left)),
             "deployment shop: NOT stable\n\
@@ -519,6 +532,36 @@ mod tests {
                 "web/0 unhealthy; web/1 crash looping, restart in up to 2.0s (last exit: exit code 3 after 1.0s)"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn names_and_reasons_from_the_api_are_printed_escaped() {
+        let status = DeploymentStatus {
+            deployment: "shop\x1b[2J".into(),
+            stable: true,
+            rollout: None,
+            services: vec![ServiceStatus {
+                name: "web\x1b]0;x\x07".into(),
+                phase: ServicePhase::Failed,
+                reason: Some("boom\r\nfake line".into()),
+                desired: 0,
+                running: 0,
+                healthy: 0,
+                replicas: Vec::new(),
+            }],
+        };
+        let text = table(&status);
+        assert!(!text.contains(['\x1b', '\x07', '\r']), "{text:?}");
+        assert!(
+            text.starts_with("deployment shop\\x1b[2J: stable\n"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(
+                "web\\x1b]0;x\\x07  failed  0      0        0        boom\\r\\nfake line\n"
+            ),
+            "{text:?}"
         );
     }
 }
