@@ -18,7 +18,7 @@ fn every_benchmark_row_runs_in_quick_mode_and_measures_something() {
         .expect("the benchmark task completes");
     let table = suite::markdown(&rows);
     eprintln!("{table}");
-    assert_eq!(rows.len(), 8, "one row per measurement:\n{table}");
+    assert_eq!(rows.len(), 9, "one row per measurement:\n{table}");
     for row in &rows {
         assert!(
             row.ours.n > 0 && row.ours.p50.is_finite() && row.ours.p50 > 0.0,

@@ -1,5 +1,6 @@
 //! The read-only HTTP API of `herdsman run`: `GET /v1/status`, `GET /v1/events`
-//! (newline-delimited JSON, streamed), `GET /metrics` (Prometheus text), `GET /healthz`.
+//! (newline-delimited JSON, streamed), `GET /v1/logs` (a replica's last output lines),
+//! `GET /metrics` (OpenMetrics text), `GET /healthz`.
 //! Loopback unless told otherwise, optional bearer token (from a file, the environment or,
 //! visibly to other users, argv), and nothing in it runs a command. Connections are
 //! bounded by [`crate::connections`].
@@ -171,6 +172,7 @@ pub(crate) fn router(state: ApiState) -> Router {
     let guarded = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
+        .route("/v1/logs", get(logs))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -268,6 +270,54 @@ async fn next_line(events: &mut EventStream, stop: &mut watch::Receiver<bool>) -
             Err(e) => tracing::warn!(error = %e, "cannot serialize an event"),
         }
     }
+}
+
+/// Most lines `GET /v1/logs` answers with per replica.
+const MAX_LOG_TAIL: usize = 10_000;
+
+/// The query of `GET /v1/logs`.
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    service: String,
+    replica: Option<u32>,
+    tail: Option<usize>,
+}
+
+/// `GET /v1/logs?service=S&replica=N&tail=K`: the last K (default 100) lines of a
+/// replica's output as text, or of every replica's, each line prefixed `S/N | `.
+async fn logs(
+    State(state): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    let tail = q.tail.unwrap_or(100).min(MAX_LOG_TAIL);
+    let status = state.handle.status();
+    let Some(service) = status.services.iter().find(|s| s.name == q.service) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no service named {:?}\n", q.service),
+        )
+            .into_response();
+    };
+    let replicas: Vec<u32> = match q.replica {
+        Some(r) => vec![r],
+        None => service.replicas.iter().map(|r| r.replica).collect(),
+    };
+    let mut text = String::new();
+    for r in replicas {
+        match state.handle.logs(&q.service, r, tail) {
+            Ok(lines) => {
+                for line in lines {
+                    if q.replica.is_none() {
+                        text.push_str(&format!("{}/{r} | ", q.service));
+                    }
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+            Err(e) => return (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
 #[cfg(test)]

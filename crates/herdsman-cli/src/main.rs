@@ -5,11 +5,15 @@
 //! Layout: `validate` (checking specs); `run` (supervising a deployment: the flow, signals,
 //! shutdown) with `progress` (the console: convergence and stability), `notices` (one line
 //! per notable event), `api` (the HTTP API) with `connections` (its connection limits),
-//! `metrics` (Prometheus text), `state_dir` (the deployment's state directory and its
+//! `metrics` (OpenMetrics text), `state_dir` (the deployment's state directory and its
 //! lock), `state_file` (state kept across runs), `stop` (the flag that ends background
-//! tasks) and `logging`
-//! (machine logs); `status_cmd` (the status table, read from the API); `workload` (the
-//! hidden demo workload); `terminal` (escaping untrusted text before it is printed).
+//! tasks) and `logging` (machine logs); `status_cmd` (the status table, read from the
+//! control socket or the API); `control` (the control socket's protocol and how clients
+//! find a running deployment), `control_server` (its server in `herdsman run`),
+//! `log_follow` (following output), `operate` (the verbs that act on a running
+//! deployment) and `notify` (event notifications to a webhook); `backend` (which runtime
+//! each service runs on); `workload` (the hidden demo workload); `terminal` (escaping
+//! untrusted text before it is printed); in tests, `test_terminal` (an emulated terminal).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,9 +26,14 @@ use tokio::runtime::Builder;
 mod api;
 mod backend;
 mod connections;
+mod control;
+mod control_server;
+mod log_follow;
 mod logging;
 mod metrics;
 mod notices;
+mod notify;
+mod operate;
 mod progress;
 mod run;
 mod state_dir;
@@ -32,6 +41,8 @@ mod state_file;
 mod status_cmd;
 mod stop;
 mod terminal;
+#[cfg(test)]
+mod test_terminal;
 mod validate;
 mod workload;
 
@@ -56,6 +67,25 @@ enum Command {
     Run(run::RunArgs),
     /// Show the services and replicas of a running `herdsman run`.
     Status(status_cmd::StatusArgs),
+    /// Print a replica's output (every replica's, prefixed, when none is named).
+    Logs(operate::LogsArgs),
+    /// Replace a service's replicas gracefully, one at a time, each ready again before
+    /// the next (or just SERVICE/REPLICA).
+    Restart(operate::RestartArgs),
+    /// Take a service to 0 replicas and wait until none runs.
+    Stop(operate::ServiceArgs),
+    /// Bring a stopped service back to its spec's replica count.
+    Start(operate::ServiceArgs),
+    /// Set a service's desired replica count (also for `scale.mode: manual`).
+    Scale(operate::ScaleArgs),
+    /// Follow the deployment's events, one line (or JSON object) each.
+    Events(operate::EventsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// A small HTTP server that misbehaves on request, for demos and tests.
     #[command(hide = true)]
     Workload(workload::WorkloadArgs),
@@ -75,8 +105,24 @@ fn main() -> ExitCode {
             block_on(Builder::new_multi_thread(), run::run(args))
         }
         Command::Status(args) => block_on(Builder::new_current_thread(), status_cmd::run(args)),
+        Command::Logs(args) => operate_on(operate::logs(args)),
+        Command::Restart(args) => operate_on(operate::restart(args)),
+        Command::Stop(args) => operate_on(operate::stop(args)),
+        Command::Start(args) => operate_on(operate::start(args)),
+        Command::Scale(args) => operate_on(operate::scale(args)),
+        Command::Events(args) => operate_on(operate::events(args)),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "herdsman", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Workload(args) => block_on(Builder::new_current_thread(), workload::run(args)),
     }
+}
+
+/// Run a verb on a running deployment (which prints its own errors).
+fn operate_on(verb: impl Future<Output = ExitCode>) -> ExitCode {
+    block_on(Builder::new_current_thread(), async { Ok(verb.await) })
 }
 
 /// Run an async subcommand on the tokio runtime `builder` makes; an error is printed

@@ -1,86 +1,96 @@
-//! Prometheus metrics for `GET /metrics` (text exposition format 0.0.4): counters fed
-//! by a task consuming the event stream, gauges and probe totals read from the status
-//! board at scrape time.
+//! Metrics for `GET /metrics`, encoded by the `prometheus-client` crate (OpenMetrics
+//! text, which Prometheus scrapes): counters fed by a task consuming the event stream,
+//! gauges and probe totals read from the status board at scrape time, the notification
+//! queue's counters; every series labelled with its `deployment`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use herdsman_core::{
     DeploymentStatus, Event, EventKind, EventStream, ProbeTotals, Received, ReplicaState,
-    ServiceStatus, StatusBoard,
+    StatusBoard,
 };
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
-/// The content type of the exposition format.
-pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use crate::notify::Queue;
 
-/// Counters per service, from events.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct ServiceCounters {
-    restarts: u64,
-    backoffs: u64,
-    exits: u64,
-    start_failures: u64,
+/// The content type of the exposition.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A label value, escaped as the exposition format wants it (`\`, `"`, newline).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Label(String);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(&escape(&self.0))
+    }
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    services: BTreeMap<String, ServiceCounters>,
-    missed: u64,
+type ServiceLabels = Vec<(&'static str, Label)>;
+
+fn service(name: &str) -> ServiceLabels {
+    vec![("service", Label(name.to_string()))]
 }
 
 /// The counters of one `herdsman run`. Cheap to share; every method takes `&self`.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    counters: Mutex<Counters>,
+    restarts: Family<ServiceLabels, Counter>,
+    backoffs: Family<ServiceLabels, Counter>,
+    exits: Family<ServiceLabels, Counter>,
+    start_failures: Family<ServiceLabels, Counter>,
+    missed: Counter,
+    notify: OnceLock<Arc<Queue>>,
 }
 
 impl Metrics {
     /// Counters at zero for each of `services`, so every series exists from the start.
     pub(crate) fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Metrics {
-        let services = services
-            .into_iter()
-            .map(|s| (s.to_string(), ServiceCounters::default()))
-            .collect();
-        Metrics {
-            counters: Mutex::new(Counters {
-                services,
-                missed: 0,
-            }),
+        let m = Metrics {
+            restarts: Family::default(),
+            backoffs: Family::default(),
+            exits: Family::default(),
+            start_failures: Family::default(),
+            missed: Counter::default(),
+            notify: OnceLock::new(),
+        };
+        for s in services {
+            let labels = service(s);
+            for family in [&m.restarts, &m.backoffs, &m.exits, &m.start_failures] {
+                let _ = family.get_or_create(&labels);
+            }
         }
+        m
     }
 
-    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
-        // Every update is a few additions: a poisoned lock still holds sane numbers.
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Also expose the queue of `--notify`.
+    pub(crate) fn watch_notifications(&self, queue: Arc<Queue>) {
+        let _ = self.notify.set(queue);
     }
 
     /// Count what one event says.
     pub(crate) fn observe(&self, event: &Event) {
-        let mut c = self.counters();
-        let (service, field): (&str, fn(&mut ServiceCounters)) = match &event.kind {
-            EventKind::ReplicaRestarting { service, .. } => (service, |s| {
-                s.restarts = s.restarts.saturating_add(1);
-            }),
-            EventKind::BackOff { service, .. } => (service, |s| {
-                s.backoffs = s.backoffs.saturating_add(1);
-            }),
-            EventKind::ReplicaExited { service, .. } => {
-                (service, |s| s.exits = s.exits.saturating_add(1))
-            }
-            EventKind::StartFailed { service, .. } => (service, |s| {
-                s.start_failures = s.start_failures.saturating_add(1);
-            }),
+        let (name, family) = match &event.kind {
+            EventKind::ReplicaRestarting { service, .. } => (service, &self.restarts),
+            EventKind::BackOff { service, .. } => (service, &self.backoffs),
+            EventKind::ReplicaExited { service, .. } => (service, &self.exits),
+            EventKind::StartFailed { service, .. } => (service, &self.start_failures),
             _ => return,
         };
-        field(c.services.entry(service.to_string()).or_default());
+        saturating_inc(&family.get_or_create(&service(name)), 1);
     }
 
     /// Count events lost by lagging behind the bus.
     pub(crate) fn missed(&self, n: u64) {
-        let mut c = self.counters();
-        c.missed = c.missed.saturating_add(n);
+        saturating_inc(&self.missed, n);
     }
 
     /// Consume `events` into the counters until the deployment is gone or `stop` is set.
@@ -105,168 +115,190 @@ impl Metrics {
             .iter()
             .filter_map(|s| board.probe_totals(&s.name).map(|t| (s.name.clone(), t)))
             .collect();
-        self.render(&status, &probes)
+        self.render(status, probes)
     }
 
     /// The exposition text: gauges from `status`, probe totals per service, counters.
-    fn render(&self, status: &DeploymentStatus, probes: &[(String, ProbeTotals)]) -> String {
+    fn render(&self, status: DeploymentStatus, probes: Vec<(String, ProbeTotals)>) -> String {
+        let deployment = escape(&status.deployment);
+        let mut registry = Registry::with_labels(
+            [(Cow::Borrowed("deployment"), Cow::Owned(deployment))].into_iter(),
+        );
+        registry.register_collector(Box::new(BoardCollector { status, probes }));
+        registry.register(
+            "herdsman_restarts",
+            "Restarts of the service's replicas",
+            self.restarts.clone(),
+        );
+        registry.register(
+            "herdsman_backoffs",
+            "Times a replica of the service entered crash-loop backoff",
+            self.backoffs.clone(),
+        );
+        registry.register(
+            "herdsman_exits",
+            "Exits of the service's replica processes, expected or not",
+            self.exits.clone(),
+        );
+        registry.register(
+            "herdsman_start_failures",
+            "Times a replica of the service could not be created or started",
+            self.start_failures.clone(),
+        );
+        registry.register(
+            "herdsman_events_missed",
+            "Events the metrics lost by falling behind (counters above undercount by as many)",
+            self.missed.clone(),
+        );
+        if let Some(queue) = self.notify.get() {
+            registry.register_collector(Box::new(NotifyCollector(queue.clone())));
+        }
         let mut out = String::with_capacity(4096);
-        // Gauges.
-        header(
-            &mut out,
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+/// Add `n` to a counter, stopping at `u64::MAX` rather than wrapping to 0 (a counter
+/// that goes back looks like a restart to Prometheus). Counters have one writer, the
+/// feeding task, so reading then adding is exact.
+fn saturating_inc(counter: &Counter, n: u64) {
+    let room = u64::MAX - counter.get();
+    counter.inc_by(n.min(room));
+}
+
+/// A gauge's value for one service.
+type PerService = fn(&herdsman_core::ServiceStatus) -> u32;
+
+/// Gauges and probe totals of one scrape, from a board snapshot.
+#[derive(Debug)]
+struct BoardCollector {
+    status: DeploymentStatus,
+    probes: Vec<(String, ProbeTotals)>,
+}
+
+impl Collector for BoardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = encoder.encode_descriptor(
             "herdsman_deployment_stable",
-            "gauge",
             "1 when every service has its desired replicas running and healthy.",
-        );
-        let _ = writeln!(
-            out,
-            "herdsman_deployment_stable{{deployment=\"{}\"}} {}",
-            escape(&status.deployment),
-            u8::from(status.stable)
-        );
-        gauge_per_service(
-            &mut out,
-            status,
-            "herdsman_service_desired",
-            "Desired replicas of the service.",
-            |s| u64::from(s.desired),
-        );
-        gauge_per_service(
-            &mut out,
-            status,
-            "herdsman_service_running",
-            "Replicas of the service whose process is running.",
-            |s| u64::from(s.running),
-        );
-        gauge_per_service(
-            &mut out,
-            status,
-            "herdsman_service_ready",
-            "Replicas of the service running and healthy.",
-            |s| u64::from(s.healthy),
-        );
-        header(
-            &mut out,
-            "herdsman_replicas",
-            "gauge",
-            "Replicas of the service in each state.",
-        );
-        for s in &status.services {
-            for state in ReplicaState::ALL {
-                let word = state.as_str();
-                let n = s.replicas.iter().filter(|r| r.state == state).count();
-                let _ = writeln!(
-                    out,
-                    "herdsman_replicas{{service=\"{}\",state=\"{word}\"}} {n}",
-                    escape(&s.name)
-                );
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&i64::from(self.status.stable))?;
+        let per_service: [(&str, &str, PerService); 3] = [
+            (
+                "herdsman_service_desired",
+                "Desired replicas of the service.",
+                |s| s.desired,
+            ),
+            (
+                "herdsman_service_running",
+                "Replicas of the service whose process is running.",
+                |s| s.running,
+            ),
+            (
+                "herdsman_service_ready",
+                "Replicas of the service running and healthy.",
+                |s| s.healthy,
+            ),
+        ];
+        for (name, help, f) in per_service {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &self.status.services {
+                m.encode_family(&service(&s.name))?
+                    .encode_gauge(&i64::from(f(s)))?;
             }
         }
-
-        // Counters from events.
-        let counters = {
-            let c = self.counters();
-            (c.services.clone(), c.missed)
-        };
-        let (services, missed) = counters;
-        let per_service =
-            |out: &mut String, name: &str, help: &str, f: fn(&ServiceCounters) -> u64| {
-                header(out, name, "counter", help);
-                for (s, c) in &services {
-                    let _ = writeln!(out, "{name}{{service=\"{}\"}} {}", escape(s), f(c));
-                }
-            };
-        per_service(
-            &mut out,
-            "herdsman_restarts_total",
-            "Restarts of the service's replicas.",
-            |c| c.restarts,
-        );
-        per_service(
-            &mut out,
-            "herdsman_backoffs_total",
-            "Times a replica of the service entered crash-loop backoff.",
-            |c| c.backoffs,
-        );
-        per_service(
-            &mut out,
-            "herdsman_exits_total",
-            "Exits of the service's replica processes, expected or not.",
-            |c| c.exits,
-        );
-        per_service(
-            &mut out,
-            "herdsman_start_failures_total",
-            "Times a replica of the service could not be created or started.",
-            |c| c.start_failures,
-        );
-
-        // Probe totals from the board.
-        header(
-            &mut out,
-            "herdsman_probe_results_total",
-            "counter",
+        let mut m = encoder.encode_descriptor(
+            "herdsman_replicas",
+            "Replicas of the service in each state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.status.services {
+            for state in ReplicaState::ALL {
+                let n = s.replicas.iter().filter(|r| r.state == state).count() as i64;
+                let mut labels = service(&s.name);
+                labels.push(("state", Label(state.as_str().to_string())));
+                m.encode_family(&labels)?.encode_gauge(&n)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "herdsman_probe_results",
             "Health check results of the service's replicas, by outcome.",
-        );
-        for (s, t) in probes {
+            None,
+            MetricType::Counter,
+        )?;
+        for (s, t) in &self.probes {
             for (outcome, n) in [
                 ("success", t.success),
                 ("failure", t.failure),
                 ("unknown", t.unknown),
             ] {
-                let _ = writeln!(
-                    out,
-                    "herdsman_probe_results_total{{service=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(s)
-                );
+                let mut labels = service(s);
+                labels.push(("outcome", Label(outcome.to_string())));
+                m.encode_family(&labels)?
+                    .encode_counter::<ServiceLabels, _, u64>(&n, None)?;
             }
         }
-        header(
-            &mut out,
-            "herdsman_probe_duration_seconds",
-            "summary",
+        let mut m = encoder.encode_descriptor(
+            "herdsman_probe_duration",
             "Time the service's health checks took.",
-        );
-        for (s, t) in probes {
-            let _ = writeln!(
-                out,
-                "herdsman_probe_duration_seconds_sum{{service=\"{}\"}} {}",
-                escape(s),
-                t.duration.as_secs_f64()
-            );
-            let _ = writeln!(
-                out,
-                "herdsman_probe_duration_seconds_count{{service=\"{}\"}} {}",
-                escape(s),
-                t.count()
-            );
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (s, t) in &self.probes {
+            m.encode_family(&service(s))?
+                .encode_histogram::<ServiceLabels>(
+                    t.duration.as_secs_f64(),
+                    t.count(),
+                    &[(f64::INFINITY, t.count())],
+                    None,
+                )?;
         }
-
-        header(
-            &mut out,
-            "herdsman_events_missed_total",
-            "counter",
-            "Events the metrics lost by falling behind (counters above undercount by as many).",
-        );
-        let _ = writeln!(out, "herdsman_events_missed_total {missed}");
-        out
+        Ok(())
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+/// The notification queue's length and counters.
+#[derive(Debug)]
+struct NotifyCollector(Arc<Queue>);
 
-fn gauge_per_service(
-    out: &mut String,
-    status: &DeploymentStatus,
-    name: &str,
-    help: &str,
-    f: impl Fn(&ServiceStatus) -> u64,
-) {
-    header(out, name, "gauge", help);
-    for s in &status.services {
-        let _ = writeln!(out, "{name}{{service=\"{}\"}} {}", escape(&s.name), f(s));
+impl Collector for NotifyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encoder
+            .encode_descriptor(
+                "herdsman_notify_queue_length",
+                "Notifications waiting for the --notify receiver.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(self.0.len() as i64))?;
+        for (name, help, n) in [
+            (
+                "herdsman_notify_dropped",
+                "Notifications dropped because the queue was full.",
+                self.0.dropped(),
+            ),
+            (
+                "herdsman_notify_sent",
+                "Notifications the receiver accepted.",
+                self.0.sent(),
+            ),
+            (
+                "herdsman_notify_failed",
+                "Notifications given up on after every attempt failed.",
+                self.0.failed(),
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<ServiceLabels, _, u64>(&n, None)?;
+        }
+        Ok(())
     }
 }
 
@@ -281,7 +313,7 @@ fn escape(v: &str) -> String {
 mod tests {
     use std::time::Duration;
 
-    use herdsman_core::{ReplicaStatus, ServicePhase};
+    use herdsman_core::{ReplicaStatus, ServicePhase, ServiceStatus};
 
     use super::*;
 
@@ -330,12 +362,9 @@ mod tests {
     #[test]
     fn counters_saturate_instead_of_wrapping() {
         let m = Metrics::new(["web"]);
-        if let Some(c) = m.counters().services.get_mut("web") {
-            c.restarts = u64::MAX;
-        }
         m.missed(u64::MAX);
         m.missed(5);
-        m.observe(&Event {
+        let restart = Event {
             at_ms: 1,
             deployment: "shop".into(),
             kind: EventKind::ReplicaRestarting {
@@ -344,10 +373,12 @@ mod tests {
                 delay_ms: 0,
                 restarts: 1,
             },
-        });
-        let c = m.counters();
-        assert_eq!(c.services.get("web").map(|c| c.restarts), Some(u64::MAX));
-        assert_eq!(c.missed, u64::MAX);
+        };
+        saturating_inc(&m.restarts.get_or_create(&service("web")), u64::MAX - 1);
+        m.observe(&restart);
+        m.observe(&restart);
+        assert_eq!(m.restarts.get_or_create(&service("web")).get(), u64::MAX);
+        assert_eq!(m.missed.get(), u64::MAX);
     }
 
     #[test]
@@ -368,12 +399,12 @@ mod tests {
         }));
         m.observe(&event(EventKind::DeploymentStopped));
         m.missed(3);
-        let text = m.render(&status(), &[]);
+        let text = m.render(status(), vec![]);
         for line in [
-            "herdsman_restarts_total{service=\"web\"} 2",
-            "herdsman_restarts_total{service=\"db\"} 0",
-            "herdsman_backoffs_total{service=\"web\"} 1",
-            "herdsman_events_missed_total 3",
+            "herdsman_restarts_total{deployment=\"shop\",service=\"web\"} 2",
+            "herdsman_restarts_total{deployment=\"shop\",service=\"db\"} 0",
+            "herdsman_backoffs_total{deployment=\"shop\",service=\"web\"} 1",
+            "herdsman_events_missed_total{deployment=\"shop\"} 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -394,27 +425,32 @@ mod tests {
                 duration: Duration::from_millis(70),
             },
         )];
-        let text = m.render(&status(), &probes);
+        let text = m.render(status(), probes.to_vec());
         for line in [
             "# TYPE herdsman_replicas gauge",
-            "herdsman_replicas{service=\"web\",state=\"running\"} 2",
-            "herdsman_replicas{service=\"web\",state=\"backoff\"} 1",
-            "herdsman_replicas{service=\"web\",state=\"failed\"} 0",
-            "herdsman_service_desired{service=\"web\"} 3",
-            "herdsman_service_ready{service=\"web\"} 2",
+            "herdsman_replicas{deployment=\"shop\",service=\"web\",state=\"running\"} 2",
+            "herdsman_replicas{deployment=\"shop\",service=\"web\",state=\"backoff\"} 1",
+            "herdsman_replicas{deployment=\"shop\",service=\"web\",state=\"failed\"} 0",
+            "herdsman_service_desired{deployment=\"shop\",service=\"web\"} 3",
+            "herdsman_service_ready{deployment=\"shop\",service=\"web\"} 2",
             "herdsman_deployment_stable{deployment=\"shop\"} 0",
-            "# TYPE herdsman_probe_results_total counter",
-            "herdsman_probe_results_total{service=\"web\",outcome=\"failure\"} 2",
-            "# TYPE herdsman_probe_duration_seconds summary",
-            "herdsman_probe_duration_seconds_sum{service=\"web\"} 0.07",
-            "herdsman_probe_duration_seconds_count{service=\"web\"} 7",
+            "# TYPE herdsman_probe_results counter",
+            "herdsman_probe_results_total{deployment=\"shop\",service=\"web\",outcome=\"failure\"} 2",
+            "# TYPE herdsman_probe_duration_seconds histogram",
+            "herdsman_probe_duration_seconds_sum{deployment=\"shop\",service=\"web\"} 0.07",
+            "herdsman_probe_duration_seconds_count{deployment=\"shop\",service=\"web\"} 7",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
-        // Every sample line belongs to a family declared above it.
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
+        // Every sample line belongs to a family declared above it, and is labelled with
+        // its deployment.
         let mut declared = Vec::new();
         for l in text.lines() {
             if let Some(rest) = l.strip_prefix("# TYPE ") {
@@ -425,6 +461,7 @@ mod tests {
                     declared.iter().any(|d| name.starts_with(d.as_str())),
                     "{name} has no TYPE line"
                 );
+                assert!(l.contains("{deployment=\"shop\""), "{l}");
             }
         }
     }
@@ -432,5 +469,13 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::new(["we\"b"]);
+        let mut st = status();
+        st.deployment = "sh\nop".into();
+        let text = m.render(st, vec![]);
+        assert!(
+            text.contains("herdsman_restarts_total{deployment=\"sh\\nop\",service=\"we\\\"b\"} 0"),
+            "{text}"
+        );
     }
 }

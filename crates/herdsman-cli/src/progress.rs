@@ -2,12 +2,20 @@
 //! status` shows it (per service, ready/desired), redrawn in place on a terminal and as
 //! plain lines, only on change, otherwise; then notable events as lines and changes of
 //! stability.
+//!
+//! On a terminal the progress block is an `indicatif` multi-progress of one-line bars (a
+//! header, then a line per service), each cut to the terminal's width at every draw, so
+//! nothing wraps whatever the width, and the width is asked again at each draw, so a
+//! resized terminal gets lines of its new width. Lines that stay are printed above the
+//! block by the same library, which counts the rows they take. Colour only on a terminal
+//! and only when `NO_COLOR` is not set.
 
 use std::io::Write;
 use std::time::Duration;
 
 use herdsman_core::{DeploymentStatus, FailingService, ReplicaState, ServicePhase, ServiceStatus};
 use herdsman_probe::humanize;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
 use crate::notices::size;
@@ -29,16 +37,32 @@ enum Phase {
     Stopping,
 }
 
+/// Where the console writes.
+enum Screen {
+    /// A terminal: the block is redrawn in place, lines go above it.
+    Terminal {
+        multi: MultiProgress,
+        /// The block's lines: the header, then one per service.
+        bars: Vec<ProgressBar>,
+        /// What each bar was last given, and at which terminal width.
+        shown: Vec<String>,
+        shown_width: u16,
+        /// The terminal's width now.
+        width: Box<dyn Fn() -> u16 + Send>,
+        colour: bool,
+    },
+    /// Anything else: plain lines, only on change.
+    Lines(Box<dyn Write + Send>),
+}
+
 /// The console. Owns stdout for the run; shared behind a mutex by the tasks that print.
 pub(crate) struct Console {
-    out: Box<dyn Write + Send>,
-    /// Redraw in place with ANSI cursor moves.
-    tty: bool,
+    screen: Screen,
     deployment: String,
     phase: Phase,
     started: Instant,
-    /// Lines of the progress block on screen (terminal) or last printed per service.
-    block: Vec<String>,
+    /// Lines last printed per service (non-terminal).
+    said: Vec<String>,
     /// When a non-terminal console last printed a progress line.
     last_said: Instant,
     /// Whether stability has been announced at least once.
@@ -46,27 +70,66 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    /// A console writing to `out`; `tty` when `out` is a terminal.
+    /// A console writing to `out`; on stdout's terminal instead when `tty`.
     pub(crate) fn new(out: Box<dyn Write + Send>, tty: bool, deployment: &str) -> Console {
+        if tty {
+            let colour = console::colors_enabled();
+            let width = Box::new(|| console::Term::stdout().size().1);
+            Console::on_terminal(ProgressDrawTarget::stdout(), width, colour, deployment)
+        } else {
+            Console::with_screen(Screen::Lines(out), deployment)
+        }
+    }
+
+    /// A console drawing on `target`, a terminal whose width `width` tells.
+    pub(crate) fn on_terminal(
+        target: ProgressDrawTarget,
+        width: Box<dyn Fn() -> u16 + Send>,
+        colour: bool,
+        deployment: &str,
+    ) -> Console {
+        let screen = Screen::Terminal {
+            multi: MultiProgress::with_draw_target(target),
+            bars: Vec::new(),
+            shown: Vec::new(),
+            shown_width: 0,
+            width,
+            colour,
+        };
+        Console::with_screen(screen, deployment)
+    }
+
+    fn with_screen(screen: Screen, deployment: &str) -> Console {
         let now = Instant::now();
         Console {
-            out,
-            tty,
-            deployment: escape(deployment).into_owned(),
+            screen,
+            deployment: deployment.to_string(),
             phase: Phase::Converging,
             started: now,
-            block: Vec::new(),
+            said: Vec::new(),
             last_said: now,
             ever_stable: false,
         }
     }
 
+    /// Print lines that stay, above the block on a terminal. Control characters are
+    /// escaped: names and reasons come from specs and workloads.
+    fn emit(&mut self, text: &str) {
+        let text = escape_lines(text.trim_end_matches('\n'));
+        match &mut self.screen {
+            Screen::Terminal { multi, .. } => {
+                let _ = multi.println(text);
+            }
+            Screen::Lines(out) => {
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
+    }
+
     /// A line that stays (an event, a message), printed above the progress block.
     pub(crate) fn line(&mut self, text: &str) {
-        self.erase_block();
-        let _ = writeln!(self.out, "{}", escape(text));
-        self.draw_block();
-        let _ = self.out.flush();
+        self.emit(text);
     }
 
     /// Show the current convergence; called on a timer while converging.
@@ -75,65 +138,125 @@ impl Console {
             return;
         }
         let waited = self.started.elapsed();
-        let services: Vec<String> = status
-            .services
-            .iter()
-            .map(|s| escape(&service_line(s)).into_owned())
-            .collect();
-        if self.tty {
-            let mut block = vec![format!(
-                "Waiting for deployment \"{}\" to be stable ({})...",
-                self.deployment,
-                humanize_secs(waited)
-            )];
-            block.extend(services.iter().map(|s| format!("  {s}")));
-            self.erase_block();
-            self.block = block;
-            self.draw_block();
-        } else {
-            let mut said = false;
-            for (i, s) in services.iter().enumerate() {
-                if self.block.get(i) != Some(s) {
-                    let _ = writeln!(
-                        self.out,
-                        "Waiting for deployment \"{}\": {s}",
-                        self.deployment
-                    );
-                    said = true;
+        let services: Vec<String> = status.services.iter().map(service_line).collect();
+        let header = format!(
+            "Waiting for deployment \"{}\" to be stable ({})...",
+            escape(&self.deployment),
+            humanize_secs(waited)
+        );
+        match &mut self.screen {
+            Screen::Terminal {
+                multi,
+                bars,
+                shown,
+                shown_width,
+                width,
+                colour,
+            } => {
+                let mut lines = vec![header];
+                for (s, line) in status.services.iter().zip(&services) {
+                    let line = escape(line);
+                    let completed = s
+                        .replicas
+                        .iter()
+                        .filter(|r| r.state == ReplicaState::Completed)
+                        .count() as u32;
+                    let done = s.healthy >= s.desired || completed >= s.desired;
+                    lines.push(if *colour {
+                        let style = if done {
+                            console::Style::new().green()
+                        } else {
+                            console::Style::new().yellow()
+                        };
+                        format!("  {}", style.force_styling(true).apply_to(line))
+                    } else {
+                        format!("  {line}")
+                    });
                 }
+                while bars.len() < lines.len() {
+                    let bar = ProgressBar::hidden().with_style(block_style());
+                    bars.push(multi.add(bar));
+                }
+                while bars.len() > lines.len() {
+                    if let Some(bar) = bars.pop() {
+                        bar.finish_and_clear();
+                        multi.remove(&bar);
+                    }
+                }
+                // Only what changed is redrawn, unless the terminal's width did: then every
+                // line is cut again to the new width.
+                let now_width = width();
+                let resized = now_width != *shown_width;
+                shown.resize(bars.len(), String::new());
+                for ((bar, line), was) in bars.iter().zip(lines).zip(shown.iter_mut()) {
+                    if resized || *was != line {
+                        *was = line.clone();
+                        bar.set_message(line);
+                    }
+                }
+                *shown_width = now_width;
             }
-            self.block = services;
-            let now = Instant::now();
-            if said {
-                self.last_said = now;
-            } else if now.duration_since(self.last_said) >= STILL_WAITING_EVERY {
-                let _ = writeln!(
-                    self.out,
-                    "Still waiting for deployment \"{}\" after {}: {}",
-                    self.deployment,
-                    humanize_secs(waited),
-                    escape(&not_ready_summary(status))
-                );
-                self.last_said = now;
+            Screen::Lines(out) => {
+                let mut said = false;
+                for (i, s) in services.iter().enumerate() {
+                    if self.said.get(i) != Some(s) {
+                        let _ = writeln!(
+                            out,
+                            "Waiting for deployment \"{}\": {}",
+                            escape(&self.deployment),
+                            escape(s)
+                        );
+                        said = true;
+                    }
+                }
+                self.said = services;
+                let now = Instant::now();
+                if said {
+                    self.last_said = now;
+                } else if now.duration_since(self.last_said) >= STILL_WAITING_EVERY {
+                    let _ = writeln!(
+                        out,
+                        "Still waiting for deployment \"{}\" after {}: {}",
+                        escape(&self.deployment),
+                        humanize_secs(waited),
+                        escape(&not_ready_summary(status))
+                    );
+                    self.last_said = now;
+                }
+                let _ = out.flush();
             }
         }
-        let _ = self.out.flush();
+    }
+
+    /// Take the progress block off the screen for good.
+    fn clear_block(&mut self) {
+        if let Screen::Terminal {
+            multi, bars, shown, ..
+        } = &mut self.screen
+        {
+            shown.clear();
+            for bar in bars.drain(..) {
+                bar.finish_and_clear();
+                multi.remove(&bar);
+            }
+            let _ = multi.clear();
+        }
+        self.said.clear();
     }
 
     /// The deployment became stable for the first time: final progress, then the news.
     pub(crate) fn stable(&mut self, status: &DeploymentStatus, after: Duration) {
         self.progress(status);
-        self.block.clear();
+        self.clear_block();
         self.phase = Phase::Watching { announced: true };
         self.ever_stable = true;
-        let _ = writeln!(
-            self.out,
+        let text = format!(
             "deployment \"{}\" is stable ({}) after {}",
             self.deployment,
             size(status),
             humanize(after)
         );
-        let _ = self.out.flush();
+        self.emit(&text);
     }
 
     /// The stabilization wait passed its deadline: what is failing, why, and log tails.
@@ -144,14 +267,10 @@ impl Console {
         failing: &[FailingService],
     ) {
         self.progress(status);
-        self.block.clear();
+        self.clear_block();
         self.phase = Phase::Watching { announced: false };
-        let _ = write!(
-            self.out,
-            "{}",
-            escape_lines(&timeout_report(&self.deployment, waited, failing))
-        );
-        let _ = self.out.flush();
+        let report = timeout_report(&self.deployment, waited, failing);
+        self.emit(&report);
     }
 
     /// While watching, on a timer: say when the board shows stability lost (a lapse
@@ -201,31 +320,20 @@ impl Console {
 
     /// Shutdown began: no more progress or stability lines.
     pub(crate) fn stopping(&mut self) {
-        self.erase_block();
-        self.block.clear();
+        self.clear_block();
         self.phase = Phase::Stopping;
-        let _ = self.out.flush();
     }
 
     /// Whether events should still be printed as lines.
     pub(crate) fn wants_events(&self) -> bool {
         self.phase != Phase::Stopping
     }
+}
 
-    fn erase_block(&mut self) {
-        if self.tty && !self.block.is_empty() {
-            // Up to the block's first line, then clear to the end of the screen.
-            let _ = write!(self.out, "\x1b[{}A\r\x1b[J", self.block.len());
-        }
-    }
-
-    fn draw_block(&mut self) {
-        if self.tty {
-            for l in &self.block {
-                let _ = writeln!(self.out, "{l}");
-            }
-        }
-    }
+/// One line of the block, cut to the terminal's width (never wrapped).
+fn block_style() -> ProgressStyle {
+    // The template is a constant: it parses.
+    ProgressStyle::with_template("{wide_msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 /// `web: 2 of 3 replicas ready (1 starting)`.
@@ -351,8 +459,8 @@ pub(crate) fn timeout_report(
     out
 }
 
-/// Whole seconds past 10 s, tenths below: `4.2s`, `37s`, `2m 5s`.
-fn humanize_secs(d: Duration) -> String {
+/// Whole seconds past 10 s, tenths below: `4.2s`, `37s`, `2m 5s`, `10m`.
+pub(crate) fn humanize_secs(d: Duration) -> String {
     if d < Duration::from_secs(10) {
         format!("{:.1}s", d.as_secs_f64())
     } else {
@@ -484,26 +592,141 @@ mod tests {
         assert!(!sink.text().contains('\x1b'), "no escape codes in a pipe");
     }
 
-    #[tokio::test]
-    async fn on_a_terminal_an_event_line_goes_above_the_redrawn_block() {
-        let sink = Sink::default();
-        let mut console = Console::new(Box::new(sink.clone()), true, "shop");
-        let status = DeploymentStatus {
+    use crate::test_terminal::Window;
+
+    fn terminal_console(window: &Window) -> Console {
+        // As fast as the library allows: every draw of the test is shown.
+        let target = ProgressDrawTarget::term_like_with_hz(Box::new(window.clone()), u8::MAX);
+        let seen = window.clone();
+        let width = Box::new(move || indicatif::TermLike::width(&seen));
+        Console::on_terminal(target, width, false, "shop")
+    }
+
+    fn converging() -> DeploymentStatus {
+        DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
             rollout: None,
-            services: vec![service("web", 1, vec![])],
-        };
+            services: vec![
+                service(
+                    "web",
+                    3,
+                    vec![
+                        replica(0, ReplicaState::Running, true),
+                        replica(1, ReplicaState::Running, false),
+                        replica(2, ReplicaState::Backoff, false),
+                    ],
+                ),
+                service("db", 1, vec![replica(0, ReplicaState::Starting, false)]),
+            ],
+        }
+    }
+
+    fn count(rows: &[String], needle: &str) -> usize {
+        rows.iter().filter(|r| r.contains(needle)).count()
+    }
+
+    #[tokio::test]
+    async fn on_a_narrow_terminal_the_block_never_wraps_and_leaves_no_stale_line() {
+        let window = Window::new(30, 40);
+        let mut console = terminal_console(&window);
+        let status = converging();
+        for i in 0..4 {
+            console.progress(&status);
+            // Longer than the terminal is wide: it wraps, as a line that stays may.
+            console.line(&format!(
+                "event {i}: web/2 is crash looping: backing off 2.0s, then more"
+            ));
+        }
         console.progress(&status);
-        console.line("web/0 is healthy");
-        let text = sink.text();
-        let event = text.find("web/0 is healthy").expect("event printed");
-        let erase = text.find("\x1b[2A\r\x1b[J").expect("block erased");
-        assert!(erase < event, "the block is erased before the event line");
-        assert!(
-            text[event..].contains("  web: 0 of 1 replicas ready"),
-            "the block is redrawn below the event: {text:?}"
+        let rows = window.rows();
+        assert_eq!(
+            count(&rows, "Waiting for deployment"),
+            1,
+            "one header, none stale:\n{}",
+            rows.join("\n")
         );
+        assert_eq!(count(&rows, "  web: 1 of 3"), 1, "{}", rows.join("\n"));
+        assert_eq!(count(&rows, "  db: 0 of 1"), 1, "{}", rows.join("\n"));
+        for i in 0..4 {
+            assert_eq!(
+                count(&rows, &format!("event {i}: web/2")),
+                1,
+                "{}",
+                rows.join("\n")
+            );
+        }
+        // The block is last, below every event, each of its lines on one row.
+        let header = rows
+            .iter()
+            .position(|r| r.contains("Waiting for deployment"))
+            .expect("a header");
+        let last_event = rows
+            .iter()
+            .rposition(|r| r.contains("event 3"))
+            .expect("the last event");
+        assert!(header > last_event, "{}", rows.join("\n"));
+        assert!(
+            rows[header + 1].starts_with("  web: 1 of 3"),
+            "{}",
+            rows.join("\n")
+        );
+        assert!(
+            rows[header + 2].starts_with("  db: 0 of 1"),
+            "{}",
+            rows.join("\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_width_change_between_draws_gives_lines_of_the_new_width() {
+        let window = Window::new(30, 80);
+        let mut console = terminal_console(&window);
+        let status = converging();
+        console.progress(&status);
+        window.resize(24);
+        console.line("resized");
+        console.progress(&status);
+        let rows = window.rows();
+        assert_eq!(
+            count(&rows, "Waiting for deployment"),
+            1,
+            "{}",
+            rows.join("\n")
+        );
+        let web = rows
+            .iter()
+            .find(|r| r.starts_with("  web: "))
+            .unwrap_or_else(|| panic!("no web line in\n{}", rows.join("\n")));
+        assert!(
+            console::measure_text_width(web) <= 24,
+            "cut to the new width: {web:?}"
+        );
+        window.resize(80);
+        console.line("wider again");
+        console.progress(&status);
+        let rows = window.rows();
+        assert_eq!(
+            count(&rows, "Waiting for deployment"),
+            1,
+            "{}",
+            rows.join("\n")
+        );
+        assert!(
+            rows.iter()
+                .any(|r| r == "  web: 1 of 3 replicas ready (1 in backoff, 1 not healthy yet)"),
+            "whole again at 80 columns:\n{}",
+            rows.join("\n")
+        );
+        console.stable(&status, Duration::from_secs(1));
+        let rows = window.rows();
+        assert_eq!(
+            count(&rows, "Waiting for deployment"),
+            0,
+            "{}",
+            rows.join("\n")
+        );
+        assert_eq!(count(&rows, "is stable (2 services, 4 replicas)"), 1);
     }
 
     #[tokio::test]

@@ -82,6 +82,13 @@ pub(crate) struct RunArgs {
     /// `image` runs as a container, one with only `command` as a process.
     #[arg(long, value_name = "RUNTIME", value_enum)]
     runtime: Option<RuntimeChoice>,
+    /// POST notable events (unhealthy, restart, backoff, failed, stable, rollout) as JSON to
+    /// this http(s) URL, with retries; never delays supervision.
+    #[arg(long, value_name = "URL", value_parser = crate::notify::parse_url)]
+    notify: Option<reqwest::Url>,
+    /// Notifications kept waiting for a slow receiver before the oldest are dropped.
+    #[arg(long, value_name = "N", default_value_t = crate::notify::DEFAULT_QUEUE)]
+    notify_queue: usize,
 }
 
 /// Put the directory of the running herdsman first on `PATH`, so a spec can run
@@ -165,6 +172,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ApiAddr::Off => None,
     };
 
+    // The control socket (logs, restart, scale...), bound before any process starts.
+    let control = match &state_dir {
+        Some(dir) => crate::control_server::bind(dir.path()).await?,
+        None => None,
+    };
+
     let process = ProcessConfig {
         log_dir: state_dir.as_ref().map(|d| d.logs()),
         state_dir: state_dir.as_ref().map(|d| d.path().to_path_buf()),
@@ -197,6 +210,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let (metrics, events, stop) = (metrics.clone(), handle.subscribe(), stop_rx.clone());
         async move { metrics.feed(events, stop).await }
     }));
+    if let Some(url) = &args.notify {
+        let events = handle.subscribe();
+        match crate::notify::start(url.clone(), args.notify_queue, events, stop_rx.clone()) {
+            Ok((queue, tasks)) => {
+                metrics.watch_notifications(queue);
+                background.extend(tasks);
+            }
+            Err(e) => eprintln!("warning: no notifications to {url}: {e:#}"),
+        }
+    }
     let writer = previous.map(|(path, previous)| {
         let writer = StateWriter::new(path, handle.board().clone(), &previous);
         tokio::spawn(writer.keep(handle.subscribe(), stop_rx.clone()))
@@ -218,6 +241,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             stop_rx.clone(),
         ))
     });
+    if let Some(socket) = control {
+        let serving = crate::control_server::serve(socket, handle.clone(), stop_rx.clone());
+        background.push(tokio::spawn(serving));
+    }
     background.push(tokio::spawn(show(
         console.clone(),
         handle.subscribe(),

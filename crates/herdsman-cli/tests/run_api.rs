@@ -56,22 +56,22 @@ async fn run_serves_status_metrics_and_healthz_and_the_status_command_reads_them
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain; version=0.0.4")));
+        .is_some_and(|v| v.starts_with("application/openmetrics-text; version=1.0.0")));
     let text = metrics.text().await.expect("metrics body");
     for line in [
         "herdsman_deployment_stable{deployment=\"t\"} 1",
-        "herdsman_service_desired{service=\"web\"} 2",
-        "herdsman_service_ready{service=\"web\"} 2",
-        "herdsman_replicas{service=\"web\",state=\"running\"} 2",
-        "herdsman_restarts_total{service=\"web\"} 0",
-        "herdsman_probe_results_total{service=\"web\",outcome=\"failure\"} 0",
+        "herdsman_service_desired{deployment=\"t\",service=\"web\"} 2",
+        "herdsman_service_ready{deployment=\"t\",service=\"web\"} 2",
+        "herdsman_replicas{deployment=\"t\",service=\"web\",state=\"running\"} 2",
+        "herdsman_restarts_total{deployment=\"t\",service=\"web\"} 0",
+        "herdsman_probe_results_total{deployment=\"t\",service=\"web\",outcome=\"failure\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
     }
     let successes = text
         .lines()
         .find_map(|l| {
-            l.strip_prefix("herdsman_probe_results_total{service=\"web\",outcome=\"success\"} ")
+            l.strip_prefix("herdsman_probe_results_total{deployment=\"t\",service=\"web\",outcome=\"success\"} ")
         })
         .and_then(|n| n.parse::<u64>().ok())
         .expect("probe success counter");
@@ -170,7 +170,7 @@ async fn a_replica_killed_with_sigkill_is_restarted_with_a_new_pid_and_the_event
         .expect("metrics body");
     assert!(
         text.lines()
-            .any(|l| l == "herdsman_restarts_total{service=\"web\"} 1"),
+            .any(|l| l == "herdsman_restarts_total{deployment=\"t\",service=\"web\"} 1"),
         "{text}"
     );
     let out = eventually(LIMIT, "the console prints the exit and restart", || {

@@ -121,6 +121,30 @@ impl Herdsman {
         }
     }
 
+    /// Start `herdsman ARGS...` with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Herdsman {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let out = logs.path().join("stdout");
+        let err = logs.path().join("stderr");
+        let child = Command::new(HERDSMAN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).expect("stdout file"))
+            .stderr(File::create(&err).expect("stderr file"))
+            .env_remove("RUST_LOG")
+            .env_remove("HERDSMAN_API_TOKEN")
+            .envs(env.iter().copied())
+            .spawn()
+            .expect("herdsman starts");
+        Herdsman {
+            child: Some(child),
+            out,
+            err,
+            _logs: logs,
+            seen_pids: Vec::new(),
+        }
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
