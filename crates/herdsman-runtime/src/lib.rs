@@ -40,7 +40,8 @@
 //! Layout: `runtime` (the trait, container ids, exits), `error` (this crate's error),
 //! `process` (the process runtime), `launch` (a replica's argv, env and workdir),
 //! `process_group` (signalling a replica's whole process group), `log_buffer` (bounded
-//! output capture), `sim` (the simulated runtime), `sim_state` (its state and timer driver), `fault` (fault profiles and seeded
+//! output capture), `sim` (the simulated runtime), `sim_state` (its state and timer driver), `sim_audit`
+//! (the contract breaches it records), `fault` (fault profiles and seeded
 //! randomness).
 
 mod error;
@@ -51,6 +52,7 @@ mod process;
 mod process_group;
 mod runtime;
 mod sim;
+mod sim_audit;
 mod sim_state;
 
 pub use error::RuntimeError;
@@ -60,4 +62,5 @@ pub use runtime::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started, Survivor,
 };
 pub use sim::SimRuntime;
+pub use sim_audit::{Violation, ViolationKind};
 pub use sim_state::SimStats;
