@@ -295,6 +295,7 @@ mod tests {
             last_exit: None,
             backoff_ms: None,
             container: None,
+            last_error: None,
             probes: Vec::new(),
         };
         DeploymentStatus {

@@ -231,6 +231,7 @@ mod tests {
                         last_exit: None,
                         backoff_ms: None,
                         container: None,
+                        last_error: None,
                         probes: Vec::new(),
                     },
                     ReplicaStatus {
@@ -246,6 +247,7 @@ mod tests {
                         }),
                         backoff_ms: Some(2000),
                         container: None,
+                        last_error: None,
                         probes: Vec::new(),
                     },
                 ],

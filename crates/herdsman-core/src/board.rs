@@ -126,6 +126,11 @@ pub struct ReplicaStatus {
     pub backoff_ms: Option<u64>,
     /// Current container incarnation.
     pub container: Option<ContainerId>,
+    /// Why its last start, init sequence or restart failed (start error, failed init step,
+    /// give-up), until it next starts: the reason an operator needs for a replica that is
+    /// failed or in backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// The last probe results, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeRecord>,
@@ -143,6 +148,7 @@ impl ReplicaStatus {
             last_exit: None,
             backoff_ms: None,
             container: None,
+            last_error: None,
             probes: Vec::new(),
         }
     }

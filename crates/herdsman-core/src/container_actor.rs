@@ -10,7 +10,6 @@ use herdsman_probe::{StepReport, StepVerdict};
 use herdsman_runtime::{ContainerId, ContainerSpec};
 use herdsman_spec::ReplicaVars;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::task::JoinHandle;
 
 use crate::board::ReplicaState;
 use crate::event::EventKind;
@@ -23,13 +22,12 @@ pub(crate) enum ContainerMsg {
     /// (Re)start as `generation`: drop the probe, stop and remove the current container if
     /// there is one, then boot.
     Restart { generation: u64 },
-    /// Its container exited and the supervisor keeps it (backoff, isolation): drop the
-    /// probe, keep the container for logs and debugging. With `stop` the container still
-    /// runs (it turned unhealthy and waits out a backoff before its restart): it is
-    /// stopped first, `stopping` meanwhile, rather than left running unsupervised.
-    Hold { stop: bool },
-    /// Its container exited for good: drop the probe and remove the container.
-    Release,
+    /// The supervisor keeps the replica's container (backoff, isolation, completed,
+    /// failed, given up): drop the probe, keep the container for its logs and last exit
+    /// until the slot is reused or scaled away. With `stop` the container may still run
+    /// (it turned unhealthy, or gave up while running): it is stopped with its stop signal
+    /// and grace first, `stopping` meanwhile, then shown as `then`.
+    Hold { stop: bool, then: ReplicaState },
     /// Stop everything (stop signal, grace, kill) and remove the container. With `forget`
     /// the replica was scaled away: its status is removed and the actor stops.
     Stop {
@@ -93,7 +91,6 @@ pub(crate) struct ContainerState {
     vars: ReplicaVars,
     phase: Phase,
     probe: Option<ActorRef<crate::probe_actor::ProbeMsg>>,
-    init_task: Option<JoinHandle<()>>,
     /// Container id created in the runtime and not yet removed.
     created: Option<ContainerId>,
 }
@@ -131,7 +128,6 @@ impl Actor for ContainerActor {
             vars,
             phase,
             probe: None,
-            init_task: None,
             created,
         })
     }
@@ -144,8 +140,9 @@ impl Actor for ContainerActor {
         match state.phase {
             Phase::Running => state.spawn_probe(&myself).await,
             Phase::Empty => {
-                // A stale half-started container from a failed predecessor goes first, so
-                // the replica is never duplicated.
+                // A failed predecessor's init run and its stale half-started container go
+                // first, so the replica is never duplicated and its init never overlaps.
+                state.end_init().await;
                 state.discard_created(true).await;
                 let _ = myself.cast(ContainerMsg::Boot);
             }
@@ -164,25 +161,20 @@ impl Actor for ContainerActor {
             ContainerMsg::Boot => state.boot(&myself).await,
             ContainerMsg::Restart { generation } => {
                 state.drop_probe();
-                state.abort_init();
+                state.end_init().await;
                 state.discard_created(true).await;
                 state.id.generation = generation;
                 state.phase = Phase::Empty;
                 state.boot(&myself).await;
             }
-            ContainerMsg::Hold { stop } => {
+            ContainerMsg::Hold { stop, then } => {
                 state.drop_probe();
                 if state.phase == Phase::Running {
                     if stop {
-                        state.stop_kept().await;
+                        state.stop_kept(then).await;
                     }
                     state.phase = Phase::Held;
                 }
-            }
-            ContainerMsg::Release => {
-                state.drop_probe();
-                state.discard_created(false).await;
-                state.phase = Phase::Gone;
             }
             ContainerMsg::Stop { reply, forget } => {
                 state.stop(forget).await;
@@ -202,6 +194,8 @@ impl Actor for ContainerActor {
                 report,
             } => {
                 if generation == state.id.generation && state.phase == Phase::Initializing {
+                    let ctx = &state.ctx;
+                    ctx.init_runs.finished(&ctx.service_name, state.id.replica);
                     state.init_step_done(&myself, index, report).await;
                 }
             }
@@ -251,7 +245,9 @@ impl Actor for ContainerActor {
 
 impl ContainerState {
     async fn boot(&mut self, myself: &ActorRef<ContainerMsg>) {
-        if self.phase != Phase::Empty {
+        // Nothing new starts once the service is stopping for good: a stop queued behind
+        // this restart then has only what is already there to stop.
+        if self.phase != Phase::Empty || self.ctx.is_stopping() {
             return;
         }
         let ctx = self.ctx.clone();
@@ -282,7 +278,7 @@ impl ContainerState {
         let id = self.id.clone();
         let vars = self.vars.clone();
         let me = myself.clone();
-        self.init_task = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let Some(step) = ctx.service.init.get(index) else {
                 return;
             };
@@ -292,7 +288,10 @@ impl ContainerState {
                 index,
                 report,
             });
-        }));
+        });
+        let ctx = &self.ctx;
+        ctx.init_runs
+            .begin(&ctx.service_name, self.id.replica, task);
     }
 
     async fn init_step_done(
@@ -301,7 +300,6 @@ impl ContainerState {
         index: usize,
         report: StepReport,
     ) {
-        self.init_task = None;
         let ctx = self.ctx.clone();
         let Some(step) = ctx.service.init.get(index) else {
             return;
@@ -366,33 +364,25 @@ impl ContainerState {
             Err(e) => {
                 self.discard_created(false).await;
                 self.phase = Phase::Empty;
+                let error = e.to_string();
+                ctx.board.update(&ctx.service_name, id.replica, |r| {
+                    r.last_error = Some(format!("start failed: {error}"));
+                });
                 let _ = ctx.supervisor.cast(SupervisorMsg::StartFailed {
                     replica: id.replica,
                     generation: id.generation,
-                    error: e.to_string(),
+                    error,
                 });
                 return;
             }
         };
-        // The watcher reports to the supervisor, not to this actor, so an exit is never
-        // lost if this actor fails and is replaced.
-        let supervisor = ctx.supervisor.clone();
-        let exit = started.exit;
-        let (replica, generation) = (id.replica, id.generation);
-        tokio::spawn(async move {
-            let exit = exit.await;
-            let _ = supervisor.cast(SupervisorMsg::Exited {
-                replica,
-                generation,
-                exit,
-            });
-        });
         self.phase = Phase::Running;
         let has_health = ctx.service.health.is_some();
         ctx.board.update(&ctx.service_name, id.replica, |r| {
             r.state = ReplicaState::Running;
             r.pid = started.pid;
             r.healthy = !has_health;
+            r.last_error = None;
         });
         ctx.events.emit(EventKind::ReplicaStarted {
             service: ctx.service_name.clone(),
@@ -400,9 +390,25 @@ impl ContainerState {
             generation: id.generation,
             pid: started.pid,
         });
-        let _ = ctx.supervisor.cast(SupervisorMsg::Started {
-            replica: id.replica,
-            generation: id.generation,
+        // One sender tells the incarnation's story, in order: that it started, then how it
+        // ended. An exit can come a microsecond after the start; sent by two parties, it
+        // could overtake the start and be taken for a stale report. The watcher reports
+        // to the supervisor, not to this actor, so an exit is never lost if this actor
+        // fails and is replaced.
+        let supervisor = ctx.supervisor.clone();
+        let exit = started.exit;
+        let (replica, generation) = (id.replica, id.generation);
+        tokio::spawn(async move {
+            let _ = supervisor.cast(SupervisorMsg::Started {
+                replica,
+                generation,
+            });
+            let exit = exit.await;
+            let _ = supervisor.cast(SupervisorMsg::Exited {
+                replica,
+                generation,
+                exit,
+            });
         });
         self.spawn_probe(myself).await;
     }
@@ -432,27 +438,20 @@ impl ContainerState {
         }
     }
 
-    fn abort_init(&mut self) {
-        if let Some(t) = self.init_task.take() {
-            t.abort();
-        }
+    /// End the slot's init run, if one is in flight, and wait until it is gone.
+    async fn end_init(&self) {
+        let ctx = &self.ctx;
+        ctx.init_runs.end(&ctx.service_name, self.id.replica).await;
     }
 
-    /// Stop the running container but keep it (for its logs) until it is restarted or
-    /// released; `stopping` while it stops, then `backoff` again (what the supervisor set).
-    async fn stop_kept(&mut self) {
+    /// Stop the container but keep it (for its logs) until it is restarted or scaled
+    /// away: `stopping` while it stops, then `then` (what the supervisor decided), unless
+    /// the supervisor has moved the replica on meanwhile.
+    async fn stop_kept(&mut self, then: ReplicaState) {
         let Some(id) = &self.created else {
             return;
         };
         let ctx = &self.ctx;
-        let set = |from: ReplicaState, to: ReplicaState| {
-            ctx.board.update(&ctx.service_name, id.replica, |r| {
-                if r.state == from {
-                    r.state = to;
-                }
-            })
-        };
-        set(ReplicaState::Backoff, ReplicaState::Stopping);
         let svc = &ctx.service;
         if let Err(e) = ctx
             .runtime
@@ -461,7 +460,12 @@ impl ContainerState {
         {
             tracing::debug!(container = %id, error = %e, "stop of a held container");
         }
-        set(ReplicaState::Stopping, ReplicaState::Backoff);
+        ctx.board.update(&ctx.service_name, id.replica, |r| {
+            if r.state == ReplicaState::Stopping {
+                r.state = then;
+                r.pid = None;
+            }
+        });
     }
 
     /// Stop (if `stop` and it may still run) and remove the created container, if any.
@@ -484,7 +488,7 @@ impl ContainerState {
     async fn stop(&mut self, forget: bool) {
         let ctx = self.ctx.clone();
         self.drop_probe();
-        self.abort_init();
+        self.end_init().await;
         ctx.board.update(&ctx.service_name, self.id.replica, |r| {
             r.state = ReplicaState::Stopping
         });

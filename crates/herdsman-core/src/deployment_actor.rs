@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use herdsman_runtime::Runtime;
 use herdsman_spec::{Dependency, DependencyCondition, Deployment};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::task::JoinHandle;
 
+use crate::board::ReplicaState;
 use crate::board::{ServicePhase, StatusBoard};
 use crate::event::{EventBus, EventKind};
+use crate::init_runs::InitRuns;
 use crate::service_supervisor::{
     shutdown_budget, ServiceSupervisor, SupervisorArgs, SupervisorMsg,
 };
@@ -43,8 +46,11 @@ pub(crate) enum DeploymentMsg {
         replica: Option<u32>,
     },
     // Reports from supervisors.
+    /// A supervisor's counts; `from` tells a current supervisor's report from a late one
+    /// of a supervisor that has failed meanwhile.
     ServiceHealth {
         service: Arc<str>,
+        from: ActorId,
         counts: ServiceCounts,
     },
     // Timer ticks.
@@ -67,6 +73,7 @@ pub(crate) struct DeploymentArgs {
     pub(crate) events: EventBus,
     pub(crate) seed: u64,
     pub(crate) log_tail_lines: usize,
+    pub(crate) init_runs: InitRuns,
 }
 
 struct ServiceEntry {
@@ -89,6 +96,9 @@ pub(crate) struct DeploymentState {
     stable_after: Option<Duration>,
     was_stable: bool,
     stopping: bool,
+    /// Stops of containers a failed supervisor left behind, run off this actor's handler
+    /// (a minute of grace periods must not block stabilization); shutdown waits for them.
+    orphan_stops: Vec<JoinHandle<()>>,
 }
 
 pub(crate) struct DeploymentActor;
@@ -134,6 +144,7 @@ impl Actor for DeploymentActor {
             stable_after: None,
             was_stable: false,
             stopping: false,
+            orphan_stops: Vec::new(),
         })
     }
 
@@ -185,9 +196,18 @@ impl Actor for DeploymentActor {
                     let _ = sup.cast(SupervisorMsg::InjectPanic { replica });
                 }
             }
-            DeploymentMsg::ServiceHealth { service, counts } => {
+            DeploymentMsg::ServiceHealth {
+                service,
+                from,
+                counts,
+            } => {
                 if let Some(e) = state.services.get_mut(&service) {
-                    e.counts = counts;
+                    // Only the current supervisor speaks for the service: a failed one's
+                    // last report must not make a failed service count as ready again.
+                    let current = e.supervisor.as_ref().is_some_and(|s| s.get_id() == from);
+                    if current && !e.failed {
+                        e.counts = counts;
+                    }
                 }
                 if !state.stopping {
                     state.start_ready_services(&myself).await?;
@@ -286,6 +306,13 @@ impl DeploymentState {
             } && e.supervisor.is_some())
     }
 
+    /// Whether `dep`'s service has failed for good (its counts will never satisfy it).
+    fn dependency_failed(&self, dep: &Dependency) -> bool {
+        self.services
+            .get(dep.service.as_str())
+            .is_some_and(|e| e.failed || (!e.counts.viable && !self.dependency_met(dep)))
+    }
+
     /// Start every service whose dependencies are met and that has not started yet.
     async fn start_ready_services(
         &mut self,
@@ -309,6 +336,13 @@ impl DeploymentState {
                 continue;
             };
             if entry.supervisor.is_some() || entry.failed {
+                continue;
+            }
+            // A dependency that failed for good will never be met: fail now rather than
+            // wait out the dependency's timeout.
+            if let Some(dep) = svc.depends.iter().find(|d| self.dependency_failed(d)) {
+                let reason = format!("dependency {} failed", dep.service);
+                self.fail_service(&name, reason);
                 continue;
             }
             let waiting: Vec<&Dependency> = svc
@@ -353,6 +387,7 @@ impl DeploymentState {
             events: self.args.events.clone(),
             parent: myself.clone(),
             seed: self.args.seed ^ hash_name(name),
+            init_runs: self.args.init_runs.clone(),
             desired: entry.counts.desired,
             recover,
         };
@@ -383,7 +418,7 @@ impl DeploymentState {
             .retain(|t| now.saturating_duration_since(*t) < SUPERVISOR_PERIOD);
         if stopping || entry.respawns.len() >= SUPERVISOR_RESTARTS {
             self.fail_service(name, format!("service supervisor failed: {err}"));
-            self.stop_orphans(name).await;
+            self.stop_orphans(name);
             return Ok(());
         }
         entry.respawns.push(now);
@@ -392,32 +427,42 @@ impl DeploymentState {
     }
 
     /// Stop and remove every container a failed, not replaced supervisor left unwatched,
-    /// all at once: one by one, a minute of grace periods would block this actor.
-    async fn stop_orphans(&self, name: &Arc<str>) {
-        let Some(svc) = self.args.spec.service(name) else {
+    /// all at once and off this actor's handler (shutdown waits for it): one by one, or
+    /// awaited here, a minute of grace periods would block stabilization and scaling.
+    fn stop_orphans(&mut self, name: &Arc<str>) {
+        let Some(svc) = self.args.spec.service(name).cloned() else {
             return;
         };
         let snapshot = self.args.board.snapshot();
-        let orphans: Vec<(u32, herdsman_runtime::ContainerId)> = snapshot
+        let orphans: Vec<herdsman_runtime::ContainerId> = snapshot
             .services
             .into_iter()
             .filter(|s| s.name == **name)
             .flat_map(|s| s.replicas)
-            .filter_map(|r| Some((r.replica, r.container?)))
+            .filter_map(|r| r.container)
             .collect();
-        let rt = &self.args.runtime;
-        futures::future::join_all(orphans.iter().map(|(_, id)| async move {
-            let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
-            let _ = rt.remove(id).await;
-        }))
-        .await;
-        for (replica, _) in orphans {
-            self.args.board.update(name, replica, |r| {
-                r.state = crate::board::ReplicaState::Failed;
-                r.pid = None;
+        for id in &orphans {
+            self.args.board.update(name, id.replica, |r| {
+                r.state = ReplicaState::Stopping;
                 r.healthy = false;
             });
         }
+        let (rt, board, name) = (
+            self.args.runtime.clone(),
+            self.args.board.clone(),
+            name.clone(),
+        );
+        self.orphan_stops.retain(|t| !t.is_finished());
+        self.orphan_stops.push(tokio::spawn(async move {
+            futures::future::join_all(orphans.iter().map(|id| async {
+                let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
+                board.update(&name, id.replica, |r| {
+                    r.state = ReplicaState::Failed;
+                    r.pid = None;
+                });
+            }))
+            .await;
+        }));
     }
 
     fn dependency_deadline(&mut self, service: &Arc<str>, dependency: &str) {
@@ -460,6 +505,21 @@ impl DeploymentState {
             service: service.clone(),
             reason,
         });
+        // Services waiting on this one fail now too, in start order (so a chain fails
+        // along its length), rather than each waiting out its dependency timeout.
+        let spec = self.args.spec.clone();
+        for name in self.order.clone() {
+            let waiting = self
+                .services
+                .get(&name)
+                .is_some_and(|e| e.supervisor.is_none() && !e.failed);
+            let needs_failed = spec
+                .service(&name)
+                .is_some_and(|s| s.depends.iter().any(|d| self.dependency_failed(d)));
+            if waiting && needs_failed && !self.stopping {
+                self.fail_service(&name, format!("dependency {service} failed"));
+            }
+        }
     }
 
     fn scale(&mut self, service: &str, replicas: u32) -> Result<(), CoreError> {
@@ -495,12 +555,15 @@ impl DeploymentState {
                     .set_service(name, ServicePhase::Stopped, None);
                 continue;
             };
+            // The supervisor may be inside a long handler of its own (a panic action
+            // `shutdown` stopping every replica) before it takes this request.
             let budget = self
                 .args
                 .spec
                 .service(name)
                 .map(shutdown_budget)
-                .unwrap_or(Duration::from_secs(15));
+                .unwrap_or(Duration::from_secs(15))
+                * 2;
             if let Err(e) = sup.call(SupervisorMsg::Shutdown, Some(budget)).await {
                 tracing::warn!(service = %name, error = %e, "service shutdown");
             }
@@ -509,6 +572,10 @@ impl DeploymentState {
                 .await;
             let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
         }
+        for task in std::mem::take(&mut self.orphan_stops) {
+            let _ = task.await;
+        }
+        self.sweep().await;
         self.args.board.set_stable(false);
         self.args.events.emit(EventKind::DeploymentStopped);
         let failing = self.failing_services();
@@ -517,6 +584,33 @@ impl DeploymentState {
                 failing: failing.clone(),
             });
         }
+    }
+
+    /// The last line of shutdown's totality: any replica whose container an actor did not
+    /// report stopped (its actor was killed mid-stop, or a supervisor never answered) is
+    /// stopped here with its signal and grace. Normally there is none.
+    async fn sweep(&self) {
+        let spec = &self.args.spec;
+        let left: Vec<(herdsman_runtime::ContainerId, &herdsman_spec::Service)> = self
+            .args
+            .board
+            .snapshot()
+            .services
+            .into_iter()
+            .flat_map(|s| s.replicas)
+            .filter(|r| r.state != ReplicaState::Stopped)
+            .filter_map(|r| {
+                let id = r.container?;
+                let svc = spec.service(&id.service)?;
+                Some((id, svc))
+            })
+            .collect();
+        let rt = &self.args.runtime;
+        futures::future::join_all(left.iter().map(|(id, svc)| async move {
+            let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
+            let _ = rt.remove(id).await;
+        }))
+        .await;
     }
 
     /// Each service that is not ready, with counts, reason and log tails.

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::board::{DeploymentStatus, StatusBoard};
 use crate::deployment_actor::{DeploymentActor, DeploymentArgs, DeploymentMsg};
 use crate::event::{EventBus, EventStream};
+use crate::init_runs::InitRuns;
 use crate::stabilization::Stabilization;
 use crate::CoreError;
 
@@ -131,6 +132,7 @@ async fn spawn_inner(
         events: events.clone(),
         seed: options.seed,
         log_tail_lines: options.log_tail_lines,
+        init_runs: InitRuns::default(),
     };
     let spawned = match supervisor {
         Some(sup) => Actor::spawn_linked(None, DeploymentActor, args, sup).await,

@@ -11,7 +11,7 @@
 //! `service_supervisor`, `container_actor`, `probe_actor` (the actors, thin shells over
 //! pure policies), `restart` and `backoff` (restart window and crash-loop delay),
 //! `stabilization` (when a deployment is stable and
-//! why not), `event` (typed events and their bounded bus), `board` (shared status).
+//! why not), `init_runs` (each slot's init run in flight, so none overlaps another), `event` (typed events and their bounded bus), `board` (shared status).
 
 mod backoff;
 mod board;
@@ -20,6 +20,7 @@ mod deployment_actor;
 mod error;
 mod event;
 mod handle;
+mod init_runs;
 mod probe_actor;
 mod restart;
 mod service_supervisor;

@@ -17,8 +17,9 @@ pub(crate) enum Cause {
     Exit(Exit),
     /// It could not be created or started.
     StartFailed,
-    /// Its health check turned unhealthy and `on_unhealthy` is `restart`.
-    Unhealthy,
+    /// Its health check turned unhealthy and `on_unhealthy` is `restart`, after its
+    /// container had run this long.
+    Unhealthy { ran_for: Duration },
 }
 
 /// What the supervisor does about it.
@@ -99,7 +100,18 @@ impl RestartTracker {
                     PanicAction::Isolate => Decision::Isolate,
                 }
             }
-            Cause::StartFailed | Cause::Unhealthy => {
+            Cause::Unhealthy { ran_for } => {
+                // A replica that ran cleanly for `reset_after` before turning unhealthy
+                // starts a fresh window, exactly as one that exited after that long.
+                if ran_for >= self.spec.reset_after {
+                    self.reset();
+                }
+                if self.spec.policy == RestartPolicy::Never {
+                    return Decision::Fail("unhealthy; restart policy is never".into());
+                }
+                self.admit(now)
+            }
+            Cause::StartFailed => {
                 if self.spec.policy == RestartPolicy::Never {
                     return Decision::Fail("restart policy is never".into());
                 }
@@ -298,7 +310,52 @@ mod tests {
         assert_eq!(t.decide(crash(1, 0), now), Decision::RestartNow);
         assert_eq!(t.decide(Cause::StartFailed, now), Decision::RestartNow);
         assert!(matches!(
-            t.decide(Cause::Unhealthy, now),
+            t.decide(
+                Cause::Unhealthy {
+                    ran_for: Duration::ZERO
+                },
+                now
+            ),
+            Decision::GiveUp(_)
+        ));
+    }
+
+    #[test]
+    fn an_unhealthy_restart_after_a_clean_run_of_reset_after_starts_a_fresh_count() {
+        let mut t = RestartTracker::new(
+            ServiceKind::Service,
+            spec(RestartPolicy::Always, Some(2)),
+            PanicAction::Restart,
+            1,
+        );
+        let mut now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        // Unhealthy once an hour, each time after a clean run longer than reset_after
+        // (10 minutes): never a crash loop, never given up.
+        for _ in 0..10 {
+            now += hour;
+            assert_eq!(
+                t.decide(Cause::Unhealthy { ran_for: hour }, now),
+                Decision::RestartNow
+            );
+        }
+        // Unhealthy again and again within seconds of starting: counted, and given up.
+        assert_eq!(
+            t.decide(
+                Cause::Unhealthy {
+                    ran_for: Duration::ZERO
+                },
+                now
+            ),
+            Decision::RestartNow
+        );
+        assert!(matches!(
+            t.decide(
+                Cause::Unhealthy {
+                    ran_for: Duration::ZERO
+                },
+                now
+            ),
             Decision::GiveUp(_)
         ));
     }

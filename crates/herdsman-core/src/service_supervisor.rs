@@ -3,6 +3,7 @@
 //! transition means, and has its container actors carry it out.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::board::{ReplicaState, ServicePhase, StatusBoard};
 use crate::container_actor::{stop_budget, ContainerActor, ContainerArgs, ContainerMsg, Mode};
 use crate::deployment_actor::DeploymentMsg;
 use crate::event::{EventBus, EventKind};
+use crate::init_runs::InitRuns;
 use crate::restart::{Cause, Decision, RestartTracker};
 use crate::stabilization::ServiceCounts;
 
@@ -30,6 +32,20 @@ pub(crate) struct ServiceContext {
     pub(crate) events: EventBus,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     pub(crate) seed: u64,
+    /// Every slot's init run in flight, shared with the deployment's other supervisors
+    /// (and a failed predecessor of this one).
+    pub(crate) init_runs: InitRuns,
+    /// Set when the service starts stopping for good: from then on no container actor
+    /// boots a new container, so a stop request queued behind a restart has only the
+    /// container already there to stop.
+    stopping: AtomicBool,
+}
+
+impl ServiceContext {
+    /// Whether the service is stopping for good (shutdown or panic action `shutdown`).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
 }
 
 /// Messages of a service supervisor.
@@ -95,6 +111,7 @@ pub(crate) struct SupervisorArgs {
     pub(crate) events: EventBus,
     pub(crate) parent: ActorRef<DeploymentMsg>,
     pub(crate) seed: u64,
+    pub(crate) init_runs: InitRuns,
     /// Desired replicas at start (the spec's count, or the count in force when a failed
     /// supervisor is replaced).
     pub(crate) desired: u32,
@@ -129,14 +146,19 @@ struct Slot {
     token: u64,
     tracker: RestartTracker,
     init_retry: InitRetry,
+    /// When the current incarnation started, for the clean-run reset of a replica that
+    /// is restarted for turning unhealthy (it has no exit to say how long it ran).
+    started_at: Option<Instant>,
 }
 
-/// What replicas add to their service's counts: running, healthy, ready.
+/// What replicas add to their service's counts: running, healthy, ready, and failed for
+/// good (a failed replica never comes back by itself, so its service cannot become ready).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Share {
     running: u32,
     healthy: u32,
     ready: u32,
+    failed: u32,
 }
 
 impl Share {
@@ -145,6 +167,7 @@ impl Share {
             running: self.running + o.running,
             healthy: self.healthy + o.healthy,
             ready: self.ready + o.ready,
+            failed: self.failed + o.failed,
         }
     }
 
@@ -153,6 +176,7 @@ impl Share {
             running: self.running - o.running,
             healthy: self.healthy - o.healthy,
             ready: self.ready - o.ready,
+            failed: self.failed - o.failed,
         }
     }
 }
@@ -167,6 +191,7 @@ impl Slot {
                 // A job is ready (for stability and for `healthy` dependants) only once
                 // it has completed: a migration must finish before its dependants start.
                 ready: u32::from(self.ready && !is_job),
+                failed: 0,
             },
             SlotState::Unhealthy => Share {
                 running: 1,
@@ -174,6 +199,10 @@ impl Slot {
             },
             SlotState::Completed if is_job => Share {
                 ready: 1,
+                ..Share::default()
+            },
+            SlotState::Failed => Share {
+                failed: 1,
                 ..Share::default()
             },
             _ => Share::default(),
@@ -232,6 +261,8 @@ impl Actor for ServiceSupervisor {
             events: args.events,
             supervisor: myself,
             seed: args.seed,
+            init_runs: args.init_runs,
+            stopping: AtomicBool::new(false),
         });
         Ok(SupervisorState {
             ctx,
@@ -457,6 +488,7 @@ impl SupervisorState {
                 token: 0,
                 tracker: RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed),
                 init_retry: InitRetry::new(svc.on_init_failure),
+                started_at: None,
             },
         );
         Ok(())
@@ -510,22 +542,27 @@ impl SupervisorState {
             .board
             .replica(&self.ctx.service_name, replica)
             .and_then(|r| r.container.map(|c| (c, r.state)));
-        let mode = match (state, on_board) {
-            (SlotState::Running | SlotState::Unhealthy, Some((c, ReplicaState::Running)))
-                if c.generation == generation =>
-            {
-                Mode::AdoptRunning
-            }
-            (SlotState::Backoff | SlotState::Isolated, Some((c, _)))
-                if c.generation == generation =>
-            {
-                Mode::AdoptHeld
-            }
-            (SlotState::Completed | SlotState::Failed | SlotState::Stopped, _) => Mode::AdoptHeld,
-            (_, board) => {
+        // The slot's state says what the replica's container is doing; the board only says
+        // which container that is. (An unhealthy replica kept running for debugging shows
+        // `isolated` on the board but its container runs: it is adopted, not recreated.)
+        let current = on_board
+            .as_ref()
+            .map(|(c, _)| c.clone())
+            .filter(|c| c.generation == generation);
+        let mode = match (state, current) {
+            (SlotState::Running | SlotState::Unhealthy, Some(_)) => Mode::AdoptRunning,
+            (
+                SlotState::Backoff
+                | SlotState::Isolated
+                | SlotState::Completed
+                | SlotState::Failed
+                | SlotState::Stopped,
+                _,
+            ) => Mode::AdoptHeld,
+            _ => {
                 // Caught between boot and running: whatever was half created goes, and the
                 // replica boots again as a new generation.
-                let stale = board.map(|(c, _)| c);
+                let stale = on_board.map(|(c, _)| c);
                 if let Some(slot) = self.slots.get_mut(&replica) {
                     slot.generation += 1;
                     slot.state = SlotState::Booting;
@@ -554,7 +591,10 @@ impl SupervisorState {
         replicas: u32,
     ) -> Result<(), ActorProcessingErr> {
         let from = self.desired;
-        if replicas == from || self.phase != ServicePhase::Running {
+        // A service with a replica that gave up still scales: its other replicas run, and
+        // scaling down must stop them. Only a service stopped for good does not.
+        let scalable = matches!(self.phase, ServicePhase::Running | ServicePhase::Failed);
+        if replicas == from || !scalable {
             self.desired = replicas;
             self.ctx.board.set_desired(&self.ctx.service_name, replicas);
             return Ok(());
@@ -620,7 +660,7 @@ impl SupervisorState {
             return Ok(false);
         }
         if replica < self.desired
-            && self.phase == ServicePhase::Running
+            && matches!(self.phase, ServicePhase::Running | ServicePhase::Failed)
             && !self.slots.contains_key(&replica)
         {
             self.add_slot(myself, replica).await?;
@@ -629,11 +669,14 @@ impl SupervisorState {
         Ok(false)
     }
 
-    /// Stop every replica, wait for them (each within its grace plus the kill), and
-    /// leave the service in `phase`.
+    /// Stop every replica, wait for them, and leave the service in `phase`. Total: when
+    /// this returns, no container of the service runs, whatever was in flight.
     async fn stop_all(&mut self, phase: ServicePhase, reason: Option<String>) {
         self.phase = phase;
-        let budget = stop_budget(self.ctx.service.stop_grace_period);
+        // No container actor boots anything from now on, so each has at most the stop in
+        // flight (a restart's, a held replica's) and then its own to do: two stop budgets.
+        self.ctx.stopping.store(true, Ordering::Release);
+        let budget = stop_budget(self.ctx.service.stop_grace_period) * 2;
         // Replicas scaled away and still stopping are waited for too: the call returns when
         // the actor, done with its own stop, drops the request.
         let retiring = self.retiring.values().map(|actor| {
@@ -646,24 +689,50 @@ impl SupervisorState {
             )
         });
         let retiring = futures::future::join_all(retiring);
-        let calls = self.slots.values_mut().map(|slot| {
+        let calls = self.slots.iter_mut().map(|(&replica, slot)| {
             slot.state = SlotState::Stopped;
             slot.ready = false;
             slot.token += 1;
-            slot.actor.call(
+            let call = slot.actor.call(
                 |reply| ContainerMsg::Stop {
                     reply: Some(reply),
                     forget: false,
                 },
                 Some(budget),
-            )
+            );
+            async move { (replica, call.await) }
         });
         let (results, _) = futures::future::join(futures::future::join_all(calls), retiring).await;
-        for r in results {
-            if let Err(e) = r {
-                tracing::warn!(service = %self.ctx.service_name, error = %e, "replica stop");
+        // An actor that did not answer (it failed, or its runtime overran a stop) may
+        // have left its container running: stop it from here, with its signal and grace.
+        let unanswered = results.into_iter().filter_map(|(replica, r)| match r {
+            Ok(ractor::rpc::CallResult::Success(())) => None,
+            other => {
+                tracing::warn!(service = %self.ctx.service_name, replica, result = ?other.map(|_| ()), "replica stop unanswered; stopping its container directly");
+                Some(replica)
             }
-        }
+        });
+        let ctx = self.ctx.clone();
+        let leftovers: Vec<ContainerId> = unanswered
+            .filter_map(|replica| ctx.board.replica(&ctx.service_name, replica)?.container)
+            .collect();
+        futures::future::join_all(leftovers.iter().map(|id| {
+            let ctx = ctx.clone();
+            async move {
+                let svc = &ctx.service;
+                let _ = ctx
+                    .runtime
+                    .stop(id, svc.stop_signal, svc.stop_grace_period)
+                    .await;
+                let _ = ctx.runtime.remove(id).await;
+                ctx.board.update(&ctx.service_name, id.replica, |r| {
+                    r.state = ReplicaState::Stopped;
+                    r.pid = None;
+                    r.healthy = false;
+                });
+            }
+        }))
+        .await;
         self.ctx
             .board
             .set_service(&self.ctx.service_name, phase, reason);
@@ -679,6 +748,7 @@ impl SupervisorState {
         }
         slot.init_retry.reset();
         slot.state = SlotState::Running;
+        slot.started_at = Some(Instant::now());
         slot.healthy = !has_health;
         if slot.healthy {
             Self::arm_ready(&self.ctx, myself, replica, slot);
@@ -725,9 +795,14 @@ impl SupervisorState {
         };
         // A late exit of an old incarnation, or of one this supervisor is stopping or has
         // already decided about (a container held in backoff after turning unhealthy is
-        // stopped; that exit is not a second crash).
+        // stopped; that exit is not a second crash). An exit of the current incarnation
+        // is acted on even while the slot still looks booting: its start report cannot be
+        // behind it (one sender tells both), but a replaced container actor may be.
         if slot.generation != generation
-            || !matches!(slot.state, SlotState::Running | SlotState::Unhealthy)
+            || !matches!(
+                slot.state,
+                SlotState::Booting | SlotState::Running | SlotState::Unhealthy
+            )
         {
             return;
         }
@@ -786,6 +861,10 @@ impl SupervisorState {
         if slot.generation != generation || slot.state != SlotState::Booting {
             return;
         }
+        let why = format!("init step {step:?} failed: {error}");
+        ctx.board.update(&ctx.service_name, replica, |r| {
+            r.last_error = Some(why.clone());
+        });
         match slot.init_retry.after_failure(jitter_unit(
             ctx.seed,
             replica,
@@ -807,10 +886,7 @@ impl SupervisorState {
                 });
                 myself.send_after(delay, move || SupervisorMsg::RestartDue { replica, token });
             }
-            None => {
-                let reason = format!("init step {step:?} failed: {error}");
-                Self::fail_slot(&ctx, replica, slot, reason);
-            }
+            None => Self::fail_slot(&ctx, replica, slot, why, false),
         }
     }
 
@@ -861,7 +937,11 @@ impl SupervisorState {
                 });
             }
             Some(OnUnhealthy::Restart) => {
-                let decision = slot.tracker.decide(Cause::Unhealthy, Instant::now());
+                let now = Instant::now();
+                let ran_for = slot
+                    .started_at
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+                let decision = slot.tracker.decide(Cause::Unhealthy { ran_for }, now);
                 self.apply(myself, replica, decision, true, None).await;
             }
             Some(OnUnhealthy::None) | None => {}
@@ -891,19 +971,48 @@ impl SupervisorState {
             .update(&ctx.service_name, replica, |r| r.restarts = restarts);
     }
 
-    fn fail_slot(ctx: &ServiceContext, replica: u32, slot: &mut Slot, reason: String) {
+    /// The replica will not be restarted: `failed`, its container kept (stopped, with its
+    /// signal and grace, if it may still run) for its logs and last exit.
+    fn fail_slot(
+        ctx: &ServiceContext,
+        replica: u32,
+        slot: &mut Slot,
+        reason: String,
+        running: bool,
+    ) {
         slot.state = SlotState::Failed;
         slot.ready = false;
-        let _ = slot.actor.cast(ContainerMsg::Release);
+        Self::hold(ctx, replica, slot, running, ReplicaState::Failed);
         ctx.board.update(&ctx.service_name, replica, |r| {
-            r.state = ReplicaState::Failed;
             r.backoff_ms = None;
+            // What made this incarnation fail (a start error) stays in front of why it is
+            // not tried again.
+            r.last_error = Some(match r.last_error.take() {
+                Some(cause) if cause != reason => format!("{cause}; {reason}"),
+                _ => reason.clone(),
+            });
         });
         ctx.events.emit(EventKind::GaveUp {
             service: ctx.service_name.clone(),
             replica,
             reason,
         });
+    }
+
+    /// Have the container actor keep the replica's container, shown as `then` (and as
+    /// `stopping` until then if it may still run and must be stopped first).
+    fn hold(ctx: &ServiceContext, replica: u32, slot: &Slot, running: bool, then: ReplicaState) {
+        let _ = slot.actor.cast(ContainerMsg::Hold {
+            stop: running,
+            then,
+        });
+        let shown = if running {
+            ReplicaState::Stopping
+        } else {
+            then
+        };
+        ctx.board
+            .update(&ctx.service_name, replica, |r| r.state = shown);
     }
 
     /// Carry out a restart decision for one replica. `running`: its container still runs
@@ -931,6 +1040,13 @@ impl SupervisorState {
         match decision {
             Decision::RestartNow => {
                 Self::restart(&ctx, replica, slot);
+                let shown = if running {
+                    ReplicaState::Stopping
+                } else {
+                    ReplicaState::Starting
+                };
+                ctx.board
+                    .update(&ctx.service_name, replica, |r| r.state = shown);
                 if let Some(event) = announce {
                     ctx.events.emit(event);
                 }
@@ -947,9 +1063,8 @@ impl SupervisorState {
                 let token = slot.token;
                 let delay_ms = delay.as_millis() as u64;
                 let restarts = slot.tracker.total();
-                let _ = slot.actor.cast(ContainerMsg::Hold { stop: running });
+                Self::hold(&ctx, replica, slot, running, ReplicaState::Backoff);
                 ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.state = ReplicaState::Backoff;
                     r.backoff_ms = Some(delay_ms);
                     r.restarts = restarts.saturating_sub(1);
                 });
@@ -968,18 +1083,15 @@ impl SupervisorState {
             }
             Decision::Complete => {
                 slot.state = SlotState::Completed;
-                let _ = slot.actor.cast(ContainerMsg::Release);
-                ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.state = ReplicaState::Completed
-                });
+                Self::hold(&ctx, replica, slot, running, ReplicaState::Completed);
                 ctx.events.emit(EventKind::Completed {
                     service: ctx.service_name.clone(),
                     replica,
                 });
             }
-            Decision::Fail(reason) => Self::fail_slot(&ctx, replica, slot, reason),
+            Decision::Fail(reason) => Self::fail_slot(&ctx, replica, slot, reason, running),
             Decision::GiveUp(reason) => {
-                Self::fail_slot(&ctx, replica, slot, reason.clone());
+                Self::fail_slot(&ctx, replica, slot, reason.clone(), running);
                 let why = format!("replica {replica} {reason}");
                 ctx.board
                     .set_service(&ctx.service_name, ServicePhase::Failed, Some(why.clone()));
@@ -991,10 +1103,7 @@ impl SupervisorState {
             }
             Decision::Isolate => {
                 slot.state = SlotState::Isolated;
-                let _ = slot.actor.cast(ContainerMsg::Hold { stop: false });
-                ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.state = ReplicaState::Isolated
-                });
+                Self::hold(&ctx, replica, slot, running, ReplicaState::Isolated);
                 ctx.events.emit(EventKind::Isolated {
                     service: ctx.service_name.clone(),
                     replica,
@@ -1045,7 +1154,7 @@ impl SupervisorState {
         debug_assert_eq!(self.tally, self.counted(), "the running tally drifted");
         let c = ServiceCounts {
             desired: self.desired,
-            viable: matches!(self.phase, ServicePhase::Running),
+            viable: matches!(self.phase, ServicePhase::Running) && self.tally.failed == 0,
             running: self.tally.running,
             healthy: self.tally.healthy,
             ready: self.tally.ready,
@@ -1054,6 +1163,7 @@ impl SupervisorState {
             self.reported = Some(c);
             let _ = self.parent.cast(DeploymentMsg::ServiceHealth {
                 service: self.ctx.service_name.clone(),
+                from: self.ctx.supervisor.get_id(),
                 counts: c,
             });
         }

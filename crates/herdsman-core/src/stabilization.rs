@@ -137,13 +137,18 @@ pub(crate) fn replica_reason(r: &ReplicaStatus) -> String {
         .rev()
         .find(|p| p.outcome != "success")
         .and_then(|p| p.reason.clone());
+    let error = r
+        .last_error
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
     match r.state {
         ReplicaState::Running => match last_probe {
             Some(why) => format!("unhealthy: {why}"),
             None => "not healthy yet".to_string(),
         },
         ReplicaState::Backoff => format!(
-            "crash looping{}{}",
+            "crash looping{}{}{error}",
             r.last_exit
                 .map(|e| format!(", last {e}"))
                 .unwrap_or_default(),
@@ -162,10 +167,10 @@ pub(crate) fn replica_reason(r: &ReplicaStatus) -> String {
             },
         },
         ReplicaState::Failed => match r.last_exit {
-            Some(e) => format!("failed, last {e}"),
-            None => "failed".to_string(),
+            Some(e) => format!("failed, last {e}{error}"),
+            None => format!("failed{error}"),
         },
-        other => other.as_str().to_string(),
+        other => format!("{}{error}", other.as_str()),
     }
 }
 
