@@ -367,7 +367,19 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
                 .map(|c| sim.logs(c, 5))
                 .unwrap_or_default();
             match cause {
-                Some(Cause::InitFailed) | None => {}
+                None => {}
+                // Nothing ran and printed: the reason is what is left to show.
+                Some(Cause::InitFailed | Cause::StartFailed) => {
+                    if rs.last_error.is_none() {
+                        found.push(breach(
+                            Invariant::Diagnostics,
+                            format!(
+                                "{slot} {} after a {cause:?} without its last error",
+                                rs.state.as_str()
+                            ),
+                        ));
+                    }
+                }
                 Some(Cause::Exited) if rs.last_exit.is_none() => found.push(breach(
                     Invariant::Diagnostics,
                     format!("{slot} {} without its last exit", rs.state.as_str()),

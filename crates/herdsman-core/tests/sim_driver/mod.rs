@@ -36,7 +36,7 @@ use invariants::{Breach, Invariant};
 
 /// How long the faults stop before the quiescence checks: longer than any backoff,
 /// restart window, grace period, dependency timeout and init retry delay of a plan.
-pub const CALM: Duration = Duration::from_secs(45);
+pub const CALM: Duration = Duration::from_secs(30);
 /// Bound on any single await of the deployment's API, in simulated time.
 pub const CALL_WITHIN: Duration = Duration::from_secs(120);
 /// Bound on a whole run, in simulated time: a schedule that takes longer is deadlocked.
@@ -547,7 +547,7 @@ async fn schedule(world: &mut World, options: &Options, shutdown_at: Option<usiz
     world.step = options.steps + 2;
     world.note("shutdown (if not yet), then a while more".into());
     world.finish_shutdown().await;
-    settle(Duration::from_secs(10)).await;
+    settle(Duration::from_secs(5)).await;
     let mut found = std::mem::take(&mut world.pending);
     found.extend(invariants::settled(world));
     found

@@ -109,7 +109,8 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
             o.last_cause.insert((service.to_string(), replica), cause);
         }
         if let EventKind::DeploymentStable { .. } = event.kind {
-            let now = unmet(&handle.status(), &sim);
+            let status = handle.status();
+            let now = unmet(&status, &sim);
             for u in now {
                 // Unmet since the last drained check point, or a container that died at
                 // the instant it started: the tree counted an exit it had been told of.
@@ -124,7 +125,22 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
                     } else {
                         "unmet since the last check point"
                     };
-                    let line = format!("DeploymentStable at {}ms while {u} ({why})", event.at_ms);
+                    let board = status
+                        .services
+                        .iter()
+                        .find(|s| s.name == u.service)
+                        .map(|s| {
+                            let replica = u
+                                .replica
+                                .and_then(|r| s.replicas.iter().find(|x| x.replica == r))
+                                .map_or("-", |x| x.state.as_str());
+                            format!("desired {}, replica {replica}", s.desired)
+                        })
+                        .unwrap_or_default();
+                    let line = format!(
+                        "DeploymentStable at {}ms while {u} ({why}; board: {board})",
+                        event.at_ms
+                    );
                     o.false_stables.push(line);
                 }
             }

@@ -117,7 +117,7 @@ fn service(rng: &mut SmallRng, name: &str, index: usize) -> Service {
                     (DependencyCondition::Healthy, 50),
                 ],
             ),
-            timeout: Duration::from_secs(rng.random_range(5..=30)),
+            timeout: Duration::from_secs(rng.random_range(5..=20)),
         }]
     } else {
         Vec::new()
