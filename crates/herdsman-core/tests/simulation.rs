@@ -33,13 +33,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Run `seeds` over `THREADS` threads; every failure, in seed order.
 fn run_all(seeds: Vec<u64>, options: &Options) -> (Vec<Summary>, Vec<Failure>) {
     let chunks: Vec<Vec<u64>> = (0..THREADS)
-        .map(|t| {
-            seeds
-                .iter()
-                .copied()
-                .filter(|s| s % THREADS == t)
-                .collect()
-        })
+        .map(|t| seeds.iter().copied().filter(|s| s % THREADS == t).collect())
         .collect();
     let results: Vec<(Vec<Summary>, Vec<Failure>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = chunks

@@ -142,6 +142,12 @@ impl SimRuntime {
         self.state().audit.violation_count()
     }
 
+    /// The containers with an init step in flight (begun, neither returned nor dropped),
+    /// one per replica slot, sorted. Empty once a deployment has shut down.
+    pub fn inits_in_flight(&self) -> Vec<ContainerId> {
+        self.state().audit.inits_in_flight()
+    }
+
     /// How container `id` ended, if it ran and has ended (`None` while it runs, before it
     /// starts, after a failed start and once it is removed).
     pub fn exit_of(&self, id: &ContainerId) -> Option<Exit> {

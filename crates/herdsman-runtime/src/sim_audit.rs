@@ -192,6 +192,17 @@ impl Audit {
         }
     }
 
+    /// The incarnations with an init step in flight, sorted.
+    pub(crate) fn inits_in_flight(&self) -> Vec<ContainerId> {
+        let mut ids: Vec<ContainerId> = self
+            .init_in_flight
+            .values()
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub(crate) fn init_ended(&mut self, id: &ContainerId) {
         let key = slot(id);
         if let Some((_, n)) = self.init_in_flight.get_mut(&key) {

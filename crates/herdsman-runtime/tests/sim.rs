@@ -749,6 +749,7 @@ async fn the_auditor_records_an_init_step_begun_while_one_of_the_same_slot_is_in
         !hung.is_finished(),
         "a hanging init step ignores its timeout"
     );
+    assert_eq!(sim.inits_in_flight(), vec![old.clone()]);
     // A second run of the slot's init (a new generation) while the first still hangs.
     let (new, _) = create(&sim, "api", 0, 1).await;
     sim.set_profile("api", FaultProfile::default());
@@ -765,6 +766,7 @@ async fn the_auditor_records_an_init_step_begun_while_one_of_the_same_slot_is_in
     // Once the hung step is cancelled, the slot's init may run again.
     hung.abort();
     let _ = hung.await;
+    assert!(sim.inits_in_flight().is_empty());
     assert!(sim.init_step(&new, &init_step(0), &vars).await.ok);
     assert_eq!(sim.violation_count(), 1);
 }

@@ -38,6 +38,9 @@ pub enum Event {
     Scale { service: usize, to: u32 },
     /// From now on or no longer, the service's init steps take longer than their timeout.
     SlowInit { service: usize, on: bool },
+    /// From now on or no longer, the service's init steps never return (whatever their
+    /// timeout) until whoever runs them drops them.
+    HangingInit { service: usize, on: bool },
     /// From now on or no longer, the service's init steps fail.
     FailingInit { service: usize, on: bool },
     /// From now on or no longer, the service's containers ignore their stop signal, so a
@@ -79,6 +82,7 @@ pub struct Knobs {
     pub crashy: bool,
     pub unhealthy: bool,
     pub slow_init: bool,
+    pub hanging_init: bool,
     pub failing_init: bool,
     pub hanging_stops: bool,
 }
@@ -108,6 +112,7 @@ impl Knobs {
                 Duration::from_millis(200)
             },
             init_failure: if self.failing_init { 1.0 } else { 0.0 },
+            init_hangs: self.hanging_init,
             stop_hangs: self.hanging_stops,
             ..FaultProfile::default()
         }
@@ -125,6 +130,7 @@ const WEIGHTS: &[(Kind, u32)] = &[
     (Kind::Health, 8),
     (Kind::Scale, 11),
     (Kind::SlowInit, 5),
+    (Kind::HangingInit, 2),
     (Kind::FailingInit, 3),
     (Kind::HangingStops, 6),
     (Kind::Idle, 5),
@@ -141,6 +147,7 @@ enum Kind {
     Health,
     Scale,
     SlowInit,
+    HangingInit,
     FailingInit,
     HangingStops,
     Idle,
@@ -199,6 +206,10 @@ pub fn draw(world: &mut World) -> Event {
             service,
             on: !knobs.slow_init,
         },
+        Kind::HangingInit => Event::HangingInit {
+            service,
+            on: !knobs.hanging_init,
+        },
         Kind::FailingInit => Event::FailingInit {
             service,
             on: !knobs.failing_init,
@@ -252,6 +263,10 @@ pub async fn inject(world: &mut World, event: &Event) {
         Event::Health { service, healthy } => world.turn(service, |k| k.unhealthy = !healthy),
         Event::Scale { service, to } => world.scale(service, to).await,
         Event::SlowInit { service, on } => world.turn(service, |k| k.slow_init = on),
+        Event::HangingInit { service, on } => {
+            world.services[service].init_ever_hung |= on;
+            world.turn(service, |k| k.hanging_init = on);
+        }
         Event::FailingInit { service, on } => world.turn(service, |k| k.failing_init = on),
         Event::HangingStops { service, on } => world.turn(service, |k| k.hanging_stops = on),
         Event::Shutdown => world.begin_shutdown(),
@@ -282,6 +297,7 @@ pub fn describe(world: &World, event: &Event) -> String {
         }
         Event::Scale { service, to } => format!("scale {} to {to}", name(service)),
         Event::SlowInit { service, on } => format!("{} init steps time out: {on}", name(service)),
+        Event::HangingInit { service, on } => format!("{} init steps hang: {on}", name(service)),
         Event::FailingInit { service, on } => format!("{} init steps fail: {on}", name(service)),
         Event::HangingStops { service, on } => {
             format!("{} ignores its stop signal: {on}", name(service))

@@ -177,7 +177,17 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
         }
     }
 
-    // 5: once shutdown has returned, nothing runs, ever.
+    // 5: once shutdown has returned, nothing runs, ever, and no init step is left running.
+    let inits = sim.inits_in_flight();
+    if world.shutdown_returned() && !inits.is_empty() {
+        found.push(breach(
+            Invariant::ShutdownTotal,
+            format!(
+                "init steps still run after shutdown returned: {:?}",
+                inits.iter().map(ToString::to_string).collect::<Vec<_>>()
+            ),
+        ));
+    }
     if world.shutdown_returned() && !running.is_empty() {
         let mut ids: Vec<_> = running.values().flatten().map(|c| c.to_string()).collect();
         ids.sort();
@@ -220,7 +230,10 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
                 {
                     found.push(breach(
                         Invariant::BoardTruth,
-                        format!("{slot} shown {} while the runtime runs {ids:?}", r.state.as_str()),
+                        format!(
+                            "{slot} shown {} while the runtime runs {ids:?}",
+                            r.state.as_str()
+                        ),
                     ));
                 }
                 _ => {}
@@ -319,7 +332,10 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
             ServicePhase::Waiting => {
                 found.push(breach(
                     Invariant::ExitsActedOn,
-                    format!("{} still waits for its dependencies: {:?}", s.name, s.reason),
+                    format!(
+                        "{} still waits for its dependencies: {:?}",
+                        s.name, s.reason
+                    ),
                 ));
                 continue;
             }
@@ -339,11 +355,19 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
                     if model.has_health && !rs.healthy {
                         found.push(breach(
                             Invariant::ExitsActedOn,
-                            format!("{slot} running but never healthy again under a healthy profile"),
+                            format!(
+                                "{slot} running but never healthy again under a healthy profile"
+                            ),
                         ));
                     }
                 }
                 ReplicaState::Isolated | ReplicaState::Failed | ReplicaState::Completed => {}
+                ReplicaState::Initializing
+                    if model.init_ever_hung
+                        && sim
+                            .inits_in_flight()
+                            .iter()
+                            .any(|c| *c.service == *s.name && c.replica == r) => {}
                 other => found.push(breach(
                     Invariant::ExitsActedOn,
                     format!(
@@ -417,8 +441,7 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
     if all_ready && unmet(&status, &sim).is_empty() && !status.stable {
         found.push(breach(
             Invariant::StableMeansStable,
-            "every service is ready on the runtime's truth but the deployment is not stable"
-                .into(),
+            "every service is ready on the runtime's truth but the deployment is not stable".into(),
         ));
     }
     found

@@ -72,6 +72,9 @@ pub struct ServiceModel {
     pub has_health: bool,
     pub has_init: bool,
     pub knobs: Knobs,
+    /// Its init steps hung at some point: a slot may still wait on one at quiescence (the
+    /// step's timeout is the runtime's to enforce; the tree only cancels it).
+    pub init_ever_hung: bool,
 }
 
 /// Where the deployment's shutdown is.
@@ -201,8 +204,11 @@ impl World {
 
     fn note(&mut self, line: String) {
         let at = self.elapsed();
-        self.history
-            .push(format!("step {:>3} @{:>8.3}s: {line}", self.step, at.as_secs_f64()));
+        self.history.push(format!(
+            "step {:>3} @{:>8.3}s: {line}",
+            self.step,
+            at.as_secs_f64()
+        ));
     }
 
     fn elapsed(&self) -> Duration {
@@ -278,7 +284,11 @@ impl fmt::Display for Failure {
         for line in &self.board {
             writeln!(f, "  {line}")?;
         }
-        write!(f, "replay: HERDSMAN_SIM_SEED={} cargo test -p herdsman-core --test simulation", self.seed)
+        write!(
+            f,
+            "replay: HERDSMAN_SIM_SEED={} cargo test -p herdsman-core --test simulation",
+            self.seed
+        )
     }
 }
 
@@ -340,6 +350,7 @@ async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
             has_health: s.health.is_some(),
             has_init: !s.init.is_empty(),
             knobs: Knobs::default(),
+            init_ever_hung: false,
         })
         .collect();
     for s in &services {
@@ -443,7 +454,11 @@ async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
     let mut injected = BTreeMap::new();
     for line in &world.history {
         if let Some((_, what)) = line.split_once(": ") {
-            let kind: String = what.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let kind: String = what
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             *injected.entry(kind).or_default() += 1;
         }
     }
@@ -483,7 +498,12 @@ fn board_lines(world: &World) -> Vec<String> {
             ));
         }
     }
-    let running: Vec<String> = world.sim.running().iter().map(ToString::to_string).collect();
+    let running: Vec<String> = world
+        .sim
+        .running()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     lines.push(format!("runtime runs: {running:?}"));
     lines
 }

@@ -84,7 +84,8 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
         if o.log.len() == LOG_TAIL {
             o.log.pop_front();
         }
-        o.log.push_back(format!("{}ms {:?}", event.at_ms, event.kind));
+        o.log
+            .push_back(format!("{}ms {:?}", event.at_ms, event.kind));
         let cause = match &event.kind {
             EventKind::ReplicaExited {
                 service, replica, ..

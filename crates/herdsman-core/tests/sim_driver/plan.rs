@@ -150,9 +150,7 @@ fn service(rng: &mut SmallRng, name: &str, index: usize) -> Service {
                 jitter: if rng.random_bool(0.5) { 0.0 } else { 0.1 },
             },
             reset_after: Duration::from_secs(rng.random_range(5..=20)),
-            give_up_after: rng
-                .random_bool(0.3)
-                .then(|| rng.random_range(2..=4)),
+            give_up_after: rng.random_bool(0.3).then(|| rng.random_range(2..=4)),
         },
         stop_grace_period: Duration::from_secs(rng.random_range(1..=5)),
         ..Service::new(name, kind)
