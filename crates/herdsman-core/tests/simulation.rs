@@ -97,6 +97,13 @@ fn the_trees_invariants_hold_under_thousands_of_seeded_schedules() {
         count as f64 / took.as_secs_f64().max(1e-9),
         failed.len()
     );
+    let mut tree: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &ok {
+        for (k, v) in &s.tree {
+            *tree.entry(k.clone()).or_default() += v;
+        }
+    }
+    eprintln!("tree events of the passing seeds: {tree:?}");
     if let Some(first) = failed.first() {
         let mut by_invariant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for f in &failed {
@@ -123,17 +130,6 @@ fn the_trees_invariants_hold_under_thousands_of_seeded_schedules() {
         );
     }
     // Passing proves something only if the schedules did what they claim to.
-    let mut tree: BTreeMap<String, u64> = BTreeMap::new();
-    let mut injected: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &ok {
-        for (k, v) in &s.tree {
-            *tree.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.injected {
-            *injected.entry(k.clone()).or_default() += v;
-        }
-    }
-    eprintln!("tree events: {tree:?}");
     for kind in [
         "exited",
         "start_failed",

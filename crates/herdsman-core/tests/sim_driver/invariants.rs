@@ -393,17 +393,16 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
             match cause {
                 None => {}
                 // Nothing ran and printed: the reason is what is left to show.
-                Some(Cause::InitFailed | Cause::StartFailed) => {
-                    if rs.last_error.is_none() {
-                        found.push(breach(
-                            Invariant::Diagnostics,
-                            format!(
-                                "{slot} {} after a {cause:?} without its last error",
-                                rs.state.as_str()
-                            ),
-                        ));
-                    }
+                Some(Cause::InitFailed | Cause::StartFailed) if rs.last_error.is_none() => {
+                    found.push(breach(
+                        Invariant::Diagnostics,
+                        format!(
+                            "{slot} {} after a {cause:?} without its last error",
+                            rs.state.as_str()
+                        ),
+                    ));
                 }
+                Some(Cause::InitFailed | Cause::StartFailed) => {}
                 Some(Cause::Exited) if rs.last_exit.is_none() => found.push(breach(
                     Invariant::Diagnostics,
                     format!("{slot} {} without its last exit", rs.state.as_str()),
