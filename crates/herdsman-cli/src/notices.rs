@@ -25,6 +25,15 @@ pub(crate) fn notice(kind: &EventKind) -> Option<String> {
                 None => format!("{service}/{replica} started again"),
             }
         }
+        EventKind::ReplicaAdopted {
+            service,
+            replica,
+            pid,
+            ..
+        } => match pid {
+            Some(pid) => format!("{service}/{replica} adopted (pid {pid}), still running"),
+            None => format!("{service}/{replica} adopted, still running"),
+        },
         EventKind::ReplicaExited {
             service,
             replica,

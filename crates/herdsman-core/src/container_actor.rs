@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdsman_probe::{StepReport, StepVerdict};
-use herdsman_runtime::{ContainerId, ContainerSpec};
+use herdsman_runtime::{ContainerId, ContainerSpec, Started, Survivor};
 use herdsman_spec::ReplicaVars;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -62,6 +62,9 @@ pub(crate) enum Mode {
     /// Replacing an actor that failed mid-boot: `stale` may be half started; remove it and
     /// boot again at `generation`.
     Recreate { stale: Option<ContainerId> },
+    /// Take over a container an earlier run of herdsman left running (same run hash):
+    /// supervise it as this replica's current incarnation, without restarting it.
+    Adopt(Survivor),
 }
 
 pub(crate) struct ContainerArgs {
@@ -93,6 +96,8 @@ pub(crate) struct ContainerState {
     probe: Option<ActorRef<crate::probe_actor::ProbeMsg>>,
     /// Container id created in the runtime and not yet removed.
     created: Option<ContainerId>,
+    /// A survivor to adopt in `post_start`.
+    survivor: Option<Survivor>,
 }
 
 pub(crate) struct ContainerActor;
@@ -119,8 +124,12 @@ impl Actor for ContainerActor {
         let (phase, created) = match &args.mode {
             Mode::AdoptRunning => (Phase::Running, Some(id.clone())),
             Mode::AdoptHeld => (Phase::Held, Some(id.clone())),
-            Mode::Boot => (Phase::Empty, None),
+            Mode::Boot | Mode::Adopt(_) => (Phase::Empty, None),
             Mode::Recreate { stale } => (Phase::Empty, stale.clone()),
+        };
+        let survivor = match args.mode {
+            Mode::Adopt(s) => Some(s),
+            _ => None,
         };
         Ok(ContainerState {
             ctx,
@@ -129,6 +138,7 @@ impl Actor for ContainerActor {
             phase,
             probe: None,
             created,
+            survivor,
         })
     }
 
@@ -137,6 +147,10 @@ impl Actor for ContainerActor {
         myself: ActorRef<ContainerMsg>,
         state: &mut ContainerState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(survivor) = state.survivor.take() {
+            state.adopt(&myself, survivor).await;
+            return Ok(());
+        }
         match state.phase {
             Phase::Running => state.spawn_probe(&myself).await,
             Phase::Empty => {
@@ -342,6 +356,39 @@ impl ContainerState {
         }
     }
 
+    /// Take over a survivor. If it cannot be watched (it died meanwhile), the supervisor
+    /// is told and boots the replica afresh, without counting a restart.
+    async fn adopt(&mut self, myself: &ActorRef<ContainerMsg>, survivor: Survivor) {
+        let ctx = self.ctx.clone();
+        let spec = ContainerSpec {
+            service: ctx.service.clone(),
+            vars: self.vars.clone(),
+        };
+        ctx.board.update(&ctx.service_name, self.id.replica, |r| {
+            r.state = ReplicaState::Starting;
+            r.container = Some(survivor.id.clone());
+        });
+        match ctx.runtime.adopt(&survivor, &spec).await {
+            Ok(started) => {
+                self.created = Some(self.id.clone());
+                ctx.events.emit(EventKind::ReplicaAdopted {
+                    service: ctx.service_name.clone(),
+                    replica: self.id.replica,
+                    generation: self.id.generation,
+                    pid: started.pid,
+                });
+                self.running(myself, started).await;
+            }
+            Err(e) => {
+                tracing::warn!(container = %survivor.id, error = %e, "cannot adopt; starting it afresh");
+                let _ = ctx.supervisor.cast(SupervisorMsg::AdoptFailed {
+                    replica: self.id.replica,
+                    generation: self.id.generation,
+                });
+            }
+        }
+    }
+
     async fn create_and_start(&mut self, myself: &ActorRef<ContainerMsg>) {
         let ctx = self.ctx.clone();
         let id = self.id.clone();
@@ -376,6 +423,19 @@ impl ContainerState {
                 return;
             }
         };
+        ctx.events.emit(EventKind::ReplicaStarted {
+            service: ctx.service_name.clone(),
+            replica: id.replica,
+            generation: id.generation,
+            pid: started.pid,
+        });
+        self.running(myself, started).await;
+    }
+
+    /// The current incarnation runs (started or adopted): show it, watch its exit, probe it.
+    async fn running(&mut self, myself: &ActorRef<ContainerMsg>, started: Started) {
+        let ctx = self.ctx.clone();
+        let id = self.id.clone();
         self.phase = Phase::Running;
         let has_health = ctx.service.health.is_some();
         ctx.board.update(&ctx.service_name, id.replica, |r| {
@@ -383,12 +443,6 @@ impl ContainerState {
             r.pid = started.pid;
             r.healthy = !has_health;
             r.last_error = None;
-        });
-        ctx.events.emit(EventKind::ReplicaStarted {
-            service: ctx.service_name.clone(),
-            replica: id.replica,
-            generation: id.generation,
-            pid: started.pid,
         });
         // One sender tells the incarnation's story, in order: that it started, then how it
         // ended. An exit can come a microsecond after the start; sent by two parties, it

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herdsman_runtime::Runtime;
-use herdsman_spec::{Dependency, DependencyCondition, Deployment};
+use herdsman_runtime::{Runtime, Survivor};
+use herdsman_spec::{Dependency, DependencyCondition, Deployment, StopSignal};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
 
@@ -39,6 +39,17 @@ pub(crate) enum DeploymentMsg {
         reply: RpcReplyPort<Result<(), CoreError>>,
     },
     Shutdown(RpcReplyPort<()>),
+    /// Restart one replica (see `SupervisorMsg::RestartReplica`); the supervisor replies.
+    RestartReplica {
+        service: String,
+        replica: u32,
+        reply: RpcReplyPort<Result<u64, CoreError>>,
+    },
+    /// Set a service back to its spec's replica count.
+    StartService {
+        service: String,
+        reply: RpcReplyPort<Result<u32, CoreError>>,
+    },
     /// Fault injection: panic a replica's container actor, or (`None`) the service's
     /// supervisor.
     InjectPanic {
@@ -74,6 +85,8 @@ pub(crate) struct DeploymentArgs {
     pub(crate) seed: u64,
     pub(crate) log_tail_lines: usize,
     pub(crate) init_runs: InitRuns,
+    /// Adopt what an earlier run left running (else stop it).
+    pub(crate) adopt: bool,
 }
 
 struct ServiceEntry {
@@ -99,6 +112,10 @@ pub(crate) struct DeploymentState {
     /// Stops of containers a failed supervisor left behind, run off this actor's handler
     /// (a minute of grace periods must not block stabilization); shutdown waits for them.
     orphan_stops: Vec<JoinHandle<()>>,
+    /// Survivors of an earlier run each service adopts when its supervisor first starts.
+    survivors: HashMap<Arc<str>, Vec<Survivor>>,
+    /// Per service, the generation each replica index resumes at after survivors.
+    resume_at: HashMap<Arc<str>, HashMap<u32, u64>>,
 }
 
 pub(crate) struct DeploymentActor;
@@ -145,6 +162,8 @@ impl Actor for DeploymentActor {
             was_stable: false,
             stopping: false,
             orphan_stops: Vec::new(),
+            survivors: HashMap::new(),
+            resume_at: HashMap::new(),
         })
     }
 
@@ -163,6 +182,7 @@ impl Actor for DeploymentActor {
                 });
             }
         }
+        state.take_over_survivors().await;
         state.start_ready_services(&myself).await?;
         state.check_stable();
         Ok(())
@@ -181,6 +201,35 @@ impl Actor for DeploymentActor {
                 reply,
             } => {
                 let _ = reply.send(state.scale(&service, replicas));
+            }
+            DeploymentMsg::RestartReplica {
+                service,
+                replica,
+                reply,
+            } => match state.services.get(service.as_str()) {
+                None => {
+                    let _ = reply.send(Err(CoreError::UnknownService(service)));
+                }
+                Some(e) => match &e.supervisor {
+                    Some(sup) => {
+                        let _ = sup.cast(SupervisorMsg::RestartReplica { replica, reply });
+                    }
+                    None => {
+                        let _ = reply.send(Err(CoreError::UnknownReplica { service, replica }));
+                    }
+                },
+            },
+            DeploymentMsg::StartService { service, reply } => {
+                let replicas = state
+                    .args
+                    .spec
+                    .service(&service)
+                    .map(|s| s.initial_replicas());
+                let r = match replicas {
+                    Some(n) => state.scale(&service, n).map(|()| n),
+                    None => Err(CoreError::UnknownService(service)),
+                };
+                let _ = reply.send(r);
             }
             DeploymentMsg::Shutdown(reply) => {
                 state.shutdown().await;
@@ -306,6 +355,82 @@ impl DeploymentState {
             } && e.supervisor.is_some())
     }
 
+    /// Find what an earlier run of this deployment left running. Each survivor that still
+    /// runs what its service's spec asks for, in a replica index the spec still wants, is
+    /// kept for its supervisor to adopt (unless adoption is off); every other one is
+    /// stopped now, with its signal and grace, before anything new starts in its place.
+    async fn take_over_survivors(&mut self) {
+        let runtime = self.args.runtime.clone();
+        let spec = self.args.spec.clone();
+        let found = match runtime.survivors(&spec.name).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for replicas left running by an earlier run; starting fresh");
+                return;
+            }
+        };
+        let mut by_slot: BTreeMap<(Arc<str>, u32), Survivor> = BTreeMap::new();
+        let mut discard = Vec::new();
+        for s in found {
+            let resume = self
+                .resume_at
+                .entry(s.id.service.clone())
+                .or_default()
+                .entry(s.id.replica)
+                .or_default();
+            *resume = (*resume).max(s.id.generation.saturating_add(1));
+            let wanted = spec.service(&s.id.service).is_some_and(|svc| {
+                self.args.adopt
+                    && s.run_hash == svc.run_hash()
+                    && s.id.replica < svc.initial_replicas()
+            });
+            if !wanted {
+                discard.push(s);
+                continue;
+            }
+            // Two survivors of one slot (an earlier run was itself interrupted mid-restart):
+            // the newest incarnation is adopted, the other stopped.
+            let slot = (s.id.service.clone(), s.id.replica);
+            match by_slot.remove(&slot) {
+                Some(other) if other.id.generation > s.id.generation => {
+                    discard.push(s);
+                    by_slot.insert(slot, other);
+                }
+                Some(other) => {
+                    discard.push(other);
+                    by_slot.insert(slot, s);
+                }
+                None => {
+                    by_slot.insert(slot, s);
+                }
+            }
+        }
+        for ((service, _), s) in by_slot {
+            self.survivors.entry(service).or_default().push(s);
+        }
+        if !discard.is_empty() {
+            tracing::info!(
+                count = discard.len(),
+                adopt = self.args.adopt,
+                "stopping replicas left running by an earlier run"
+            );
+        }
+        futures::future::join_all(discard.iter().map(|s| {
+            let (signal, grace) = spec
+                .service(&s.id.service)
+                .map_or((StopSignal::TERM, Duration::from_secs(10)), |svc| {
+                    (svc.stop_signal, svc.stop_grace_period)
+                });
+            let runtime = runtime.clone();
+            async move {
+                if let Err(e) = runtime.discard_survivor(s, signal, grace).await {
+                    tracing::warn!(container = %s.id, error = %e, "cannot stop a replica left by an earlier run");
+                }
+            }
+        }))
+        .await;
+    }
+
     /// Whether `dep`'s service has failed for good (its counts will never satisfy it).
     fn dependency_failed(&self, dep: &Dependency) -> bool {
         self.services
@@ -390,6 +515,8 @@ impl DeploymentState {
             init_runs: self.args.init_runs.clone(),
             desired: entry.counts.desired,
             recover,
+            survivors: self.survivors.remove(name).unwrap_or_default(),
+            resume_at: self.resume_at.remove(name).unwrap_or_default(),
         };
         let (sup, _) =
             Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;

@@ -16,6 +16,25 @@ pub enum CoreError {
     /// No service by that name; retrying will not help.
     #[error("no service named {0:?}")]
     UnknownService(String),
+    /// No replica with that index in the service; retrying will not help.
+    #[error("service {service:?} has no replica {replica}")]
+    UnknownReplica {
+        /// Service.
+        service: String,
+        /// Replica index.
+        replica: u32,
+    },
+    /// A restarted replica was not running and healthy again in time; retrying may help
+    /// once whatever keeps it from becoming ready is fixed.
+    #[error("{service}/{replica} was not ready again within {waited:?}")]
+    NotReady {
+        /// Service.
+        service: String,
+        /// Replica index.
+        replica: u32,
+        /// How long it was given.
+        waited: std::time::Duration,
+    },
     /// A replica count out of range; retrying will not help.
     #[error("cannot scale {service} to {replicas} replicas (at most 100000)")]
     InvalidScale {

@@ -38,6 +38,18 @@ pub enum EventKind {
         /// OS pid, if any.
         pid: Option<u32>,
     },
+    /// A replica's container, left running by an earlier run of herdsman, was adopted:
+    /// supervised again without being restarted.
+    ReplicaAdopted {
+        /// Service.
+        service: Arc<str>,
+        /// Replica index.
+        replica: u32,
+        /// Incarnation (the adopted one's).
+        generation: u64,
+        /// OS pid, if any.
+        pid: Option<u32>,
+    },
     /// A replica's container exited.
     ReplicaExited {
         /// Service.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::event::Received;
 use herdsman_runtime::Runtime;
 use herdsman_spec::Deployment;
 use ractor::rpc::CallResult;
@@ -50,6 +51,7 @@ impl Default for DeploymentOptions {
 #[derive(Clone)]
 pub struct DeploymentHandle {
     actor: ActorRef<DeploymentMsg>,
+    runtime: Arc<dyn Runtime>,
     board: StatusBoard,
     events: EventBus,
     /// Subscribed before the actor started, handed to the first `subscribe` call so that
@@ -127,12 +129,13 @@ async fn spawn_inner(
     let first_subscription = events.subscribe();
     let args = DeploymentArgs {
         spec: Arc::new(spec),
-        runtime,
+        runtime: runtime.clone(),
         board: board.clone(),
         events: events.clone(),
         seed: options.seed,
         log_tail_lines: options.log_tail_lines,
         init_runs: InitRuns::default(),
+        adopt: options.adopt,
     };
     let spawned = match supervisor {
         Some(sup) => Actor::spawn_linked(None, DeploymentActor, args, sup).await,
@@ -141,6 +144,7 @@ async fn spawn_inner(
     let (actor, join) = spawned.map_err(CoreError::Spawn)?;
     Ok(DeploymentHandle {
         actor,
+        runtime,
         board,
         events,
         first_subscription: Arc::new(std::sync::Mutex::new(Some(first_subscription))),
@@ -223,6 +227,139 @@ impl DeploymentHandle {
             )
             .await;
         answer(r, bound)?
+    }
+
+    /// Take a service to 0 replicas (each stopped with its signal and grace); `start`
+    /// brings it back to its spec.
+    ///
+    /// # Errors
+    /// Unknown service, or a stopped deployment.
+    pub async fn stop_service(&self, service: &str) -> Result<(), CoreError> {
+        self.scale(service, 0).await
+    }
+
+    /// Set a service back to its spec's replica count; returns that count.
+    ///
+    /// # Errors
+    /// Unknown service, or a stopped deployment.
+    pub async fn start_service(&self, service: &str) -> Result<u32, CoreError> {
+        let bound = Duration::from_secs(10);
+        let service = service.to_string();
+        let r = self
+            .actor
+            .call(
+                |reply| DeploymentMsg::StartService { service, reply },
+                Some(bound),
+            )
+            .await;
+        answer(r, bound)?
+    }
+
+    /// Replace replicas gracefully, one at a time: each is stopped (signal, grace) and
+    /// started again as a new incarnation, with a fresh restart count, and must be running
+    /// and healthy again within `ready_within` before the next one goes. `replica: None`
+    /// restarts every replica of the service, in index order. Waits on the deployment's
+    /// events, not on a timer.
+    ///
+    /// # Errors
+    /// Unknown service or replica, a stopped deployment, or [`CoreError::NotReady`] for
+    /// the replica that did not come back in time (the later ones are left alone).
+    pub async fn restart(
+        &self,
+        service: &str,
+        replica: Option<u32>,
+        ready_within: Duration,
+    ) -> Result<(), CoreError> {
+        let replicas: Vec<u32> = match replica {
+            Some(r) => vec![r],
+            None => {
+                let status = self.status();
+                let svc = status
+                    .services
+                    .iter()
+                    .find(|s| s.name == service)
+                    .ok_or_else(|| CoreError::UnknownService(service.to_string()))?;
+                svc.replicas
+                    .iter()
+                    .map(|r| r.replica)
+                    .filter(|r| *r < svc.desired)
+                    .collect()
+            }
+        };
+        for replica in replicas {
+            let mut events = self.events.subscribe();
+            let bound = Duration::from_secs(10);
+            let name = service.to_string();
+            let r = self
+                .actor
+                .call(
+                    |reply| DeploymentMsg::RestartReplica {
+                        service: name,
+                        replica,
+                        reply,
+                    },
+                    Some(bound),
+                )
+                .await;
+            let generation = answer(r, bound)??;
+            let ready = async {
+                loop {
+                    let now_ready = self.board.replica(service, replica).is_some_and(|r| {
+                        r.is_ready() && r.container.is_some_and(|c| c.generation >= generation)
+                    });
+                    if now_ready {
+                        return Ok(());
+                    }
+                    match events.recv().await {
+                        Some(Received::Event(_) | Received::Missed(_)) => {}
+                        None => return Err(CoreError::Stopped),
+                    }
+                }
+            };
+            match tokio::time::timeout(ready_within, ready).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(CoreError::NotReady {
+                        service: service.to_string(),
+                        replica,
+                        waited: ready_within,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of a replica's output (its current or last container),
+    /// oldest first.
+    ///
+    /// # Errors
+    /// Unknown service or replica.
+    pub fn logs(
+        &self,
+        service: &str,
+        replica: u32,
+        lines: usize,
+    ) -> Result<Vec<String>, CoreError> {
+        if !self
+            .board
+            .snapshot()
+            .services
+            .iter()
+            .any(|s| s.name == service)
+        {
+            return Err(CoreError::UnknownService(service.to_string()));
+        }
+        let r = self
+            .board
+            .replica(service, replica)
+            .ok_or_else(|| CoreError::UnknownReplica {
+                service: service.to_string(),
+                replica,
+            })?;
+        Ok(r.container
+            .map(|c| self.runtime.logs(&c, lines))
+            .unwrap_or_default())
     }
 
     /// Fault injection: make one replica's container actor panic, as a bug would. Its

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdsman_probe::InitRetry;
-use herdsman_runtime::{ContainerId, Exit, Runtime};
+use herdsman_runtime::{ContainerId, Exit, Runtime, Survivor};
 use herdsman_spec::{Deployment, OnUnhealthy, Service, ServiceKind};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
 use crate::restart::{Cause, Decision, RestartTracker};
 use crate::stabilization::ServiceCounts;
+use crate::CoreError;
 
 /// What every actor of one service shares.
 pub(crate) struct ServiceContext {
@@ -57,6 +58,13 @@ pub(crate) enum SupervisorMsg {
     },
     /// Stop every replica (stop signal, grace, kill) and reply when all are gone.
     Shutdown(RpcReplyPort<()>),
+    /// An operator's restart of one replica: a new incarnation replaces the current one
+    /// (stopped with its signal and grace), whatever its state, with a fresh restart
+    /// count. Replies with the new generation.
+    RestartReplica {
+        replica: u32,
+        reply: RpcReplyPort<Result<u64, CoreError>>,
+    },
     /// Fault injection: make a replica's container actor panic, or (`None`) this
     /// supervisor itself.
     InjectPanic {
@@ -76,6 +84,11 @@ pub(crate) enum SupervisorMsg {
         replica: u32,
         generation: u64,
         error: String,
+    },
+    /// A survivor could not be adopted after all: boot the replica afresh.
+    AdoptFailed {
+        replica: u32,
+        generation: u64,
     },
     InitFailed {
         replica: u32,
@@ -119,6 +132,12 @@ pub(crate) struct SupervisorArgs {
     /// watches their containers any more. Each replica's container is stopped and removed,
     /// then the replica boots again as a new generation: never lost, never duplicated.
     pub(crate) recover: bool,
+    /// Containers an earlier run of herdsman left running that this service adopts, one
+    /// per replica index below `desired`, each still running what the spec asks for.
+    pub(crate) survivors: Vec<Survivor>,
+    /// The generation each replica index resumes at (after survivors that were stopped
+    /// rather than adopted), so no container id of an earlier run is reused.
+    pub(crate) resume_at: HashMap<u32, u64>,
 }
 
 /// The supervisor's view of one replica: the authority on its state.
@@ -237,6 +256,8 @@ pub(crate) struct SupervisorState {
     /// Containers a failed predecessor left behind, by replica index, until their
     /// replica's new actor has removed them.
     orphans: HashMap<u32, ContainerId>,
+    /// Survivors of an earlier run to adopt, by replica index, until their slot is added.
+    survivors: HashMap<u32, Survivor>,
 }
 
 pub(crate) struct ServiceSupervisor;
@@ -270,10 +291,15 @@ impl Actor for ServiceSupervisor {
             desired: args.desired,
             recover: args.recover,
             orphans: HashMap::new(),
+            survivors: args
+                .survivors
+                .into_iter()
+                .map(|s| (s.id.replica, s))
+                .collect(),
             slots: BTreeMap::new(),
             actors: HashMap::new(),
             retiring: HashMap::new(),
-            resume_generation: HashMap::new(),
+            resume_generation: args.resume_at,
             phase: ServicePhase::Running,
             reported: None,
             report_queued: false,
@@ -311,6 +337,7 @@ impl Actor for ServiceSupervisor {
             SupervisorMsg::Started { replica, .. }
             | SupervisorMsg::Exited { replica, .. }
             | SupervisorMsg::StartFailed { replica, .. }
+            | SupervisorMsg::AdoptFailed { replica, .. }
             | SupervisorMsg::InitFailed { replica, .. }
             | SupervisorMsg::Health { replica, .. }
             | SupervisorMsg::RestartDue { replica, .. }
@@ -324,6 +351,9 @@ impl Actor for ServiceSupervisor {
             SupervisorMsg::Shutdown(reply) => {
                 state.stop_all(ServicePhase::Stopped, None).await;
                 let _ = reply.send(());
+            }
+            SupervisorMsg::RestartReplica { replica, reply } => {
+                let _ = reply.send(state.restart_replica(replica));
             }
             SupervisorMsg::InjectPanic { replica: None } => {
                 panic!(
@@ -356,6 +386,10 @@ impl Actor for ServiceSupervisor {
                     .start_failed(&myself, replica, generation, error)
                     .await
             }
+            SupervisorMsg::AdoptFailed {
+                replica,
+                generation,
+            } => state.adopt_failed(replica, generation),
             SupervisorMsg::InitFailed {
                 replica,
                 generation,
@@ -469,10 +503,17 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let svc = self.ctx.service.clone();
         let seed = self.ctx.seed ^ (u64::from(replica) << 20);
-        let generation = self.resume_generation.remove(&replica).unwrap_or(0);
-        let mode = match self.orphans.remove(&replica) {
-            Some(stale) => Mode::Recreate { stale: Some(stale) },
-            None => Mode::Boot,
+        let mut generation = self.resume_generation.remove(&replica).unwrap_or(0);
+        let mode = match (
+            self.orphans.remove(&replica),
+            self.survivors.remove(&replica),
+        ) {
+            (Some(stale), _) => Mode::Recreate { stale: Some(stale) },
+            (None, Some(survivor)) => {
+                generation = survivor.id.generation;
+                Mode::Adopt(survivor)
+            }
+            (None, None) => Mode::Boot,
         };
         let actor = self
             .spawn_container(myself, replica, generation, mode)
@@ -822,6 +863,54 @@ impl SupervisorState {
         let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
         self.apply(myself, replica, decision, false, Some(exited))
             .await;
+    }
+
+    fn restart_replica(&mut self, replica: u32) -> Result<u64, CoreError> {
+        let ctx = self.ctx.clone();
+        if matches!(self.phase, ServicePhase::Shutdown | ServicePhase::Stopped) {
+            return Err(CoreError::Stopped);
+        }
+        let Some(slot) = self.slots.get_mut(&replica) else {
+            return Err(CoreError::UnknownReplica {
+                service: ctx.service_name.to_string(),
+                replica,
+            });
+        };
+        let svc = &ctx.service;
+        let seed = ctx.seed ^ (u64::from(replica) << 20);
+        // An explicit restart is a new chance: the crash-loop window and give-up count
+        // start over, as `systemctl restart` clears a unit's failure.
+        slot.tracker = RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed);
+        slot.init_retry = InitRetry::new(svc.on_init_failure);
+        let may_run = matches!(slot.state, SlotState::Running | SlotState::Unhealthy);
+        Self::restart(&ctx, replica, slot);
+        let generation = slot.generation;
+        let shown = if may_run {
+            ReplicaState::Stopping
+        } else {
+            ReplicaState::Starting
+        };
+        ctx.board.update(&ctx.service_name, replica, |r| {
+            r.state = shown;
+            r.backoff_ms = None;
+        });
+        // A service failed by this replica's give-up runs again once no replica is failed.
+        let still_failed = self.slots.values().any(|s| s.state == SlotState::Failed);
+        if self.phase == ServicePhase::Failed && !still_failed {
+            self.phase = ServicePhase::Running;
+            ctx.board
+                .set_service(&ctx.service_name, ServicePhase::Running, None);
+        }
+        Ok(generation)
+    }
+
+    fn adopt_failed(&mut self, replica: u32, generation: u64) {
+        let ctx = self.ctx.clone();
+        if let Some(slot) = self.slots.get_mut(&replica) {
+            if slot.generation == generation && slot.state == SlotState::Booting {
+                Self::restart(&ctx, replica, slot);
+            }
+        }
     }
 
     async fn start_failed(
