@@ -36,6 +36,11 @@ pub enum Event {
     Health { service: usize, healthy: bool },
     /// Set the service's desired replica count.
     Scale { service: usize, to: u32 },
+    /// Bring the service back to its spec's replica count (`start_service`).
+    StartService { service: usize },
+    /// An operator's graceful restart of one replica (`restart`), left to run on its own
+    /// while the schedule goes on.
+    Restart { service: usize, replica: u32 },
     /// From now on or no longer, the service's init steps take longer than their timeout.
     SlowInit { service: usize, on: bool },
     /// From now on or no longer, the service's init steps never return (whatever their
@@ -129,6 +134,8 @@ const WEIGHTS: &[(Kind, u32)] = &[
     (Kind::SupervisorPanic, 3),
     (Kind::Health, 8),
     (Kind::Scale, 11),
+    (Kind::StartService, 2),
+    (Kind::Restart, 4),
     (Kind::SlowInit, 5),
     (Kind::HangingInit, 2),
     (Kind::FailingInit, 3),
@@ -146,6 +153,8 @@ enum Kind {
     SupervisorPanic,
     Health,
     Scale,
+    StartService,
+    Restart,
     SlowInit,
     HangingInit,
     FailingInit,
@@ -202,6 +211,8 @@ pub fn draw(world: &mut World) -> Event {
                 world.rng.random_range(0..=super::plan::MAX_REPLICAS)
             },
         },
+        Kind::StartService => Event::StartService { service },
+        Kind::Restart => Event::Restart { service, replica },
         Kind::SlowInit => Event::SlowInit {
             service,
             on: !knobs.slow_init,
@@ -262,6 +273,17 @@ pub async fn inject(world: &mut World, event: &Event) {
         }
         Event::Health { service, healthy } => world.turn(service, |k| k.unhealthy = !healthy),
         Event::Scale { service, to } => world.scale(service, to).await,
+        Event::StartService { service } => world.start_service(service).await,
+        Event::Restart { service, replica } => {
+            let (handle, name) = (world.handle.clone(), name(world, service));
+            // Refusals (a replica scaled away, not ready in time, a deployment shutting
+            // down) are the operator's business; the invariants are the tree's.
+            tokio::spawn(async move {
+                let _ = handle
+                    .restart(&name, Some(replica), Duration::from_secs(30))
+                    .await;
+            });
+        }
         Event::SlowInit { service, on } => world.turn(service, |k| k.slow_init = on),
         Event::HangingInit { service, on } => {
             world.services[service].init_ever_hung |= on;
@@ -296,6 +318,10 @@ pub fn describe(world: &World, event: &Event) -> String {
             format!("{} health checks pass: {healthy}", name(service))
         }
         Event::Scale { service, to } => format!("scale {} to {to}", name(service)),
+        Event::StartService { service } => format!("start service {}", name(service)),
+        Event::Restart { service, replica } => {
+            format!("operator restarts {}/{replica}", name(service))
+        }
         Event::SlowInit { service, on } => format!("{} init steps time out: {on}", name(service)),
         Event::HangingInit { service, on } => format!("{} init steps hang: {on}", name(service)),
         Event::FailingInit { service, on } => format!("{} init steps fail: {on}", name(service)),

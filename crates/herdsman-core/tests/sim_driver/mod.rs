@@ -133,6 +133,23 @@ impl World {
         }
     }
 
+    /// Bring a service back to its spec's count.
+    pub async fn start_service(&mut self, service: usize) {
+        let name = self.services[service].name.clone();
+        match bounded(CALL_WITHIN, self.handle.start_service(&name)).await {
+            Some(Ok(n)) => self.services[service].desired = n,
+            Some(Err(_)) if self.shutdown_requested() => {}
+            Some(Err(e)) => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("start service {name} refused: {e}"),
+            }),
+            None => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("start service {name} unanswered for {CALL_WITHIN:?}"),
+            }),
+        }
+    }
+
     /// Start the deployment's shutdown in a task of its own; the schedule goes on.
     pub fn begin_shutdown(&mut self) {
         if !matches!(self.shutdown, Shutdown::NotAsked) {
@@ -305,21 +322,47 @@ pub struct Summary {
     pub stats: String,
 }
 
-/// Keep the injected panics' messages out of the test output.
+thread_local! {
+    /// Panics on this thread that nobody injected: a bug in the tree (an assertion), which
+    /// ractor turns into a supervision event, so only the hook sees it.
+    static UNEXPECTED_PANICS: std::cell::RefCell<Vec<String>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keep the injected panics' messages out of the test output, and note every other panic
+/// for the run on this thread to report.
 pub fn quiet_injected_panics() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let injected = info
+            let message = info
                 .payload()
                 .downcast_ref::<String>()
-                .is_some_and(|m| m.contains("injected panic"));
-            if !injected {
-                default(info);
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if message.contains("injected panic") {
+                return;
             }
+            let at = info.location().map(ToString::to_string).unwrap_or_default();
+            UNEXPECTED_PANICS.with(|p| p.borrow_mut().push(format!("{message} at {at}")));
+            default(info);
         }));
     });
+}
+
+/// Panics nobody injected since the last call, as breaches.
+fn unexpected_panics() -> Vec<Breach> {
+    UNEXPECTED_PANICS.with(|p| {
+        p.borrow_mut()
+            .drain(..)
+            .map(|what| Breach {
+                invariant: Invariant::Liveness,
+                what: format!("a panic nobody injected: {what}"),
+            })
+            .collect()
+    })
 }
 
 /// Run one seed on a paused, single-threaded runtime of its own.
@@ -332,6 +375,7 @@ pub fn run(seed: u64, options: &Options) -> Result<Summary, Failure> {
         Ok(rt) => rt,
         Err(e) => panic!("cannot build a tokio runtime: {e}"),
     };
+    unexpected_panics();
     rt.block_on(simulate(seed, options))
 }
 
@@ -540,6 +584,7 @@ async fn schedule(world: &mut World, options: &Options, shutdown_at: Option<usiz
         }
         world.poll_shutdown().await;
         let mut found = std::mem::take(&mut world.pending);
+        found.extend(unexpected_panics());
         found.extend(invariants::settled(world));
         if !found.is_empty() {
             return found;
@@ -555,6 +600,7 @@ async fn schedule(world: &mut World, options: &Options, shutdown_at: Option<usiz
     settle(CALM).await;
     world.poll_shutdown().await;
     let mut found = std::mem::take(&mut world.pending);
+    found.extend(unexpected_panics());
     found.extend(if world.shutdown_requested() {
         invariants::settled(world)
     } else {
@@ -569,6 +615,7 @@ async fn schedule(world: &mut World, options: &Options, shutdown_at: Option<usiz
     world.finish_shutdown().await;
     settle(Duration::from_secs(5)).await;
     let mut found = std::mem::take(&mut world.pending);
+    found.extend(unexpected_panics());
     found.extend(invariants::settled(world));
     found
 }
