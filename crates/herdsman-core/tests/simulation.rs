@@ -15,7 +15,81 @@ mod sim_driver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sim_driver::invariants::{Breach, Invariant};
 use sim_driver::{run, Failure, Options, Summary};
+
+/// A bug the simulation found that the tree still has, recognised by the breach it
+/// causes. A run whose every breach is an open bug's is counted, not failed;
+/// `every_open_bug_still_reproduces_on_its_seed` fails once one is fixed, so its entry
+/// goes with the fix.
+struct OpenBug {
+    what: &'static str,
+    /// A seed that shows it.
+    seed: u64,
+    matches: fn(&Breach) -> bool,
+}
+
+const OPEN: &[OpenBug] = &[
+    OpenBug {
+        what: "scaling down announces DeploymentStable from the supervisor's previous count, \
+               which still includes the replicas being scaled away",
+        seed: 360,
+        matches: |b| {
+            b.invariant == Invariant::StableMeansStable
+                && b.what.contains("while a scale was being applied")
+        },
+    },
+    OpenBug {
+        what: "a service stopped by on_panic: shutdown and then scaled down keeps the scaled-away \
+               replicas on the board",
+        seed: 20,
+        matches: |b| {
+            b.invariant == Invariant::BoardTruth
+                && b.what.contains("still on the board")
+                && b.what.contains("phase Shutdown")
+        },
+    },
+    OpenBug {
+        what: "a replacement supervisor stops the replicas beyond the desired count in an \
+               untracked task after taking them off the board: they run unseen for their grace, \
+               and shutdown() returns without waiting for them",
+        seed: 6,
+        matches: |b| {
+            (b.invariant == Invariant::BoardTruth && b.what.contains("is not on the board"))
+                || (b.invariant == Invariant::ShutdownTotal && b.what.contains("(scaled away)"))
+        },
+    },
+    OpenBug {
+        what: "while on_panic: shutdown stops a service's replicas (up to their grace), the \
+               service reads running and the deployment stays stable",
+        seed: 461,
+        matches: |b| {
+            b.invariant == Invariant::StableMeansStable
+                && b.what.contains("on_panic: shutdown is stopping")
+        },
+    },
+    OpenBug {
+        what: "a service supervisor that fails while the deployment shuts down leaves replicas \
+               shown running with dead containers",
+        seed: 244,
+        matches: |b| {
+            b.invariant == Invariant::BoardTruth
+                && b.what.contains("shown running")
+                && b.what.contains("shutting down or shut down")
+        },
+    },
+];
+
+/// The open bug a failure is wholly made of, if any.
+fn open_bug(failure: &Failure) -> Option<&'static OpenBug> {
+    let first = failure.breaches.first()?;
+    let bug = OPEN.iter().find(|bug| (bug.matches)(first))?;
+    failure
+        .breaches
+        .iter()
+        .all(|b| OPEN.iter().any(|bug| (bug.matches)(b)))
+        .then_some(bug)
+}
 
 /// Seeds run by default: thousands, in well under a minute of a debug build on 2 cores.
 const DEFAULT_SEEDS: u64 = 2000;
@@ -92,11 +166,28 @@ fn the_trees_invariants_hold_under_thousands_of_seeded_schedules() {
     let wall = std::time::Instant::now();
     let (ok, failed) = run_all((0..count).collect(), &options);
     let took = wall.elapsed();
+    let (known, failed): (Vec<Failure>, Vec<Failure>) =
+        failed.into_iter().partition(|f| open_bug(f).is_some());
     eprintln!(
-        "{count} seeds in {took:.1?} ({:.0} seeds/s), {} failed",
+        "{count} seeds in {took:.1?} ({:.0} seeds/s), {} broke an open bug's invariant, {} \
+         another",
         count as f64 / took.as_secs_f64().max(1e-9),
+        known.len(),
         failed.len()
     );
+    for bug in OPEN {
+        let seeds: Vec<u64> = known
+            .iter()
+            .filter(|f| open_bug(f).is_some_and(|b| std::ptr::eq(b, bug)))
+            .map(|f| f.seed)
+            .collect();
+        eprintln!(
+            "  open bug ({} seeds, e.g. {:?}): {}",
+            seeds.len(),
+            &seeds[..seeds.len().min(8)],
+            bug.what
+        );
+    }
     let mut tree: BTreeMap<String, u64> = BTreeMap::new();
     for s in &ok {
         for (k, v) in &s.tree {
@@ -130,6 +221,7 @@ fn the_trees_invariants_hold_under_thousands_of_seeded_schedules() {
         );
     }
     // Passing proves something only if the schedules did what they claim to.
+    let count = ok.len() as u64;
     for kind in [
         "exited",
         "start_failed",
@@ -147,6 +239,25 @@ fn the_trees_invariants_hold_under_thousands_of_seeded_schedules() {
     ] {
         let n = tree.get(kind).copied().unwrap_or(0);
         assert!(n >= count / 100, "too few {kind} events ({n}): {tree:?}");
+    }
+}
+
+#[test]
+fn every_open_bug_still_reproduces_on_its_seed() {
+    sim_driver::quiet_injected_panics();
+    for bug in OPEN {
+        match run(bug.seed, &Options::default()) {
+            Ok(_) => panic!(
+                "seed {} no longer fails: if this is fixed, remove it from OPEN: {}",
+                bug.seed, bug.what
+            ),
+            Err(f) => assert!(
+                f.breaches.iter().any(|b| (bug.matches)(b)),
+                "seed {} now breaks something else; re-pick the seed of {:?}:\n{f}",
+                bug.seed,
+                bug.what
+            ),
+        }
     }
 }
 

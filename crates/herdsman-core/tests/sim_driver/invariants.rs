@@ -189,7 +189,11 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
         ));
     }
     if world.shutdown_returned() && !running.is_empty() {
-        let mut ids: Vec<_> = running.values().flatten().map(|c| c.to_string()).collect();
+        let mut ids: Vec<_> = running
+            .values()
+            .flatten()
+            .map(|c| world.container_words(c))
+            .collect();
         ids.sort();
         found.push(breach(
             Invariant::ShutdownTotal,
@@ -211,13 +215,18 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
                         found.push(breach(
                             Invariant::BoardTruth,
                             format!(
-                                "{slot} shown running as {:?}, the runtime runs {ids:?}{}",
+                                "{slot} shown running as {:?}, the runtime runs {ids:?}{}{}",
                                 r.container.as_ref().map(ToString::to_string),
                                 r.container
                                     .as_ref()
                                     .and_then(|c| sim.exit_of(c))
                                     .map(|e| format!(" (it exited: {e})"))
-                                    .unwrap_or_default()
+                                    .unwrap_or_default(),
+                                if world.shutdown_requested() {
+                                    " (the deployment is shutting down or shut down)"
+                                } else {
+                                    ""
+                                }
                             ),
                         ));
                     }
@@ -270,7 +279,23 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
         ));
     }
     let mut observed = lock(&world.observed);
-    for line in observed.false_stables.drain(..) {
+    if !world.shutdown_requested() && status.stable && !now.is_empty() {
+        // Say so when the panic action is stopping a service: its phase still reads running.
+        let stopping: Vec<&str> = now
+            .iter()
+            .filter(|u| observed.shut_down.contains(&u.service))
+            .map(|u| u.service.as_str())
+            .collect();
+        if let Some(b) = found.last_mut().filter(|_| !stopping.is_empty()) {
+            b.what
+                .push_str(&format!(" (on_panic: shutdown is stopping {stopping:?})"));
+        }
+    }
+    let false_stables: Vec<(u64, String)> = observed.false_stables.drain(..).collect();
+    for (at, mut line) in false_stables {
+        if observed.scaled_at.contains(&at) {
+            line.push_str(" (announced while a scale was being applied)");
+        }
         if !world.shutdown_requested() {
             found.push(breach(Invariant::StableMeansStable, line));
         }
@@ -309,10 +334,11 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
             found.push(breach(
                 Invariant::BoardTruth,
                 format!(
-                    "{}/{} still on the board ({}) after scaling to {desired}",
+                    "{}/{} still on the board ({}) after scaling to {desired} (service phase {:?})",
                     s.name,
                     r.replica,
-                    r.state.as_str()
+                    r.state.as_str(),
+                    s.phase
                 ),
             ));
         }

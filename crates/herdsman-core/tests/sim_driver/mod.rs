@@ -183,13 +183,13 @@ impl World {
         };
         match task.await {
             Ok((Ok(()), left)) if left.is_empty() => {}
-            Ok((Ok(()), left)) => self.pending.push(Breach {
-                invariant: Invariant::ShutdownTotal,
-                what: format!(
-                    "shutdown() returned while {:?} still ran",
-                    left.iter().map(ToString::to_string).collect::<Vec<_>>()
-                ),
-            }),
+            Ok((Ok(()), left)) => {
+                let left: Vec<String> = left.iter().map(|c| self.container_words(c)).collect();
+                self.pending.push(Breach {
+                    invariant: Invariant::ShutdownTotal,
+                    what: format!("shutdown() returned while {left:?} still ran"),
+                });
+            }
             Ok((Err(e), _)) => self.pending.push(Breach {
                 invariant: Invariant::Liveness,
                 what: format!("shutdown() failed: {e}"),
@@ -216,6 +216,19 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.poll_shutdown().await;
+        }
+    }
+
+    /// A container id, marked when its replica had been scaled away.
+    pub fn container_words(&self, id: &ContainerId) -> String {
+        let scaled_away = self
+            .services
+            .iter()
+            .any(|s| *s.name == *id.service && id.replica >= s.desired);
+        if scaled_away {
+            format!("{id} (scaled away)")
+        } else {
+            id.to_string()
         }
     }
 

@@ -28,7 +28,12 @@ pub struct Observed {
     pub missed: u64,
     pub last_cause: HashMap<(String, u32), Cause>,
     /// `DeploymentStable` announced while the truth said otherwise, in words.
-    pub false_stables: Vec<String>,
+    pub false_stables: Vec<(u64, String)>,
+    /// Services a `ServiceShutdown` event was seen for (their panic action stopped them).
+    pub shut_down: HashSet<String>,
+    /// Every `Scaled` event's time, to tell a stable announcement made while a scale was
+    /// being applied.
+    pub scaled_at: HashSet<u64>,
     /// What was unmet at the last drained check point: a `DeploymentStable` that ignores
     /// one of those had every chance to know better.
     pub baseline: HashSet<Unmet>,
@@ -106,6 +111,15 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
             } => Some((service, *replica, Cause::Unhealthy)),
             _ => None,
         };
+        match &event.kind {
+            EventKind::ServiceShutdown { service, .. } => {
+                o.shut_down.insert(service.to_string());
+            }
+            EventKind::Scaled { .. } => {
+                o.scaled_at.insert(event.at_ms);
+            }
+            _ => {}
+        }
         if let Some((service, replica, cause)) = cause {
             o.last_cause.insert((service.to_string(), replica), cause);
         }
@@ -142,7 +156,7 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
                         "DeploymentStable at {}ms while {u} ({why}; board: {board})",
                         event.at_ms
                     );
-                    o.false_stables.push(line);
+                    o.false_stables.push((event.at_ms, line));
                 }
             }
         }
