@@ -289,3 +289,86 @@ fn a_seed_replays_exactly() {
     }
     let _ = Duration::ZERO;
 }
+
+/// The checks are not vacuous: what the tree never did, done behind its back, is caught.
+#[test]
+fn the_checks_catch_a_duplicate_incarnation_and_a_board_that_lags_the_runtime() {
+    use std::sync::Arc;
+
+    use herdsman_runtime::{ContainerSpec, Runtime};
+    use herdsman_spec::ReplicaVars;
+    use sim_driver::invariants::settled;
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot build a tokio runtime: {e}"),
+    };
+    rt.block_on(async {
+        let (mut world, observer) = match sim_driver::setup(3).await {
+            Ok(w) => w,
+            Err(f) => panic!("{f}"),
+        };
+        sim_driver::settle(Duration::from_secs(5)).await;
+        assert_eq!(
+            settled(&mut world),
+            Vec::new(),
+            "a calm start breaks nothing"
+        );
+        let running = world.sim.running();
+        let Some(victim) = running.first().cloned() else {
+            panic!("seed 3 runs nothing after 5 s");
+        };
+
+        // An exit the tree has not heard of yet: the board still shows the replica running.
+        assert!(world.sim.kill(&victim, 1));
+        let found = settled(&mut world);
+        assert!(
+            found
+                .iter()
+                .any(|b| b.invariant == Invariant::BoardTruth && b.what.contains("shown running")),
+            "{found:?}"
+        );
+        // Once every ready task has run, the tree has acted on it.
+        sim_driver::settle(Duration::from_millis(1)).await;
+        let found = settled(&mut world);
+        assert!(
+            found.iter().all(|b| b.invariant != Invariant::BoardTruth),
+            "{found:?}"
+        );
+
+        // A second incarnation of a running slot, started behind the tree's back.
+        sim_driver::settle(Duration::from_secs(30)).await;
+        let _ = settled(&mut world);
+        let Some(live) = world.sim.running().first().cloned() else {
+            panic!("nothing runs after the restart");
+        };
+        let spec = &world.spec;
+        let Some(service) = spec.service(&live.service) else {
+            panic!("{live} is of no service");
+        };
+        let rogue = herdsman_runtime::ContainerId {
+            generation: live.generation + 1000,
+            ..live.clone()
+        };
+        let container = ContainerSpec {
+            service: Arc::new(service.clone()),
+            vars: ReplicaVars::new(spec, service, live.replica),
+        };
+        if let Err(e) = world.sim.create(&rogue, &container).await {
+            panic!("create {rogue}: {e}");
+        }
+        let _watch = match world.sim.start(&rogue).await {
+            Ok(started) => started,
+            Err(e) => panic!("start {rogue}: {e}"),
+        };
+        let found = settled(&mut world);
+        let kinds: Vec<Invariant> = found.iter().map(|b| b.invariant).collect();
+        assert!(kinds.contains(&Invariant::OneIncarnation), "{found:?}");
+        assert!(kinds.contains(&Invariant::BoardTruth), "{found:?}");
+        observer.abort();
+    });
+}

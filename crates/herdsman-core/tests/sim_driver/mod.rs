@@ -252,7 +252,7 @@ pub async fn bounded<T>(within: Duration, fut: impl Future<Output = T>) -> Optio
 }
 
 /// Let the tree run for `d` of simulated time, then every task made ready at that instant.
-async fn settle(d: Duration) {
+pub async fn settle(d: Duration) {
     tokio::time::sleep(d).await;
     drain().await;
 }
@@ -393,6 +393,57 @@ pub fn run(seed: u64, options: &Options) -> Result<Summary, Failure> {
 }
 
 async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
+    let (mut world, observer_task) = setup(seed).await?;
+    let shutdown_at = world
+        .rng
+        .random_bool(options.early_shutdown)
+        .then(|| world.rng.random_range(0..options.steps.max(1)));
+    let outcome = bounded(RUN_WITHIN, schedule(&mut world, options, shutdown_at)).await;
+    let breaches = match outcome {
+        Some(breaches) => breaches,
+        None => vec![Breach {
+            invariant: Invariant::Liveness,
+            what: format!("the run did not finish within {RUN_WITHIN:?}: likely deadlocked"),
+        }],
+    };
+    observer_task.abort();
+    let observed = observer::lock(&world.observed);
+    if !breaches.is_empty() {
+        return Err(Failure {
+            seed,
+            step: world.step,
+            breaches,
+            history: world.history.clone(),
+            tree_events: observed.log.iter().cloned().collect(),
+            board: board_lines(&world),
+        });
+    }
+    let mut injected = BTreeMap::new();
+    for line in &world.history {
+        if let Some((_, what)) = line.split_once(": ") {
+            let kind: String = what
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            *injected.entry(kind).or_default() += 1;
+        }
+    }
+    Ok(Summary {
+        injected,
+        tree: observed
+            .counts
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        history: world.history.clone(),
+        stats: format!("{:?}", world.sim.stats()),
+    })
+}
+
+/// Build the world of `seed`: its deployment spawned on a fresh `SimRuntime`, observed.
+/// Must run in the paused, single-threaded runtime the seed runs in.
+pub async fn setup(seed: u64) -> Result<(World, JoinHandle<()>), Failure> {
     let began = Instant::now();
     let mut rng = SmallRng::seed_from_u64(seed);
     let spec = plan::deployment(&mut rng);
@@ -445,9 +496,6 @@ async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
         sim.clone(),
         observed.clone(),
     ));
-    let shutdown_at = rng
-        .random_bool(options.early_shutdown)
-        .then(|| rng.random_range(0..options.steps.max(1)));
     let mut world = World {
         seed,
         rng,
@@ -487,48 +535,7 @@ async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
     for line in describe_plan {
         world.note(format!("plan {line}"));
     }
-
-    let outcome = bounded(RUN_WITHIN, schedule(&mut world, options, shutdown_at)).await;
-    let breaches = match outcome {
-        Some(breaches) => breaches,
-        None => vec![Breach {
-            invariant: Invariant::Liveness,
-            what: format!("the run did not finish within {RUN_WITHIN:?}: likely deadlocked"),
-        }],
-    };
-    observer_task.abort();
-    let observed = observer::lock(&world.observed);
-    if !breaches.is_empty() {
-        return Err(Failure {
-            seed,
-            step: world.step,
-            breaches,
-            history: world.history.clone(),
-            tree_events: observed.log.iter().cloned().collect(),
-            board: board_lines(&world),
-        });
-    }
-    let mut injected = BTreeMap::new();
-    for line in &world.history {
-        if let Some((_, what)) = line.split_once(": ") {
-            let kind: String = what
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            *injected.entry(kind).or_default() += 1;
-        }
-    }
-    Ok(Summary {
-        injected,
-        tree: observed
-            .counts
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
-        history: world.history.clone(),
-        stats: format!("{:?}", world.sim.stats()),
-    })
+    Ok((world, observer_task))
 }
 
 /// The board, replica by replica, and what the runtime runs, in words.
