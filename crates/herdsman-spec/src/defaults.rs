@@ -80,6 +80,17 @@ pub(crate) const STOP_GRACE_PERIOD: Duration = secs(10);
 /// `min_ready` (ext).
 pub(crate) const MIN_READY: Duration = secs(0);
 
+/// `update` (ext): rolling, one surge replica, none unavailable, no extra ready time, a
+/// minute to make progress, revert automatically.
+pub(crate) const UPDATE: crate::model::UpdateSpec = crate::model::UpdateSpec {
+    strategy: crate::model::UpdateStrategy::Rolling,
+    max_surge: crate::model::Amount::Count(1),
+    max_unavailable: crate::model::Amount::Count(0),
+    min_ready: secs(0),
+    progress_deadline: secs(60),
+    auto_revert: true,
+};
+
 /// A dependency's `condition`.
 pub(crate) const CONDITION: DependencyCondition = DependencyCondition::Healthy;
 /// A dependency's `timeout`.
@@ -140,6 +151,7 @@ impl crate::model::Service {
             stop_signal: STOP_SIGNAL,
             stop_grace_period: STOP_GRACE_PERIOD,
             min_ready: MIN_READY,
+            update: UPDATE,
         }
     }
 }

@@ -111,6 +111,7 @@ fn service(s: &Service) -> Map {
     m.put("stop_signal", s.stop_signal.name());
     m.put("stop_grace_period", duration(s.stop_grace_period));
     m.put("min_ready", duration(s.min_ready));
+    m.put("update", update(&s.update));
     m
 }
 
@@ -239,6 +240,17 @@ fn on_init_failure(p: InitFailurePolicy) -> Map {
             m.put("backoff", backoff(b));
         }
     }
+    m
+}
+
+fn update(u: &crate::model::UpdateSpec) -> Map {
+    let mut m = Map::default();
+    m.put("strategy", keywords::UPDATE_STRATEGY.word(u.strategy));
+    m.put("max_surge", u.max_surge.to_string());
+    m.put("max_unavailable", u.max_unavailable.to_string());
+    m.put("min_ready", duration(u.min_ready));
+    m.put("progress_deadline", duration(u.progress_deadline));
+    m.put("auto_revert", keywords::BOOLEAN.word(u.auto_revert));
     m
 }
 

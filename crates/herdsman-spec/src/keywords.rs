@@ -188,6 +188,19 @@ pub(crate) const PANIC_ACTION: Vocabulary<PanicAction> = Vocabulary {
     ],
 };
 
+pub(crate) const UPDATE_STRATEGY: Vocabulary<crate::model::UpdateStrategy> = Vocabulary {
+    noun: "update strategy",
+    words: &[
+        ("rolling", crate::model::UpdateStrategy::Rolling),
+        ("recreate", crate::model::UpdateStrategy::Recreate),
+    ],
+};
+
+pub(crate) const BOOLEAN: Vocabulary<bool> = Vocabulary {
+    noun: "boolean",
+    words: &[("true", true), ("false", false)],
+};
+
 pub(crate) const RESTART_POLICY: Vocabulary<RestartPolicy> = Vocabulary {
     noun: "restart policy",
     words: &[

@@ -11,7 +11,7 @@
 //! problems); `raw` (serde types: the document's shape, every scalar kept as text);
 //! `location` (path → line and column, from yaml-rust2's events); `validation` (the issue
 //! collector, deployment-level and cross-service checks) with `service`, `health` and
-//! `init` (per-service checks); `values` (durations, counts, ports, names, templates);
+//! `init` and `update` (per-service checks); `values` (durations, counts, ports, names, templates);
 //! `keywords` (enumerated words and their ZLayer aliases); `defaults` (every default, in
 //! one place); `emitter` (`to_yaml`); `error` (`SpecError`, `Problem`); `model`
 //! (validated domain types); `template` (per-replica `${...}` variables).
@@ -28,6 +28,7 @@ mod model;
 mod raw;
 mod service;
 mod template;
+mod update;
 mod validation;
 mod values;
 

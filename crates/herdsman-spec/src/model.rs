@@ -98,6 +98,72 @@ pub struct Service {
     pub stop_grace_period: Duration,
     /// How long a replica must be running and healthy before it counts as ready (ext).
     pub min_ready: Duration,
+    /// How a changed spec replaces the running replicas (ext).
+    pub update: UpdateSpec,
+}
+
+/// How a rollout replaces a service's replicas when its spec changes (`update`, ext).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpdateSpec {
+    /// Rolling replacement, or stop everything and start the new version.
+    pub strategy: UpdateStrategy,
+    /// Replicas started above the desired count while rolling (rounded up).
+    pub max_surge: Amount,
+    /// Replicas that may be not ready while rolling (rounded down).
+    pub max_unavailable: Amount,
+    /// How long a new replica must have been ready before the next old one is stopped.
+    pub min_ready: Duration,
+    /// A rollout that makes no progress (no new replica ready) for this long fails.
+    pub progress_deadline: Duration,
+    /// A failed rollout goes back to the previous spec by itself (else it pauses).
+    pub auto_revert: bool,
+}
+
+/// `update.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateStrategy {
+    /// Replace replicas a few at a time, gated on the new ones' health.
+    Rolling,
+    /// Stop every old replica, then start the new ones.
+    Recreate,
+}
+
+/// A number of replicas, absolute or a percentage of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Amount {
+    /// This many replicas.
+    Count(u32),
+    /// This percentage (0 to 100) of the desired replicas.
+    Percent(u32),
+}
+
+impl Amount {
+    /// The number of replicas this is of `desired`, a percentage rounded up or down.
+    pub fn of(self, desired: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let scaled = u64::from(desired) * u64::from(p);
+                let n = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 impl Service {

@@ -99,6 +99,18 @@ pub(crate) struct RawService {
     pub(crate) stop_signal: Option<Scalar>,
     pub(crate) stop_grace_period: Option<Scalar>,
     pub(crate) min_ready: Option<Scalar>,
+    pub(crate) update: Option<RawUpdate>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpdate {
+    pub(crate) strategy: Option<Scalar>,
+    pub(crate) max_surge: Option<Scalar>,
+    pub(crate) max_unavailable: Option<Scalar>,
+    pub(crate) min_ready: Option<Scalar>,
+    pub(crate) progress_deadline: Option<Scalar>,
+    pub(crate) auto_revert: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

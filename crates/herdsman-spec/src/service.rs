@@ -127,6 +127,7 @@ pub(crate) fn service(
             defaults::MIN_READY,
             true,
         ),
+        update: crate::update::update(issues, &p("update"), raw.update.as_ref()),
         endpoints,
     };
     (service, depends_at)

@@ -270,3 +270,29 @@ fn run_hash_changes_with_what_runs_and_not_with_how_it_is_supervised() {
     assert_ne!(h(&base), h(&changed));
     assert_ne!(h(&base), h(&env));
 }
+
+#[test]
+fn update_defaults_to_a_rolling_surge_of_one_and_reads_percentages() {
+    let d = parse(
+        "  api:\n    command: {entrypoint: [./api]}\n  web:\n    command: {entrypoint: [./web]}\n    update: {strategy: recreate, max_surge: 25%, max_unavailable: 10%, min_ready: 5s, progress_deadline: 2m, auto_revert: false}\n",
+    );
+    let api = &d.services[0].update;
+    assert_eq!(api.strategy, herdsman_spec::UpdateStrategy::Rolling);
+    assert_eq!(api.max_surge, herdsman_spec::Amount::Count(1));
+    assert_eq!(api.max_unavailable, herdsman_spec::Amount::Count(0));
+    assert_eq!(api.progress_deadline, secs(60));
+    assert!(api.auto_revert);
+    let web = &d.services[1].update;
+    assert_eq!(web.strategy, herdsman_spec::UpdateStrategy::Recreate);
+    assert_eq!(web.max_surge.of(10, true), 3, "25% of 10 rounds up");
+    assert_eq!(
+        web.max_unavailable.of(15, false),
+        1,
+        "10% of 15 rounds down"
+    );
+    assert_eq!((web.min_ready, web.progress_deadline), (secs(5), secs(120)));
+    assert!(!web.auto_revert);
+    let again = herdsman_spec::to_yaml(&d);
+    let round = parse_str(&again, "again.yaml", Path::new("/srv/shop")).expect("round trip");
+    assert_eq!(round.services[1].update, d.services[1].update);
+}
