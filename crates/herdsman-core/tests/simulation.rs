@@ -78,6 +78,15 @@ const OPEN: &[OpenBug] = &[
                 && b.what.contains("shutting down or shut down")
         },
     },
+    OpenBug {
+        what: "a service supervisor that fails while the deployment shuts down leaves its \
+               replicas' init steps running after shutdown() returns",
+        seed: 1764,
+        matches: |b| {
+            b.invariant == Invariant::ShutdownTotal
+                && b.what.contains("init steps still run after shutdown")
+        },
+    },
 ];
 
 /// The open bug a failure is wholly made of, if any.

@@ -106,6 +106,9 @@ pub(crate) struct Audit {
     /// Stop signal and grace of each (deployment, service), from the specs it was created
     /// with.
     stop_specs: HashMap<(Arc<str>, Arc<str>), (StopSignal, Duration)>,
+    /// The last (deployment, service) recorded, by pointer: the tree shares one name per
+    /// service between its replicas, so a burst of creates skips hashing the names.
+    last_created: Option<(Arc<str>, Arc<str>, StopSignal, Duration)>,
 }
 
 /// The key of `id`'s replica slot.
@@ -140,6 +143,15 @@ impl Audit {
 
     /// Remember how `id`'s service is to be stopped.
     pub(crate) fn created(&mut self, id: &ContainerId, signal: StopSignal, grace: Duration) {
+        if let Some((d, s, sig, g)) = &self.last_created {
+            if Arc::ptr_eq(d, &id.deployment)
+                && Arc::ptr_eq(s, &id.service)
+                && (*sig, *g) == (signal, grace)
+            {
+                return;
+            }
+        }
+        self.last_created = Some((id.deployment.clone(), id.service.clone(), signal, grace));
         let key = (id.deployment.clone(), id.service.clone());
         if self.stop_specs.get(&key) != Some(&(signal, grace)) {
             self.stop_specs.insert(key, (signal, grace));
