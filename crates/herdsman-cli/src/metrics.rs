@@ -301,6 +301,7 @@ mod tests {
         DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![ServiceStatus {
                 name: "web".into(),
                 phase: ServicePhase::Running,

@@ -104,6 +104,36 @@ pub(crate) fn notice(kind: &EventKind) -> Option<String> {
             replica,
             reason,
         } => format!("{service}/{replica} gave up: {reason}"),
+        EventKind::RolloutStarted {
+            revision,
+            services,
+            revert,
+        } => {
+            let what = if *revert {
+                "rolling back"
+            } else {
+                "rolling out"
+            };
+            format!("{what} revision {revision}: {}", services.join(", "))
+        }
+        EventKind::RolloutProgress {
+            service,
+            updated,
+            desired,
+            ..
+        } => format!("rollout: {service} {updated}/{desired} updated"),
+        EventKind::RolloutComplete { revision } => {
+            format!("rollout of revision {revision} complete")
+        }
+        EventKind::RolloutFailed {
+            revision,
+            reason,
+            reverting,
+            ..
+        } => {
+            let then = if *reverting { "rolling back" } else { "paused" };
+            format!("rollout of revision {revision} failed ({reason}); {then}")
+        }
         EventKind::ProbeFailed { .. }
         | EventKind::DeploymentStable { .. }
         | EventKind::DeploymentUnstable

@@ -451,6 +451,7 @@ mod tests {
         let mut status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![service(
                 "web",
                 2,
@@ -485,6 +486,7 @@ mod tests {
         let status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![service("web", 1, vec![])],
         };
         console.progress(&status);
@@ -507,6 +509,7 @@ mod tests {
         let mut status = DeploymentStatus {
             deployment: "shop".into(),
             stable: true,
+            rollout: None,
             services: vec![ready.clone()],
         };
         console.stable(&status, Duration::from_secs(1));
@@ -536,6 +539,7 @@ mod tests {
         let mut status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![service("web", 1, vec![])],
         };
         console.timed_out(&status, Duration::from_secs(2), &[]);

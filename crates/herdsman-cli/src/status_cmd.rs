@@ -213,6 +213,7 @@ mod tests {
         let status = DeploymentStatus {
             deployment: "shop".into(),
             stable: false,
+            rollout: None,
             services: vec![ServiceStatus {
                 name: "flaky".into(),
                 phase: ServicePhase::Running,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -203,6 +203,68 @@ pub struct DeploymentStatus {
     pub stable: bool,
     /// Services in spec order.
     pub services: Vec<ServiceStatus>,
+    /// The latest rollout (`apply`), if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPhase {
+    /// Replacing replicas.
+    Progressing,
+    /// Every changed service runs its new spec, ready.
+    Complete,
+    /// Failed and rolling back to the previous spec (`auto_revert`).
+    Reverting,
+    /// Failed and rolled back: the previous spec runs again.
+    Reverted,
+    /// Failed and left as it was (`auto_revert: false`, or a failed revert).
+    Paused,
+    /// Replaced by a later `apply` before it finished.
+    Superseded,
+}
+
+impl RolloutPhase {
+    /// The phase's name as in `/v1/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Progressing => "progressing",
+            RolloutPhase::Complete => "complete",
+            RolloutPhase::Reverting => "reverting",
+            RolloutPhase::Reverted => "reverted",
+            RolloutPhase::Paused => "paused",
+            RolloutPhase::Superseded => "superseded",
+        }
+    }
+}
+
+/// One service's part in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRollout {
+    /// Service name.
+    pub service: String,
+    /// Replicas running the new spec and ready.
+    pub updated: u32,
+    /// Desired replicas.
+    pub desired: u32,
+    /// Done with this service.
+    pub done: bool,
+}
+
+/// The latest rollout, as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// Spec revision being rolled out (1 is the spec the deployment started with).
+    pub revision: u64,
+    /// Where it is.
+    pub phase: RolloutPhase,
+    /// Each service it changes.
+    pub services: Vec<ServiceRollout>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Every health check result of one service's replicas since the deployment started:
@@ -238,7 +300,9 @@ struct ServiceMeta {
 #[derive(Debug)]
 struct BoardInner {
     deployment: Arc<str>,
-    order: Vec<Arc<str>>,
+    /// Services in spec order; changes when a rollout adds or removes one.
+    order: RwLock<Vec<Arc<str>>>,
+    rollout: RwLock<Option<RolloutStatus>>,
     services: DashMap<Arc<str>, ServiceMeta>,
     replicas: DashMap<(Arc<str>, u32), ReplicaStatus>,
     stable: AtomicBool,
@@ -267,7 +331,8 @@ impl StatusBoard {
         StatusBoard {
             inner: Arc::new(BoardInner {
                 deployment,
-                order: services.iter().map(|(n, _)| n.clone()).collect(),
+                order: RwLock::new(services.iter().map(|(n, _)| n.clone()).collect()),
+                rollout: RwLock::new(None),
                 services: map,
                 replicas: DashMap::new(),
                 stable: AtomicBool::new(false),
@@ -293,6 +358,62 @@ impl StatusBoard {
     /// Forget a replica that was scaled away.
     pub(crate) fn remove(&self, service: &Arc<str>, replica: u32) {
         self.inner.replicas.remove(&(service.clone(), replica));
+    }
+
+    /// Show the services in `order` (a new spec's), adding those not yet shown as
+    /// `waiting`, and forget every service not in it with its replicas.
+    pub(crate) fn set_services(&self, order: &[(Arc<str>, u32)]) {
+        let names: Vec<Arc<str>> = order.iter().map(|(n, _)| n.clone()).collect();
+        for (name, desired) in order {
+            self.inner
+                .services
+                .entry(name.clone())
+                .or_insert_with(|| ServiceMeta {
+                    phase: ServicePhase::Waiting,
+                    reason: None,
+                    desired: *desired,
+                    probes: ProbeTotals::default(),
+                });
+        }
+        self.inner.services.retain(|n, _| names.contains(n));
+        self.inner.replicas.retain(|(n, _), _| names.contains(n));
+        *self
+            .inner
+            .order
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = names;
+    }
+
+    /// Forget the replicas of a removed service (its actors may have written to the board
+    /// while they stopped), unless it has been added again meanwhile.
+    pub(crate) fn forget_removed(&self, service: &Arc<str>) {
+        let present = self
+            .inner
+            .order
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(service);
+        if !present {
+            self.inner.replicas.retain(|(n, _), _| n != service);
+        }
+    }
+
+    /// Record the latest rollout's status.
+    pub(crate) fn set_rollout(&self, rollout: Option<RolloutStatus>) {
+        *self
+            .inner
+            .rollout
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = rollout;
+    }
+
+    /// The latest rollout's status.
+    pub fn rollout(&self) -> Option<RolloutStatus> {
+        self.inner
+            .rollout
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// One replica's status.
@@ -364,9 +485,13 @@ impl StatusBoard {
 
     /// A consistent-enough copy of everything, services in spec order, replicas by index.
     pub fn snapshot(&self) -> DeploymentStatus {
-        let mut services: Vec<ServiceStatus> = self
+        let order = self
             .inner
             .order
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut services: Vec<ServiceStatus> = order
             .iter()
             .map(|name| {
                 let meta = self.inner.services.get(name).map(|m| m.value().clone());
@@ -386,9 +511,7 @@ impl StatusBoard {
             .collect();
         // By name in a map: a linear search per replica costs more than the copy at
         // 100,000 replicas over 100 services.
-        let index: HashMap<&str, usize> = self
-            .inner
-            .order
+        let index: HashMap<&str, usize> = order
             .iter()
             .enumerate()
             .map(|(i, name)| (&**name, i))
@@ -408,6 +531,7 @@ impl StatusBoard {
             deployment: self.inner.deployment.to_string(),
             stable: self.is_stable(),
             services,
+            rollout: self.rollout(),
         }
     }
 }

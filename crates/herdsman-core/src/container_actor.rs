@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use herdsman_probe::{StepReport, StepVerdict};
 use herdsman_runtime::{ContainerId, ContainerSpec, Started, Survivor};
-use herdsman_spec::ReplicaVars;
+use herdsman_spec::{ReplicaVars, Service};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::board::ReplicaState;
@@ -20,8 +20,12 @@ use crate::service_supervisor::{ServiceContext, SupervisorMsg};
 pub(crate) enum ContainerMsg {
     // Commands from the supervisor.
     /// (Re)start as `generation`: drop the probe, stop and remove the current container if
-    /// there is one, then boot.
-    Restart { generation: u64 },
+    /// there is one, then boot; from `service`'s spec when given (a rollout), else from
+    /// the spec it ran.
+    Restart {
+        generation: u64,
+        service: Option<Arc<Service>>,
+    },
     /// The supervisor keeps the replica's container (backoff, isolation, completed,
     /// failed, given up): drop the probe, keep the container for its logs and last exit
     /// until the slot is reused or scaled away. With `stop` the container may still run
@@ -69,6 +73,8 @@ pub(crate) enum Mode {
 
 pub(crate) struct ContainerArgs {
     pub(crate) ctx: Arc<ServiceContext>,
+    /// The spec this replica runs (during a rollout, old and new replicas differ).
+    pub(crate) service: Arc<Service>,
     pub(crate) replica: u32,
     pub(crate) generation: u64,
     pub(crate) mode: Mode,
@@ -90,6 +96,7 @@ enum Phase {
 
 pub(crate) struct ContainerState {
     ctx: Arc<ServiceContext>,
+    service: Arc<Service>,
     id: ContainerId,
     vars: ReplicaVars,
     phase: Phase,
@@ -120,7 +127,7 @@ impl Actor for ContainerActor {
             replica: args.replica,
             generation: args.generation,
         };
-        let vars = ReplicaVars::new(&ctx.deployment, &ctx.service, args.replica);
+        let vars = ReplicaVars::new(&ctx.deployment, &args.service, args.replica);
         let (phase, created) = match &args.mode {
             Mode::AdoptRunning => (Phase::Running, Some(id.clone())),
             Mode::AdoptHeld => (Phase::Held, Some(id.clone())),
@@ -133,6 +140,7 @@ impl Actor for ContainerActor {
         };
         Ok(ContainerState {
             ctx,
+            service: args.service,
             id,
             vars,
             phase,
@@ -173,10 +181,18 @@ impl Actor for ContainerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ContainerMsg::Boot => state.boot(&myself).await,
-            ContainerMsg::Restart { generation } => {
+            ContainerMsg::Restart {
+                generation,
+                service,
+            } => {
                 state.drop_probe();
                 state.end_init().await;
                 state.discard_created(true).await;
+                if let Some(service) = service {
+                    state.vars =
+                        ReplicaVars::new(&state.ctx.deployment, &service, state.id.replica);
+                    state.service = service;
+                }
                 state.id.generation = generation;
                 state.phase = Phase::Empty;
                 state.boot(&myself).await;
@@ -267,7 +283,7 @@ impl ContainerState {
         let ctx = self.ctx.clone();
         let id = self.id.clone();
         ctx.board.update(&ctx.service_name, id.replica, |r| {
-            r.state = if ctx.service.init.is_empty() {
+            r.state = if self.service.init.is_empty() {
                 ReplicaState::Starting
             } else {
                 ReplicaState::Initializing
@@ -277,7 +293,7 @@ impl ContainerState {
             r.healthy = false;
             r.backoff_ms = None;
         });
-        if ctx.service.init.is_empty() {
+        if self.service.init.is_empty() {
             self.create_and_start(myself).await;
         } else {
             self.phase = Phase::Initializing;
@@ -292,8 +308,9 @@ impl ContainerState {
         let id = self.id.clone();
         let vars = self.vars.clone();
         let me = myself.clone();
+        let service = self.service.clone();
         let task = tokio::spawn(async move {
-            let Some(step) = ctx.service.init.get(index) else {
+            let Some(step) = service.init.get(index) else {
                 return;
             };
             let report = ctx.runtime.init_step(&id, step, &vars).await;
@@ -315,7 +332,8 @@ impl ContainerState {
         report: StepReport,
     ) {
         let ctx = self.ctx.clone();
-        let Some(step) = ctx.service.init.get(index) else {
+        let service = self.service.clone();
+        let Some(step) = service.init.get(index) else {
             return;
         };
         let error = || report.error.clone().unwrap_or_else(|| "failed".into());
@@ -348,7 +366,7 @@ impl ContainerState {
                 return;
             }
         }
-        if index + 1 < ctx.service.init.len() {
+        if index + 1 < service.init.len() {
             self.run_init_step(myself, index + 1);
         } else {
             self.phase = Phase::Empty;
@@ -361,7 +379,7 @@ impl ContainerState {
     async fn adopt(&mut self, myself: &ActorRef<ContainerMsg>, survivor: Survivor) {
         let ctx = self.ctx.clone();
         let spec = ContainerSpec {
-            service: ctx.service.clone(),
+            service: self.service.clone(),
             vars: self.vars.clone(),
         };
         ctx.board.update(&ctx.service_name, self.id.replica, |r| {
@@ -396,7 +414,7 @@ impl ContainerState {
             r.state = ReplicaState::Starting
         });
         let spec = ContainerSpec {
-            service: ctx.service.clone(),
+            service: self.service.clone(),
             vars: self.vars.clone(),
         };
         let started = match ctx.runtime.create(&id, &spec).await {
@@ -437,7 +455,7 @@ impl ContainerState {
         let ctx = self.ctx.clone();
         let id = self.id.clone();
         self.phase = Phase::Running;
-        let has_health = ctx.service.health.is_some();
+        let has_health = self.service.health.is_some();
         ctx.board.update(&ctx.service_name, id.replica, |r| {
             r.state = ReplicaState::Running;
             r.pid = started.pid;
@@ -468,7 +486,7 @@ impl ContainerState {
     }
 
     async fn spawn_probe(&mut self, myself: &ActorRef<ContainerMsg>) {
-        let Some(health) = self.ctx.service.health.clone() else {
+        let Some(health) = self.service.health.clone() else {
             return;
         };
         let args = ProbeArgs {
@@ -506,7 +524,7 @@ impl ContainerState {
             return;
         };
         let ctx = &self.ctx;
-        let svc = &ctx.service;
+        let svc = &self.service;
         if let Err(e) = ctx
             .runtime
             .stop(id, svc.stop_signal, svc.stop_grace_period)
@@ -529,7 +547,7 @@ impl ContainerState {
         };
         let rt = &self.ctx.runtime;
         if stop {
-            let svc = &self.ctx.service;
+            let svc = &self.service;
             if let Err(e) = rt.stop(&id, svc.stop_signal, svc.stop_grace_period).await {
                 tracing::debug!(container = %id, error = %e, "stop before removal");
             }

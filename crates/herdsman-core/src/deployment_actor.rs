@@ -8,14 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdsman_runtime::{Runtime, Survivor};
-use herdsman_spec::{Dependency, DependencyCondition, Deployment, StopSignal};
+use herdsman_spec::{Dependency, DependencyCondition, Deployment};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::task::JoinHandle;
 
+use crate::apply::ApplyPlan;
 use crate::board::ReplicaState;
 use crate::board::{ServicePhase, StatusBoard};
 use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
+use crate::revision::{Revisions, RolloutTrack};
+use crate::service_supervisor::RolloutReport;
 use crate::service_supervisor::{
     shutdown_budget, ServiceSupervisor, SupervisorArgs, SupervisorMsg,
 };
@@ -24,6 +27,9 @@ use crate::stabilization::{
     Stabilization,
 };
 use crate::CoreError;
+
+mod rollouts;
+mod survivors;
 
 /// A service supervisor that failed this often within `SUPERVISOR_PERIOD` is not
 /// replaced again: the service is failed (OTP's restart intensity).
@@ -45,6 +51,14 @@ pub(crate) enum DeploymentMsg {
         replica: u32,
         reply: RpcReplyPort<Result<u64, CoreError>>,
     },
+    /// Roll the running deployment to a changed spec (validated already).
+    Apply {
+        spec: Box<Deployment>,
+        dry_run: bool,
+        reply: RpcReplyPort<Result<ApplyPlan, CoreError>>,
+    },
+    /// Roll back to the spec before the current one.
+    Undo(RpcReplyPort<Result<ApplyPlan, CoreError>>),
     /// Set a service back to its spec's replica count.
     StartService {
         service: String,
@@ -63,6 +77,13 @@ pub(crate) enum DeploymentMsg {
         service: Arc<str>,
         from: ActorId,
         counts: ServiceCounts,
+    },
+    /// A supervisor's rollout progress or outcome.
+    Rollout {
+        service: Arc<str>,
+        from: ActorId,
+        revision: u64,
+        report: RolloutReport,
     },
     // Timer ticks.
     WaiterDeadline(u64),
@@ -116,6 +137,9 @@ pub(crate) struct DeploymentState {
     survivors: HashMap<Arc<str>, Vec<Survivor>>,
     /// Per service, the generation each replica index resumes at after survivors.
     resume_at: HashMap<Arc<str>, HashMap<u32, u64>>,
+    revisions: Revisions,
+    /// The rollout in progress, or the last one.
+    rollout: Option<RolloutTrack>,
 }
 
 pub(crate) struct DeploymentActor;
@@ -164,6 +188,8 @@ impl Actor for DeploymentActor {
             orphan_stops: Vec::new(),
             survivors: HashMap::new(),
             resume_at: HashMap::new(),
+            revisions: Revisions::new(),
+            rollout: None,
         })
     }
 
@@ -173,14 +199,7 @@ impl Actor for DeploymentActor {
         state: &mut DeploymentState,
     ) -> Result<(), ActorProcessingErr> {
         for svc in state.args.spec.services.clone().iter() {
-            let name: Arc<str> = Arc::from(svc.name.as_str());
-            for dep in &svc.depends {
-                let (service, dependency) = (name.clone(), dep.service.clone());
-                myself.send_after(dep.timeout, move || DeploymentMsg::DependencyDeadline {
-                    service,
-                    dependency,
-                });
-            }
+            arm_dependency_deadlines(&myself, svc);
         }
         state.take_over_survivors().await;
         state.start_ready_services(&myself).await?;
@@ -219,6 +238,31 @@ impl Actor for DeploymentActor {
                     }
                 },
             },
+            DeploymentMsg::Apply {
+                spec,
+                dry_run,
+                reply,
+            } => {
+                let r = state.apply(&myself, *spec, dry_run, None).await;
+                let _ = reply.send(r);
+            }
+            DeploymentMsg::Undo(reply) => {
+                let r = match state.revisions.previous() {
+                    Some(previous) => state.apply(&myself, (*previous).clone(), false, None).await,
+                    None => Err(CoreError::NoPreviousRevision),
+                };
+                let _ = reply.send(r);
+            }
+            DeploymentMsg::Rollout {
+                service,
+                from,
+                revision,
+                report,
+            } => {
+                state
+                    .rollout_report(&myself, service, from, revision, report)
+                    .await
+            }
             DeploymentMsg::StartService { service, reply } => {
                 let replicas = state
                     .args
@@ -353,82 +397,6 @@ impl DeploymentState {
                 DependencyCondition::Started => e.counts.is_started(),
                 DependencyCondition::Healthy => e.counts.is_ready(),
             } && e.supervisor.is_some())
-    }
-
-    /// Find what an earlier run of this deployment left running. Each survivor that still
-    /// runs what its service's spec asks for, in a replica index the spec still wants, is
-    /// kept for its supervisor to adopt (unless adoption is off); every other one is
-    /// stopped now, with its signal and grace, before anything new starts in its place.
-    async fn take_over_survivors(&mut self) {
-        let runtime = self.args.runtime.clone();
-        let spec = self.args.spec.clone();
-        let found = match runtime.survivors(&spec.name).await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look for replicas left running by an earlier run; starting fresh");
-                return;
-            }
-        };
-        let mut by_slot: BTreeMap<(Arc<str>, u32), Survivor> = BTreeMap::new();
-        let mut discard = Vec::new();
-        for s in found {
-            let resume = self
-                .resume_at
-                .entry(s.id.service.clone())
-                .or_default()
-                .entry(s.id.replica)
-                .or_default();
-            *resume = (*resume).max(s.id.generation.saturating_add(1));
-            let wanted = spec.service(&s.id.service).is_some_and(|svc| {
-                self.args.adopt
-                    && s.run_hash == svc.run_hash()
-                    && s.id.replica < svc.initial_replicas()
-            });
-            if !wanted {
-                discard.push(s);
-                continue;
-            }
-            // Two survivors of one slot (an earlier run was itself interrupted mid-restart):
-            // the newest incarnation is adopted, the other stopped.
-            let slot = (s.id.service.clone(), s.id.replica);
-            match by_slot.remove(&slot) {
-                Some(other) if other.id.generation > s.id.generation => {
-                    discard.push(s);
-                    by_slot.insert(slot, other);
-                }
-                Some(other) => {
-                    discard.push(other);
-                    by_slot.insert(slot, s);
-                }
-                None => {
-                    by_slot.insert(slot, s);
-                }
-            }
-        }
-        for ((service, _), s) in by_slot {
-            self.survivors.entry(service).or_default().push(s);
-        }
-        if !discard.is_empty() {
-            tracing::info!(
-                count = discard.len(),
-                adopt = self.args.adopt,
-                "stopping replicas left running by an earlier run"
-            );
-        }
-        futures::future::join_all(discard.iter().map(|s| {
-            let (signal, grace) = spec
-                .service(&s.id.service)
-                .map_or((StopSignal::TERM, Duration::from_secs(10)), |svc| {
-                    (svc.stop_signal, svc.stop_grace_period)
-                });
-            let runtime = runtime.clone();
-            async move {
-                if let Err(e) = runtime.discard_survivor(s, signal, grace).await {
-                    tracing::warn!(container = %s.id, error = %e, "cannot stop a replica left by an earlier run");
-                }
-            }
-        }))
-        .await;
     }
 
     /// Whether `dep`'s service has failed for good (its counts will never satisfy it).
@@ -774,6 +742,18 @@ impl DeploymentState {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// Fail `svc` if a dependency is not met within its timeout.
+fn arm_dependency_deadlines(myself: &ActorRef<DeploymentMsg>, svc: &herdsman_spec::Service) {
+    let name: Arc<str> = Arc::from(svc.name.as_str());
+    for dep in &svc.depends {
+        let (service, dependency) = (name.clone(), dep.service.clone());
+        myself.send_after(dep.timeout, move || DeploymentMsg::DependencyDeadline {
+            service,
+            dependency,
+        });
     }
 }
 

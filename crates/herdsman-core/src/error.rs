@@ -35,6 +35,17 @@ pub enum CoreError {
         /// How long it was given.
         waited: std::time::Duration,
     },
+    /// The applied spec is for another deployment; retrying will not help.
+    #[error("the spec is for deployment {applied:?}, but this is {running:?}")]
+    WrongDeployment {
+        /// The running deployment.
+        running: String,
+        /// The one the spec names.
+        applied: String,
+    },
+    /// `undo` with no earlier revision to go back to; retrying will not help.
+    #[error("there is no earlier revision to go back to")]
+    NoPreviousRevision,
     /// A replica count out of range; retrying will not help.
     #[error("cannot scale {service} to {replicas} replicas (at most 100000)")]
     InvalidScale {

@@ -184,6 +184,44 @@ pub enum EventKind {
     },
     /// The deployment stopped every service.
     DeploymentStopped,
+    /// A new spec was applied: these services roll to it (revision 1 is the spec the
+    /// deployment started with). `revert` for an automatic rollback.
+    RolloutStarted {
+        /// The new spec's revision.
+        revision: u64,
+        /// Services whose replicas are replaced.
+        services: Vec<String>,
+        /// A rollback of a failed rollout.
+        revert: bool,
+    },
+    /// One more replica of a service runs the new spec and is ready.
+    RolloutProgress {
+        /// Revision.
+        revision: u64,
+        /// Service.
+        service: Arc<str>,
+        /// Replicas on the new spec and ready.
+        updated: u32,
+        /// Desired replicas.
+        desired: u32,
+    },
+    /// Every changed service runs the new spec, ready.
+    RolloutComplete {
+        /// Revision.
+        revision: u64,
+    },
+    /// A rollout failed: new replicas crash looped or failed, or it missed its progress
+    /// deadline. With `reverting`, the previous spec is being rolled back to.
+    RolloutFailed {
+        /// Revision.
+        revision: u64,
+        /// Why.
+        reason: String,
+        /// Whether it is rolled back automatically (else it is paused).
+        reverting: bool,
+        /// The services not ready, with the failing replicas' log tails.
+        failing: Vec<FailingService>,
+    },
 }
 
 /// The sending side of the event bus, shared by every actor of a deployment.

@@ -229,6 +229,49 @@ impl DeploymentHandle {
         answer(r, bound)?
     }
 
+    /// Roll the running deployment to `spec` (validated, same deployment name): services
+    /// whose replicas run something new are replaced per their `update` block, scale-only
+    /// changes scale, added services start and removed ones stop; unchanged services are
+    /// not touched. With `dry_run` nothing changes and the plan says what would. Returns
+    /// at once; follow the rollout with [`rollout`](Self::rollout) or the events.
+    ///
+    /// # Errors
+    /// A spec for another deployment, or a stopped deployment.
+    pub async fn apply(
+        &self,
+        spec: herdsman_spec::Deployment,
+        dry_run: bool,
+    ) -> Result<crate::ApplyPlan, CoreError> {
+        let bound = Duration::from_secs(30);
+        let r = self
+            .actor
+            .call(
+                |reply| DeploymentMsg::Apply {
+                    spec: Box::new(spec),
+                    dry_run,
+                    reply,
+                },
+                Some(bound),
+            )
+            .await;
+        answer(r, bound)?
+    }
+
+    /// Roll back to the spec before the current one (a new revision).
+    ///
+    /// # Errors
+    /// [`CoreError::NoPreviousRevision`], or a stopped deployment.
+    pub async fn undo(&self) -> Result<crate::ApplyPlan, CoreError> {
+        let bound = Duration::from_secs(30);
+        let r = self.actor.call(DeploymentMsg::Undo, Some(bound)).await;
+        answer(r, bound)?
+    }
+
+    /// The latest rollout's status, read from the board.
+    pub fn rollout(&self) -> Option<crate::RolloutStatus> {
+        self.board.rollout()
+    }
+
     /// Take a service to 0 replicas (each stopped with its signal and grace); `start`
     /// brings it back to its spec.
     ///

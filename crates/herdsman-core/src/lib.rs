@@ -9,10 +9,12 @@
 //!
 //! Layout: `handle` (spawning and the [`DeploymentHandle`]), `deployment_actor`,
 //! `service_supervisor`, `container_actor`, `probe_actor` (the actors, thin shells over
-//! pure policies), `restart` and `backoff` (restart window and crash-loop delay),
+//! pure policies), `restart` and `backoff` (restart window and crash-loop delay), `rollout` (which
+//! replicas a rolling update replaces next), `apply` (diffing a new spec into a plan),
 //! `stabilization` (when a deployment is stable and
 //! why not), `init_runs` (each slot's init run in flight, so none overlaps another), `event` (typed events and their bounded bus), `board` (shared status).
 
+mod apply;
 mod backoff;
 mod board;
 mod container_actor;
@@ -23,12 +25,15 @@ mod handle;
 mod init_runs;
 mod probe_actor;
 mod restart;
+mod revision;
+mod rollout;
 mod service_supervisor;
 mod stabilization;
 
+pub use apply::{ApplyPlan, Change, ServiceChange};
 pub use board::{
-    DeploymentStatus, ProbeRecord, ProbeTotals, ReplicaState, ReplicaStatus, ServicePhase,
-    ServiceStatus, StatusBoard, PROBE_HISTORY,
+    DeploymentStatus, ProbeRecord, ProbeTotals, ReplicaState, ReplicaStatus, RolloutPhase,
+    RolloutStatus, ServicePhase, ServiceRollout, ServiceStatus, StatusBoard, PROBE_HISTORY,
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind, EventStream, Received};

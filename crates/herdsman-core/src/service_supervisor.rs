@@ -9,25 +9,31 @@ use std::time::Duration;
 
 use herdsman_probe::InitRetry;
 use herdsman_runtime::{ContainerId, Exit, Runtime, Survivor};
-use herdsman_spec::{Deployment, OnUnhealthy, Service, ServiceKind};
+use herdsman_spec::{Deployment, Service, ServiceKind};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::time::Instant;
 
 use crate::board::{ReplicaState, ServicePhase, StatusBoard};
 use crate::container_actor::{stop_budget, ContainerActor, ContainerArgs, ContainerMsg, Mode};
 use crate::deployment_actor::DeploymentMsg;
 use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
-use crate::restart::{Cause, Decision, RestartTracker};
+use crate::restart::RestartTracker;
 use crate::stabilization::ServiceCounts;
+
+mod decisions;
+mod rollouts;
+mod slot;
+
 use crate::CoreError;
+use rollouts::ActiveRollout;
+pub(crate) use rollouts::RolloutReport;
+use slot::{Share, Slot, SlotState};
 
 /// What every actor of one service shares.
 pub(crate) struct ServiceContext {
     pub(crate) deployment_name: Arc<str>,
     pub(crate) service_name: Arc<str>,
     pub(crate) deployment: Arc<Deployment>,
-    pub(crate) service: Arc<Service>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) board: StatusBoard,
     pub(crate) events: EventBus,
@@ -58,6 +64,12 @@ pub(crate) enum SupervisorMsg {
     },
     /// Stop every replica (stop signal, grace, kill) and reply when all are gone.
     Shutdown(RpcReplyPort<()>),
+    /// Roll the service to `service`'s spec (revision `revision`), superseding any rollout
+    /// in progress. Progress and the outcome go to the deployment actor.
+    Roll {
+        service: Arc<Service>,
+        revision: u64,
+    },
     /// An operator's restart of one replica: a new incarnation replaces the current one
     /// (stopped with its signal and grace), whatever its state, with a fresh restart
     /// count. Replies with the new generation.
@@ -110,6 +122,12 @@ pub(crate) enum SupervisorMsg {
         replica: u32,
         token: u64,
     },
+    /// A rollout's progress deadline (`deadline`), or a new replica's `min_ready` elapsed.
+    RolloutTick {
+        revision: u64,
+        token: u64,
+        deadline: bool,
+    },
     /// Recount the replicas and tell the deployment actor if the counts changed. Self-sent
     /// at most once per burst of messages, so a burst of N changes costs one count of the
     /// slots instead of N (which at 10,000 replicas would dominate a mass restart).
@@ -138,95 +156,6 @@ pub(crate) struct SupervisorArgs {
     /// The generation each replica index resumes at (after survivors that were stopped
     /// rather than adopted), so no container id of an earlier run is reused.
     pub(crate) resume_at: HashMap<u32, u64>,
-}
-
-/// The supervisor's view of one replica: the authority on its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SlotState {
-    Booting,
-    Running,
-    /// Running but unhealthy, `on_unhealthy: isolate`.
-    Unhealthy,
-    Backoff,
-    /// Exited and kept by the panic action `isolate`.
-    Isolated,
-    Completed,
-    Failed,
-    Stopped,
-}
-
-struct Slot {
-    actor: ActorRef<ContainerMsg>,
-    generation: u64,
-    state: SlotState,
-    healthy: bool,
-    ready: bool,
-    /// Invalidates restart and ready timers that no longer apply.
-    token: u64,
-    tracker: RestartTracker,
-    init_retry: InitRetry,
-    /// When the current incarnation started, for the clean-run reset of a replica that
-    /// is restarted for turning unhealthy (it has no exit to say how long it ran).
-    started_at: Option<Instant>,
-}
-
-/// What replicas add to their service's counts: running, healthy, ready, and failed for
-/// good (a failed replica never comes back by itself, so its service cannot become ready).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Share {
-    running: u32,
-    healthy: u32,
-    ready: u32,
-    failed: u32,
-}
-
-impl Share {
-    fn add(self, o: Share) -> Share {
-        Share {
-            running: self.running + o.running,
-            healthy: self.healthy + o.healthy,
-            ready: self.ready + o.ready,
-            failed: self.failed + o.failed,
-        }
-    }
-
-    fn sub(self, o: Share) -> Share {
-        Share {
-            running: self.running - o.running,
-            healthy: self.healthy - o.healthy,
-            ready: self.ready - o.ready,
-            failed: self.failed - o.failed,
-        }
-    }
-}
-
-impl Slot {
-    /// This replica's share of the counts.
-    fn share(&self, is_job: bool) -> Share {
-        match self.state {
-            SlotState::Running => Share {
-                running: 1,
-                healthy: u32::from(self.healthy),
-                // A job is ready (for stability and for `healthy` dependants) only once
-                // it has completed: a migration must finish before its dependants start.
-                ready: u32::from(self.ready && !is_job),
-                failed: 0,
-            },
-            SlotState::Unhealthy => Share {
-                running: 1,
-                ..Share::default()
-            },
-            SlotState::Completed if is_job => Share {
-                ready: 1,
-                ..Share::default()
-            },
-            SlotState::Failed => Share {
-                failed: 1,
-                ..Share::default()
-            },
-            _ => Share::default(),
-        }
-    }
 }
 
 pub(crate) struct SupervisorState {
@@ -258,6 +187,9 @@ pub(crate) struct SupervisorState {
     orphans: HashMap<u32, ContainerId>,
     /// Survivors of an earlier run to adopt, by replica index, until their slot is added.
     survivors: HashMap<u32, Survivor>,
+    /// The spec new replicas run: the service's spec, or a rollout's target.
+    target: Arc<Service>,
+    rollout: Option<ActiveRollout>,
 }
 
 pub(crate) struct ServiceSupervisor;
@@ -276,7 +208,6 @@ impl Actor for ServiceSupervisor {
             deployment_name: Arc::from(args.deployment.name.as_str()),
             service_name: Arc::from(args.service.name.as_str()),
             deployment: args.deployment,
-            service: args.service.clone(),
             runtime: args.runtime,
             board: args.board,
             events: args.events,
@@ -290,6 +221,8 @@ impl Actor for ServiceSupervisor {
             parent: args.parent,
             desired: args.desired,
             recover: args.recover,
+            target: args.service.clone(),
+            rollout: None,
             orphans: HashMap::new(),
             survivors: args
                 .survivors
@@ -352,6 +285,12 @@ impl Actor for ServiceSupervisor {
                 state.stop_all(ServicePhase::Stopped, None).await;
                 let _ = reply.send(());
             }
+            SupervisorMsg::Roll { service, revision } => state.roll(&myself, service, revision),
+            SupervisorMsg::RolloutTick {
+                revision,
+                token,
+                deadline,
+            } => state.rollout_tick(revision, token, deadline),
             SupervisorMsg::RestartReplica { replica, reply } => {
                 let _ = reply.send(state.restart_replica(replica));
             }
@@ -420,6 +359,11 @@ impl Actor for ServiceSupervisor {
             }
             state.request_report(&myself);
         }
+        if state.rollout.is_some() && state.step_rollout(&myself).await? {
+            // It touched other slots than the message's: count them all again.
+            state.recount();
+            state.request_report(&myself);
+        }
         Ok(())
     }
 
@@ -484,9 +428,11 @@ impl SupervisorState {
         replica: u32,
         generation: u64,
         mode: Mode,
+        service: Arc<Service>,
     ) -> Result<ActorRef<ContainerMsg>, ActorProcessingErr> {
         let args = ContainerArgs {
             ctx: self.ctx.clone(),
+            service,
             replica,
             generation,
             mode,
@@ -501,7 +447,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         replica: u32,
     ) -> Result<(), ActorProcessingErr> {
-        let svc = self.ctx.service.clone();
+        let svc = self.target.clone();
         let seed = self.ctx.seed ^ (u64::from(replica) << 20);
         let mut generation = self.resume_generation.remove(&replica).unwrap_or(0);
         let mode = match (
@@ -516,7 +462,7 @@ impl SupervisorState {
             (None, None) => Mode::Boot,
         };
         let actor = self
-            .spawn_container(myself, replica, generation, mode)
+            .spawn_container(myself, replica, generation, mode, svc.clone())
             .await?;
         self.slots.insert(
             replica,
@@ -530,6 +476,8 @@ impl SupervisorState {
                 tracker: RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed),
                 init_retry: InitRetry::new(svc.on_init_failure),
                 started_at: None,
+                ready_since: None,
+                spec: svc,
             },
         );
         Ok(())
@@ -556,7 +504,7 @@ impl SupervisorState {
                 continue;
             }
             ctx.board.remove(&ctx.service_name, replica);
-            let (runtime, svc) = (ctx.runtime.clone(), ctx.service.clone());
+            let (runtime, svc) = (ctx.runtime.clone(), self.target.clone());
             tokio::spawn(async move {
                 let _ = runtime
                     .stop(&id, svc.stop_signal, svc.stop_grace_period)
@@ -613,12 +561,14 @@ impl SupervisorState {
                 Mode::Recreate { stale }
             }
         };
-        let generation = self
+        let (generation, spec) = self
             .slots
             .get(&replica)
-            .map_or(generation, |s| s.generation);
+            .map_or((generation, self.target.clone()), |s| {
+                (s.generation, s.spec.clone())
+            });
         let actor = self
-            .spawn_container(myself, replica, generation, mode)
+            .spawn_container(myself, replica, generation, mode, spec)
             .await?;
         if let Some(slot) = self.slots.get_mut(&replica) {
             slot.actor = actor;
@@ -647,6 +597,10 @@ impl SupervisorState {
             from,
             to: replicas,
         });
+        if let Some(r) = &mut self.rollout {
+            // Stand-ins the new count reaches are ordinary replicas now.
+            r.stand_ins.retain(|i| *i >= replicas);
+        }
         for replica in from..replicas {
             // An index whose predecessor is still stopping is added once it is gone.
             if !self.retiring.contains_key(&replica) && !self.slots.contains_key(&replica) {
@@ -691,7 +645,13 @@ impl SupervisorState {
             .and_then(|r| r.container);
         if let Some(container) = left.filter(|_| failed) {
             let successor = self
-                .spawn_container(myself, replica, container.generation, Mode::AdoptHeld)
+                .spawn_container(
+                    myself,
+                    replica,
+                    container.generation,
+                    Mode::AdoptHeld,
+                    self.target.clone(),
+                )
                 .await?;
             let _ = successor.cast(ContainerMsg::Stop {
                 reply: None,
@@ -717,7 +677,12 @@ impl SupervisorState {
         // No container actor boots anything from now on, so each has at most the stop in
         // flight (a restart's, a held replica's) and then its own to do: two stop budgets.
         self.ctx.stopping.store(true, Ordering::Release);
-        let budget = stop_budget(self.ctx.service.stop_grace_period) * 2;
+        let grace = self
+            .slots
+            .values()
+            .map(|s| s.spec.stop_grace_period)
+            .fold(self.target.stop_grace_period, Duration::max);
+        let budget = stop_budget(grace) * 2;
         // Replicas scaled away and still stopping are waited for too: the call returns when
         // the actor, done with its own stop, drops the request.
         let retiring = self.retiring.values().map(|actor| {
@@ -758,9 +723,8 @@ impl SupervisorState {
             .filter_map(|replica| ctx.board.replica(&ctx.service_name, replica)?.container)
             .collect();
         futures::future::join_all(leftovers.iter().map(|id| {
-            let ctx = ctx.clone();
+            let (ctx, svc) = (ctx.clone(), self.target.clone());
             async move {
-                let svc = &ctx.service;
                 let _ = ctx
                     .runtime
                     .stop(id, svc.stop_signal, svc.stop_grace_period)
@@ -779,437 +743,6 @@ impl SupervisorState {
             .set_service(&self.ctx.service_name, phase, reason);
     }
 
-    fn started(&mut self, myself: &ActorRef<SupervisorMsg>, replica: u32, generation: u64) {
-        let has_health = self.ctx.service.health.is_some();
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return;
-        };
-        if slot.generation != generation || slot.state != SlotState::Booting {
-            return;
-        }
-        slot.init_retry.reset();
-        slot.state = SlotState::Running;
-        slot.started_at = Some(Instant::now());
-        slot.healthy = !has_health;
-        if slot.healthy {
-            Self::arm_ready(&self.ctx, myself, replica, slot);
-        }
-    }
-
-    /// Mark ready now, or after `min_ready` of uninterrupted health.
-    fn arm_ready(
-        ctx: &ServiceContext,
-        myself: &ActorRef<SupervisorMsg>,
-        replica: u32,
-        slot: &mut Slot,
-    ) {
-        slot.token += 1;
-        let min_ready = ctx.service.min_ready;
-        if min_ready.is_zero() {
-            slot.ready = true;
-        } else {
-            let token = slot.token;
-            myself.send_after(min_ready, move || SupervisorMsg::ReadyDue {
-                replica,
-                token,
-            });
-        }
-    }
-
-    fn ready_due(&mut self, replica: u32, token: u64) {
-        if let Some(slot) = self.slots.get_mut(&replica) {
-            if slot.token == token && slot.state == SlotState::Running && slot.healthy {
-                slot.ready = true;
-            }
-        }
-    }
-
-    async fn exited(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        replica: u32,
-        generation: u64,
-        exit: Exit,
-    ) {
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return;
-        };
-        // A late exit of an old incarnation, or of one this supervisor is stopping or has
-        // already decided about (a container held in backoff after turning unhealthy is
-        // stopped; that exit is not a second crash). An exit of the current incarnation
-        // is acted on even while the slot still looks booting: its start report cannot be
-        // behind it (one sender tells both), but a replaced container actor may be.
-        if slot.generation != generation
-            || !matches!(
-                slot.state,
-                SlotState::Booting | SlotState::Running | SlotState::Unhealthy
-            )
-        {
-            return;
-        }
-        let ctx = self.ctx.clone();
-        ctx.board.update(&ctx.service_name, replica, |r| {
-            r.last_exit = Some(exit);
-            r.last_exit_code = exit.code();
-            r.pid = None;
-            r.healthy = false;
-        });
-        let exited = EventKind::ReplicaExited {
-            service: ctx.service_name.clone(),
-            replica,
-            generation,
-            exit,
-        };
-        let decision = slot.tracker.decide(Cause::Exit(exit), Instant::now());
-        self.apply(myself, replica, decision, false, Some(exited))
-            .await;
-    }
-
-    fn restart_replica(&mut self, replica: u32) -> Result<u64, CoreError> {
-        let ctx = self.ctx.clone();
-        if matches!(self.phase, ServicePhase::Shutdown | ServicePhase::Stopped) {
-            return Err(CoreError::Stopped);
-        }
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return Err(CoreError::UnknownReplica {
-                service: ctx.service_name.to_string(),
-                replica,
-            });
-        };
-        let svc = &ctx.service;
-        let seed = ctx.seed ^ (u64::from(replica) << 20);
-        // An explicit restart is a new chance: the crash-loop window and give-up count
-        // start over, as `systemctl restart` clears a unit's failure.
-        slot.tracker = RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed);
-        slot.init_retry = InitRetry::new(svc.on_init_failure);
-        let may_run = matches!(slot.state, SlotState::Running | SlotState::Unhealthy);
-        Self::restart(&ctx, replica, slot);
-        let generation = slot.generation;
-        let shown = if may_run {
-            ReplicaState::Stopping
-        } else {
-            ReplicaState::Starting
-        };
-        ctx.board.update(&ctx.service_name, replica, |r| {
-            r.state = shown;
-            r.backoff_ms = None;
-        });
-        // A service failed by this replica's give-up runs again once no replica is failed.
-        let still_failed = self.slots.values().any(|s| s.state == SlotState::Failed);
-        if self.phase == ServicePhase::Failed && !still_failed {
-            self.phase = ServicePhase::Running;
-            ctx.board
-                .set_service(&ctx.service_name, ServicePhase::Running, None);
-        }
-        Ok(generation)
-    }
-
-    fn adopt_failed(&mut self, replica: u32, generation: u64) {
-        let ctx = self.ctx.clone();
-        if let Some(slot) = self.slots.get_mut(&replica) {
-            if slot.generation == generation && slot.state == SlotState::Booting {
-                Self::restart(&ctx, replica, slot);
-            }
-        }
-    }
-
-    async fn start_failed(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        replica: u32,
-        generation: u64,
-        error: String,
-    ) {
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return;
-        };
-        if slot.generation != generation || slot.state != SlotState::Booting {
-            return;
-        }
-        self.ctx.events.emit(EventKind::StartFailed {
-            service: self.ctx.service_name.clone(),
-            replica,
-            error,
-        });
-        let decision = slot.tracker.decide(Cause::StartFailed, Instant::now());
-        self.apply(myself, replica, decision, false, None).await;
-    }
-
-    fn init_failed(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        replica: u32,
-        generation: u64,
-        step: String,
-        error: String,
-    ) {
-        let ctx = self.ctx.clone();
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return;
-        };
-        if slot.generation != generation || slot.state != SlotState::Booting {
-            return;
-        }
-        let why = format!("init step {step:?} failed: {error}");
-        ctx.board.update(&ctx.service_name, replica, |r| {
-            r.last_error = Some(why.clone());
-        });
-        match slot.init_retry.after_failure(jitter_unit(
-            ctx.seed,
-            replica,
-            slot.init_retry.retries(),
-        )) {
-            Some(delay) => {
-                slot.state = SlotState::Backoff;
-                slot.token += 1;
-                let token = slot.token;
-                ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.state = ReplicaState::Backoff;
-                    r.backoff_ms = Some(delay.as_millis() as u64);
-                });
-                ctx.events.emit(EventKind::ReplicaRestarting {
-                    service: ctx.service_name.clone(),
-                    replica,
-                    delay_ms: delay.as_millis() as u64,
-                    restarts: slot.tracker.total(),
-                });
-                myself.send_after(delay, move || SupervisorMsg::RestartDue { replica, token });
-            }
-            None => Self::fail_slot(&ctx, replica, slot, why, false),
-        }
-    }
-
-    async fn health(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        replica: u32,
-        generation: u64,
-        healthy: bool,
-    ) {
-        let ctx = self.ctx.clone();
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return;
-        };
-        if slot.generation != generation
-            || !matches!(slot.state, SlotState::Running | SlotState::Unhealthy)
-        {
-            return;
-        }
-        slot.healthy = healthy;
-        ctx.events.emit(EventKind::HealthChanged {
-            service: ctx.service_name.clone(),
-            replica,
-            healthy,
-        });
-        if healthy {
-            if slot.state == SlotState::Unhealthy {
-                slot.state = SlotState::Running;
-                ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.state = ReplicaState::Running
-                });
-            }
-            Self::arm_ready(&ctx, myself, replica, slot);
-            return;
-        }
-        slot.ready = false;
-        slot.token += 1;
-        match ctx.service.health.as_ref().map(|h| h.on_unhealthy) {
-            Some(OnUnhealthy::Isolate) => {
-                slot.state = SlotState::Unhealthy;
-                ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.state = ReplicaState::Isolated
-                });
-                ctx.events.emit(EventKind::Isolated {
-                    service: ctx.service_name.clone(),
-                    replica,
-                    reason: "health check failing".into(),
-                });
-            }
-            Some(OnUnhealthy::Restart) => {
-                let now = Instant::now();
-                let ran_for = slot
-                    .started_at
-                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-                let decision = slot.tracker.decide(Cause::Unhealthy { ran_for }, now);
-                self.apply(myself, replica, decision, true, None).await;
-            }
-            Some(OnUnhealthy::None) | None => {}
-        }
-    }
-
-    fn restart_due(&mut self, replica: u32, token: u64) {
-        let ctx = self.ctx.clone();
-        if let Some(slot) = self.slots.get_mut(&replica) {
-            if slot.token == token && slot.state == SlotState::Backoff {
-                Self::restart(&ctx, replica, slot);
-            }
-        }
-    }
-
-    fn restart(ctx: &ServiceContext, replica: u32, slot: &mut Slot) {
-        slot.generation += 1;
-        slot.state = SlotState::Booting;
-        slot.healthy = false;
-        slot.ready = false;
-        slot.token += 1;
-        let _ = slot.actor.cast(ContainerMsg::Restart {
-            generation: slot.generation,
-        });
-        let restarts = slot.tracker.total();
-        ctx.board
-            .update(&ctx.service_name, replica, |r| r.restarts = restarts);
-    }
-
-    /// The replica will not be restarted: `failed`, its container kept (stopped, with its
-    /// signal and grace, if it may still run) for its logs and last exit.
-    fn fail_slot(
-        ctx: &ServiceContext,
-        replica: u32,
-        slot: &mut Slot,
-        reason: String,
-        running: bool,
-    ) {
-        slot.state = SlotState::Failed;
-        slot.ready = false;
-        Self::hold(ctx, replica, slot, running, ReplicaState::Failed);
-        ctx.board.update(&ctx.service_name, replica, |r| {
-            r.backoff_ms = None;
-            // What made this incarnation fail (a start error) stays in front of why it is
-            // not tried again.
-            r.last_error = Some(match r.last_error.take() {
-                Some(cause) if cause != reason => format!("{cause}; {reason}"),
-                _ => reason.clone(),
-            });
-        });
-        ctx.events.emit(EventKind::GaveUp {
-            service: ctx.service_name.clone(),
-            replica,
-            reason,
-        });
-    }
-
-    /// Have the container actor keep the replica's container, shown as `then` (and as
-    /// `stopping` until then if it may still run and must be stopped first).
-    fn hold(ctx: &ServiceContext, replica: u32, slot: &Slot, running: bool, then: ReplicaState) {
-        let _ = slot.actor.cast(ContainerMsg::Hold {
-            stop: running,
-            then,
-        });
-        let shown = if running {
-            ReplicaState::Stopping
-        } else {
-            then
-        };
-        ctx.board
-            .update(&ctx.service_name, replica, |r| r.state = shown);
-    }
-
-    /// Carry out a restart decision for one replica. `running`: its container still runs
-    /// (it turned unhealthy) rather than having exited or failed to start. `announce` is
-    /// the event of what happened (an exit), emitted before the decision's own events; an
-    /// immediate restart is sent first, since waking subscribers costs the restart time.
-    async fn apply(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        replica: u32,
-        decision: Decision,
-        running: bool,
-        mut announce: Option<EventKind>,
-    ) {
-        let ctx = self.ctx.clone();
-        let Some(slot) = self.slots.get_mut(&replica) else {
-            return;
-        };
-        slot.ready = false;
-        if !matches!(decision, Decision::RestartNow) {
-            if let Some(event) = announce.take() {
-                ctx.events.emit(event);
-            }
-        }
-        match decision {
-            Decision::RestartNow => {
-                Self::restart(&ctx, replica, slot);
-                let shown = if running {
-                    ReplicaState::Stopping
-                } else {
-                    ReplicaState::Starting
-                };
-                ctx.board
-                    .update(&ctx.service_name, replica, |r| r.state = shown);
-                if let Some(event) = announce {
-                    ctx.events.emit(event);
-                }
-                ctx.events.emit(EventKind::ReplicaRestarting {
-                    service: ctx.service_name.clone(),
-                    replica,
-                    delay_ms: 0,
-                    restarts: slot.tracker.total(),
-                });
-            }
-            Decision::RestartAfter(delay) => {
-                slot.state = SlotState::Backoff;
-                slot.token += 1;
-                let token = slot.token;
-                let delay_ms = delay.as_millis() as u64;
-                let restarts = slot.tracker.total();
-                Self::hold(&ctx, replica, slot, running, ReplicaState::Backoff);
-                ctx.board.update(&ctx.service_name, replica, |r| {
-                    r.backoff_ms = Some(delay_ms);
-                    r.restarts = restarts.saturating_sub(1);
-                });
-                ctx.events.emit(EventKind::BackOff {
-                    service: ctx.service_name.clone(),
-                    replica,
-                    delay_ms,
-                });
-                ctx.events.emit(EventKind::ReplicaRestarting {
-                    service: ctx.service_name.clone(),
-                    replica,
-                    delay_ms,
-                    restarts,
-                });
-                myself.send_after(delay, move || SupervisorMsg::RestartDue { replica, token });
-            }
-            Decision::Complete => {
-                slot.state = SlotState::Completed;
-                Self::hold(&ctx, replica, slot, running, ReplicaState::Completed);
-                ctx.events.emit(EventKind::Completed {
-                    service: ctx.service_name.clone(),
-                    replica,
-                });
-            }
-            Decision::Fail(reason) => Self::fail_slot(&ctx, replica, slot, reason, running),
-            Decision::GiveUp(reason) => {
-                Self::fail_slot(&ctx, replica, slot, reason.clone(), running);
-                let why = format!("replica {replica} {reason}");
-                ctx.board
-                    .set_service(&ctx.service_name, ServicePhase::Failed, Some(why.clone()));
-                self.phase = ServicePhase::Failed;
-                ctx.events.emit(EventKind::ServiceFailed {
-                    service: ctx.service_name.clone(),
-                    reason: why,
-                });
-            }
-            Decision::Isolate => {
-                slot.state = SlotState::Isolated;
-                Self::hold(&ctx, replica, slot, running, ReplicaState::Isolated);
-                ctx.events.emit(EventKind::Isolated {
-                    service: ctx.service_name.clone(),
-                    replica,
-                    reason: "exited unexpectedly; kept for debugging".into(),
-                });
-            }
-            Decision::ShutdownService => {
-                let reason = format!("replica {replica} exited unexpectedly; on_panic is shutdown");
-                ctx.events.emit(EventKind::ServiceShutdown {
-                    service: ctx.service_name.clone(),
-                    reason: reason.clone(),
-                });
-                self.stop_all(ServicePhase::Shutdown, Some(reason)).await;
-            }
-        }
-    }
-
     /// Have the counts reported once the messages queued now are handled.
     fn request_report(&mut self, myself: &ActorRef<SupervisorMsg>) {
         if !self.report_queued {
@@ -1220,7 +753,7 @@ impl SupervisorState {
 
     /// One replica's share of the counts (none for a slot that does not exist).
     fn share_of(&self, replica: u32) -> Share {
-        let is_job = self.ctx.service.kind == ServiceKind::Job;
+        let is_job = self.target.kind == ServiceKind::Job;
         self.slots
             .get(&replica)
             .map_or(Share::default(), |s| s.share(is_job))
@@ -1228,7 +761,7 @@ impl SupervisorState {
 
     /// Every slot's share, counted.
     fn counted(&self) -> Share {
-        let is_job = self.ctx.service.kind == ServiceKind::Job;
+        let is_job = self.target.kind == ServiceKind::Job;
         self.slots
             .values()
             .fold(Share::default(), |t, s| t.add(s.share(is_job)))

@@ -1,0 +1,239 @@
+//! Applying a changed spec to the running deployment: the plan carried out (services
+//! added, scaled, rolled, removed), the rollout followed from the supervisors' reports,
+//! and a failed rollout rolled back or paused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman_spec::Deployment;
+use ractor::{ActorId, ActorRef};
+
+use super::{arm_dependency_deadlines, DeploymentMsg, DeploymentState, ServiceEntry};
+use crate::apply::{self, ApplyPlan, Change};
+use crate::board::{RolloutPhase, ServiceRollout};
+use crate::event::EventKind;
+use crate::revision::{RolloutTrack, ServiceOutcome};
+use crate::service_supervisor::{shutdown_budget, RolloutReport, SupervisorMsg};
+use crate::stabilization::ServiceCounts;
+use crate::CoreError;
+
+impl DeploymentState {
+    /// Apply `new`: diff it against the running spec and carry out the plan (unless
+    /// `dry_run`). `revert` carries the reason when this rolls back a failed rollout.
+    pub(super) async fn apply(
+        &mut self,
+        myself: &ActorRef<DeploymentMsg>,
+        new: Deployment,
+        dry_run: bool,
+        revert: Option<String>,
+    ) -> Result<ApplyPlan, CoreError> {
+        let old = self.args.spec.clone();
+        if new.name != old.name {
+            return Err(CoreError::WrongDeployment {
+                running: old.name.clone(),
+                applied: new.name,
+            });
+        }
+        if self.stopping {
+            return Err(CoreError::Stopped);
+        }
+        let plan = apply::diff(&old, &new, self.revisions.current());
+        if dry_run || plan.is_noop() {
+            return Ok(plan);
+        }
+        let new = Arc::new(new);
+        self.revisions.advance(old.clone(), plan.revision);
+        if let Some(t) = self.rollout.as_mut().filter(|t| t.in_progress()) {
+            t.phase = RolloutPhase::Superseded;
+        }
+        self.args.spec = new.clone();
+        self.order = new.start_order().into_iter().map(Arc::from).collect();
+        let shown: Vec<(Arc<str>, u32)> = new
+            .services
+            .iter()
+            .map(|s| (Arc::from(s.name.as_str()), s.initial_replicas()))
+            .collect();
+        self.args.board.set_services(&shown);
+        let mut rolled = BTreeMap::new();
+        for c in &plan.changes {
+            let name: Arc<str> = Arc::from(c.service.as_str());
+            match &c.change {
+                Change::Unchanged => {}
+                Change::Scale { to, .. } => {
+                    let _ = self.scale(&name, *to);
+                }
+                Change::Roll { replicas, .. } => {
+                    let _ = self.scale(&name, *replicas);
+                    let (Some(entry), Some(svc)) = (self.services.get(&name), new.service(&name))
+                    else {
+                        continue;
+                    };
+                    // A service not started yet simply starts with the new spec.
+                    if let Some(sup) = &entry.supervisor {
+                        let _ = sup.cast(SupervisorMsg::Roll {
+                            service: Arc::new(svc.clone()),
+                            revision: plan.revision,
+                        });
+                        rolled.insert(
+                            name.clone(),
+                            ServiceRollout {
+                                service: c.service.clone(),
+                                updated: 0,
+                                desired: *replicas,
+                                done: false,
+                            },
+                        );
+                    }
+                }
+                Change::Add { replicas } => {
+                    let counts = ServiceCounts {
+                        desired: *replicas,
+                        viable: true,
+                        ..ServiceCounts::default()
+                    };
+                    self.services.insert(
+                        name.clone(),
+                        ServiceEntry {
+                            supervisor: None,
+                            counts,
+                            failed: false,
+                            respawns: Vec::new(),
+                        },
+                    );
+                    if let Some(svc) = new.service(&name) {
+                        arm_dependency_deadlines(myself, svc);
+                    }
+                }
+                Change::Remove => self.remove_service(&name, &old),
+            }
+        }
+        let auto_revert = plan
+            .rolled()
+            .first()
+            .and_then(|s| new.service(s))
+            .is_none_or(|s| s.update.auto_revert);
+        let services: Vec<String> = rolled.values().map(|s| s.service.clone()).collect();
+        let mut track = RolloutTrack {
+            revision: plan.revision,
+            phase: if revert.is_some() {
+                RolloutPhase::Reverting
+            } else {
+                RolloutPhase::Progressing
+            },
+            services: rolled,
+            reason: revert.clone(),
+            revert: revert.is_some(),
+            previous: old,
+            auto_revert,
+        };
+        self.args.events.emit(EventKind::RolloutStarted {
+            revision: plan.revision,
+            services,
+            revert: revert.is_some(),
+        });
+        if track.services.is_empty() {
+            track.phase = if revert.is_some() {
+                RolloutPhase::Reverted
+            } else {
+                RolloutPhase::Complete
+            };
+            self.args.events.emit(EventKind::RolloutComplete {
+                revision: plan.revision,
+            });
+        }
+        self.args.board.set_rollout(Some(track.status()));
+        self.rollout = Some(track);
+        self.start_ready_services(myself)
+            .await
+            .map_err(|_| CoreError::Stopped)?;
+        Ok(plan)
+    }
+
+    /// A service left the spec: its supervisor stops every replica (signal, grace) off
+    /// this actor's handler; shutdown waits for it.
+    pub(super) fn remove_service(&mut self, name: &Arc<str>, old: &Deployment) {
+        let Some(entry) = self.services.remove(name) else {
+            return;
+        };
+        let Some(sup) = entry.supervisor else {
+            return;
+        };
+        let budget = old
+            .service(name)
+            .map(shutdown_budget)
+            .unwrap_or(Duration::from_secs(15))
+            * 2;
+        let (board, name) = (self.args.board.clone(), name.clone());
+        self.orphan_stops.retain(|t| !t.is_finished());
+        self.orphan_stops.push(tokio::spawn(async move {
+            if let Err(e) = sup.call(SupervisorMsg::Shutdown, Some(budget)).await {
+                tracing::warn!(service = %name, error = %e, "removed service shutdown");
+            }
+            sup.stop_children_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
+            let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+            board.forget_removed(&name);
+        }));
+    }
+
+    /// A supervisor's rollout news: progress, its part done, or failed (then roll back
+    /// to the previous spec, or pause, per `auto_revert`).
+    pub(super) async fn rollout_report(
+        &mut self,
+        myself: &ActorRef<DeploymentMsg>,
+        service: Arc<str>,
+        from: ActorId,
+        revision: u64,
+        report: RolloutReport,
+    ) {
+        let current = self
+            .services
+            .get(&service)
+            .and_then(|e| e.supervisor.as_ref())
+            .is_some_and(|s| s.get_id() == from);
+        let Some(track) = self.rollout.as_mut() else {
+            return;
+        };
+        if !current || track.revision != revision || !track.in_progress() {
+            return;
+        }
+        let events = self.args.events.clone();
+        let outcome = match report {
+            RolloutReport::Progress { updated, desired } => {
+                track.progress(&service, updated, desired);
+                events.emit(EventKind::RolloutProgress {
+                    revision,
+                    service,
+                    updated,
+                    desired,
+                });
+                ServiceOutcome::Pending
+            }
+            RolloutReport::Done => track.done(&service),
+            RolloutReport::Failed { reason } => track.failed(&service, reason),
+        };
+        self.args.board.set_rollout(Some(track.status()));
+        match outcome {
+            ServiceOutcome::Pending => {}
+            ServiceOutcome::Complete => events.emit(EventKind::RolloutComplete { revision }),
+            ServiceOutcome::Failed { reason, revert_to } => {
+                events.emit(EventKind::RolloutFailed {
+                    revision,
+                    reason: reason.clone(),
+                    reverting: revert_to.is_some(),
+                    failing: self.failing_services(),
+                });
+                if let Some(previous) = revert_to {
+                    let why = format!("revision {revision} failed ({reason}); rolled back");
+                    if let Err(e) = self
+                        .apply(myself, (*previous).clone(), false, Some(why))
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot roll back a failed rollout");
+                    }
+                }
+            }
+        }
+    }
+}
