@@ -1,13 +1,18 @@
 //! The read-only HTTP API of `herdsman run`: `GET /v1/status`, `GET /v1/events`
 //! (newline-delimited JSON, streamed), `GET /metrics` (Prometheus text), `GET /healthz`.
-//! Loopback unless told otherwise, optional bearer token, and nothing in it runs a
-//! command.
+//! Loopback unless told otherwise, optional bearer token (from a file, the environment or,
+//! visibly to other users, argv), and nothing in it runs a command. Connections are
+//! bounded by [`crate::connections`].
 
 use std::convert::Infallible;
 use std::fmt;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+
+use anyhow::{bail, Context};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -17,8 +22,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use herdsman_core::{DeploymentHandle, DeploymentStatus, EventStream, Received};
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use crate::connections::ConnectionLimits;
 use crate::metrics::{self, Metrics};
 
 /// Where the API listens unless `--api` says otherwise.
@@ -26,6 +33,50 @@ pub(crate) const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 
 /// The environment variable read for the bearer token when `--api-token` is not given.
 pub(crate) const TOKEN_ENV: &str = "HERDSMAN_API_TOKEN";
+
+/// Longest token file read: a token is a line, not a document.
+const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// API flags of `herdsman run` besides the address and the argv token.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ApiFlags {
+    /// Read the bearer token from this file (its first line); unlike --api-token, it
+    /// is not visible to other users in the process list.
+    #[arg(long, value_name = "FILE", conflicts_with = "api_token")]
+    pub(crate) api_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) limits: ConnectionLimits,
+}
+
+/// The bearer token: from `file` if given, else `argv` (`--api-token`, visible to every
+/// user in `/proc/PID/cmdline`), else `$HERDSMAN_API_TOKEN`; `None` if none is set or it
+/// is empty.
+///
+/// # Errors
+/// The token file cannot be read, is too long or holds no token.
+pub(crate) fn token(argv: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        let mut text = String::new();
+        std::fs::File::open(file)
+            .and_then(|f| f.take(MAX_TOKEN_FILE + 1).read_to_string(&mut text))
+            .with_context(|| format!("cannot read the API token file {}", file.display()))?;
+        if text.len() as u64 > MAX_TOKEN_FILE {
+            bail!(
+                "the API token file {} is longer than {MAX_TOKEN_FILE} bytes (expected one line)",
+                file.display()
+            );
+        }
+        let line = text.lines().next().unwrap_or("").trim();
+        if line.is_empty() {
+            bail!("the API token file {} holds no token", file.display());
+        }
+        return Ok(Some(line.to_string()));
+    }
+    Ok(argv
+        .map(str::to_string)
+        .or_else(|| std::env::var(TOKEN_ENV).ok())
+        .filter(|t| !t.is_empty()))
+}
 
 /// The `--api` flag: an address to listen on, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +116,8 @@ pub(crate) fn refuse_exposure(addr: SocketAddr, token: bool, insecure: bool) -> 
     }
     Some(format!(
         "refusing to serve the API on {addr}, which is not a loopback address, without a \
-         token: pass --api-token TOKEN (or set {TOKEN_ENV}), or --api-insecure to serve \
-         it to anyone who can reach {addr}"
+         token: pass --api-token-file FILE (or set {TOKEN_ENV}), or --api-insecure to \
+         serve it to anyone who can reach {addr}"
     ))
 }
 
@@ -118,8 +169,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     match given {
         Some(t) if same_secret(t.as_bytes(), want.as_bytes()) => next.run(request).await,
         _ => (
@@ -131,9 +181,19 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme's case does not matter
+/// (RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// Compare secrets in time that depends on their length only, not on where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.ct_eq(b))
 }
 
 async fn status(State(state): State<ApiState>) -> Json<DeploymentStatus> {
@@ -211,6 +271,34 @@ mod tests {
         assert!(refuse_exposure(any, false, false).is_some());
         assert!(refuse_exposure(any, true, false).is_none());
         assert!(refuse_exposure(any, false, true).is_none());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer("BEARER   s3cret "), Some("s3cret"));
+        assert_eq!(bearer("Basic s3cret"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+
+    #[test]
+    fn a_token_file_wins_and_must_hold_a_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  from-file \nsecond line\n").expect("written");
+        assert_eq!(
+            token(Some("argv"), Some(&file)).ok().flatten().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            token(Some("argv"), None).ok().flatten().as_deref(),
+            Some("argv")
+        );
+        std::fs::write(&file, "\n").expect("written");
+        assert!(token(None, Some(&file)).is_err());
+        assert!(token(None, Some(&dir.path().join("missing"))).is_err());
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //!
 //! Layout: `validate` (checking specs); `run` (supervising a deployment: the flow, signals,
 //! shutdown) with `progress` (the console: convergence and stability), `notices` (one line
-//! per notable event), `api` (the HTTP API), `metrics` (Prometheus text), `state_file`
+//! per notable event), `api` (the HTTP API) with `connections` (its connection limits),
+//! `metrics` (Prometheus text), `state_file`
 //! (state kept across runs), `stop` (the flag that ends background tasks) and `logging`
 //! (machine logs); `status_cmd` (the status table, read from the API); `workload` (the
-//! hidden demo workload).
+//! hidden demo workload); `terminal` (escaping untrusted text before it is printed).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 use tokio::runtime::Builder;
 
 mod api;
+mod connections;
 mod logging;
 mod metrics;
 mod notices;
@@ -26,6 +28,7 @@ mod run;
 mod state_file;
 mod status_cmd;
 mod stop;
+mod terminal;
 mod validate;
 mod workload;
 
@@ -62,6 +65,10 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             // Before the runtime's threads exist: it changes the process environment.
             run::put_own_dir_on_path();
+            // Connections and replicas' pipes must not run out at a default of 1,024.
+            if let Err(e) = connections::raise_open_file_limit() {
+                eprintln!("warning: cannot raise the open-file limit: {e}");
+            }
             block_on(Builder::new_multi_thread(), run::run(args))
         }
         Command::Status(args) => block_on(Builder::new_current_thread(), status_cmd::run(args)),

@@ -60,10 +60,18 @@ impl Metrics {
     pub(crate) fn observe(&self, event: &Event) {
         let mut c = self.counters();
         let (service, field): (&str, fn(&mut ServiceCounters)) = match &event.kind {
-            EventKind::ReplicaRestarting { service, .. } => (service, |s| s.restarts += 1),
-            EventKind::BackOff { service, .. } => (service, |s| s.backoffs += 1),
-            EventKind::ReplicaExited { service, .. } => (service, |s| s.exits += 1),
-            EventKind::StartFailed { service, .. } => (service, |s| s.start_failures += 1),
+            EventKind::ReplicaRestarting { service, .. } => (service, |s| {
+                s.restarts = s.restarts.saturating_add(1);
+            }),
+            EventKind::BackOff { service, .. } => (service, |s| {
+                s.backoffs = s.backoffs.saturating_add(1);
+            }),
+            EventKind::ReplicaExited { service, .. } => {
+                (service, |s| s.exits = s.exits.saturating_add(1))
+            }
+            EventKind::StartFailed { service, .. } => (service, |s| {
+                s.start_failures = s.start_failures.saturating_add(1);
+            }),
             _ => return,
         };
         field(c.services.entry(service.to_string()).or_default());
@@ -71,7 +79,8 @@ impl Metrics {
 
     /// Count events lost by lagging behind the bus.
     pub(crate) fn missed(&self, n: u64) {
-        self.counters().missed += n;
+        let mut c = self.counters();
+        c.missed = c.missed.saturating_add(n);
     }
 
     /// Consume `events` into the counters until the deployment is gone or `stop` is set.
@@ -316,6 +325,29 @@ mod tests {
                 ],
             }],
         }
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let m = Metrics::new(["web"]);
+        if let Some(c) = m.counters().services.get_mut("web") {
+            c.restarts = u64::MAX;
+        }
+        m.missed(u64::MAX);
+        m.missed(5);
+        m.observe(&Event {
+            at_ms: 1,
+            deployment: "shop".into(),
+            kind: EventKind::ReplicaRestarting {
+                service: "web".into(),
+                replica: 0,
+                delay_ms: 0,
+                restarts: 1,
+            },
+        });
+        let c = m.counters();
+        assert_eq!(c.services.get("web").map(|c| c.restarts), Some(u64::MAX));
+        assert_eq!(c.missed, u64::MAX);
     }
 
     #[test]

@@ -6,8 +6,11 @@ use std::time::Duration;
 use herdsman_core::{DeploymentStatus, EventKind};
 use herdsman_probe::humanize;
 
+use crate::terminal::escape;
+
 /// The line printed for an event, `None` for events not worth a line (a replica started
 /// during the rollout, each failed probe, stabilization, which the caller announces).
+/// Control characters in names, errors and reasons are escaped.
 pub(crate) fn notice(kind: &EventKind) -> Option<String> {
     let line = match kind {
         EventKind::ReplicaStarted {
@@ -140,13 +143,16 @@ pub(crate) fn notice(kind: &EventKind) -> Option<String> {
         | EventKind::StabilizationTimedOut { .. }
         | EventKind::DeploymentStopped => return None,
     };
-    Some(line)
+    Some(escape(&line).into_owned())
 }
 
 /// `3 services, 7 replicas`: the services that want replicas and how many they want.
 pub(crate) fn size(status: &DeploymentStatus) -> String {
     let services = status.services.iter().filter(|s| s.desired > 0).count();
-    let replicas: u32 = status.services.iter().map(|s| s.desired).sum();
+    let replicas = status
+        .services
+        .iter()
+        .fold(0u32, |n, s| n.saturating_add(s.desired));
     format!(
         "{services} service{}, {replicas} replica{}",
         plural(services as u64),
@@ -222,6 +228,19 @@ mod tests {
         for (kind, want) in cases {
             assert_eq!(notice(&kind).as_deref(), Some(want));
         }
+    }
+
+    #[test]
+    fn control_characters_in_an_event_are_escaped() {
+        let kind = EventKind::StartFailed {
+            service: "web".into(),
+            replica: 0,
+            error: "no such file \x1b[31m./bin/x\x1b[0m\n".into(),
+        };
+        assert_eq!(
+            notice(&kind).as_deref(),
+            Some("web/0 could not start: no such file \\x1b[31m./bin/x\\x1b[0m\\n")
+        );
     }
 
     #[test]

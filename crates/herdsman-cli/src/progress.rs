@@ -11,6 +11,7 @@ use herdsman_probe::humanize;
 use tokio::time::Instant;
 
 use crate::notices::size;
+use crate::terminal::{escape, escape_lines};
 
 /// How long a non-terminal console may stay silent while waiting before it says it is
 /// still waiting.
@@ -51,7 +52,7 @@ impl Console {
         Console {
             out,
             tty,
-            deployment: deployment.to_string(),
+            deployment: escape(deployment).into_owned(),
             phase: Phase::Converging,
             started: now,
             block: Vec::new(),
@@ -63,7 +64,7 @@ impl Console {
     /// A line that stays (an event, a message), printed above the progress block.
     pub(crate) fn line(&mut self, text: &str) {
         self.erase_block();
-        let _ = writeln!(self.out, "{text}");
+        let _ = writeln!(self.out, "{}", escape(text));
         self.draw_block();
         let _ = self.out.flush();
     }
@@ -74,7 +75,11 @@ impl Console {
             return;
         }
         let waited = self.started.elapsed();
-        let services: Vec<String> = status.services.iter().map(service_line).collect();
+        let services: Vec<String> = status
+            .services
+            .iter()
+            .map(|s| escape(&service_line(s)).into_owned())
+            .collect();
         if self.tty {
             let mut block = vec![format!(
                 "Waiting for deployment \"{}\" to be stable ({})...",
@@ -107,7 +112,7 @@ impl Console {
                     "Still waiting for deployment \"{}\" after {}: {}",
                     self.deployment,
                     humanize_secs(waited),
-                    not_ready_summary(status)
+                    escape(&not_ready_summary(status))
                 );
                 self.last_said = now;
             }
@@ -144,7 +149,7 @@ impl Console {
         let _ = write!(
             self.out,
             "{}",
-            timeout_report(&self.deployment, waited, failing)
+            escape_lines(&timeout_report(&self.deployment, waited, failing))
         );
         let _ = self.out.flush();
     }
@@ -549,6 +554,44 @@ mod tests {
         assert!(sink
             .text()
             .ends_with("deployment \"shop\" is stable (1 service, 1 replica) after 4.5s\n"));
+    }
+
+    #[tokio::test]
+    async fn log_tails_and_reasons_reach_the_console_escaped() {
+        let sink = Sink::default();
+        let mut console = Console::new(Box::new(sink.clone()), false, "shop");
+        let failing = vec![FailingService {
+            service: "bad".into(),
+            desired: 1,
+            running: 1,
+            healthy: 0,
+            reason: "0/1 ready".into(),
+            replicas: vec![FailingReplica {
+                replica: 0,
+                state: ReplicaState::Running,
+                reason: "unhealthy: \x1b[8m".into(),
+                log_tail: vec!["\x1b]0;owned\x07\x1b[2J".into()],
+            }],
+        }];
+        let status = DeploymentStatus {
+            deployment: "shop".into(),
+            stable: false,
+            rollout: None,
+            services: vec![service("bad\x1b[1A", 1, vec![])],
+        };
+        console.timed_out(&status, Duration::from_secs(3), &failing);
+        console.line("web/0 said \x1b[2J");
+        let text = sink.text();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(
+            text.contains("      | \\x1b]0;owned\\x07\\x1b[2J\n"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("bad\\x1b[1A: 0 of 1 replicas ready"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("web/0 said \\x1b[2J\n"), "{text:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{self, ApiAddr, ApiState, DEFAULT_ADDR, TOKEN_ENV};
+use crate::api::{self, ApiAddr, ApiState, DEFAULT_ADDR};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::notices::{notice, size};
@@ -49,11 +49,14 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value_t = ApiAddr::At(DEFAULT_ADDR))]
     api: ApiAddr,
     /// Require `Authorization: Bearer TOKEN` on the API (default: $HERDSMAN_API_TOKEN).
+    /// Visible to other users in the process list: prefer --api-token-file or the variable.
     #[arg(long, value_name = "TOKEN")]
     api_token: Option<String>,
     /// Allow serving the API on a non-loopback address without a token.
     #[arg(long)]
     api_insecure: bool,
+    #[command(flatten)]
+    api_flags: api::ApiFlags,
     /// How long to wait for the deployment to become stable before reporting why not
     /// (e.g. 30s, 2m). Default: no limit (5m with --until-stable).
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
@@ -101,11 +104,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(spec) => spec,
         Err(e) => return Ok(report_spec_error(e)),
     };
-    let token = args
-        .api_token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_ENV).ok())
-        .filter(|t| !t.is_empty());
+    let token = api::token(
+        args.api_token.as_deref(),
+        args.api_flags.api_token_file.as_deref(),
+    )?;
     if let ApiAddr::At(addr) = args.api {
         if let Some(why) = api::refuse_exposure(addr, token.is_some(), args.api_insecure) {
             eprintln!("error: {why}");
@@ -183,15 +185,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             stop_rx.clone(),
         );
         let app = api::router(state);
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                crate::stop::stopped(&mut stop).await;
-            });
-            if let Err(e) = serving.await {
-                tracing::error!(error = %e, "API server failed");
-            }
-        })
+        let limits = args.api_flags.limits.clone();
+        tokio::spawn(crate::connections::serve(
+            listener,
+            app,
+            limits,
+            stop_rx.clone(),
+        ))
     });
     background.push(tokio::spawn(show(
         console.clone(),
@@ -314,7 +314,7 @@ fn report_spec_error(e: SpecError) -> ExitCode {
     match e {
         SpecError::Invalid { problems } => {
             for p in &problems {
-                eprintln!("{p}");
+                eprintln!("{}", crate::terminal::escape(&p.to_string()));
             }
             ExitCode::from(EXIT_INVALID)
         }

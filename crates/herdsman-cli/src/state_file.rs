@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::terminal::escape;
+
 /// Writes are at least this far apart: a rename costs up to a millisecond on a slow disk
 /// and a crash loop emits events much faster than that matters.
 pub(crate) const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -102,11 +104,17 @@ pub(crate) fn describe(path: &Path, previous: &Previous) -> Vec<String> {
             "state: no previous state in {shown}, starting afresh"
         )],
         Previous::Unusable(why) => {
-            vec![format!("warning: ignoring state file {shown}: {why}")]
+            vec![format!(
+                "warning: ignoring state file {shown}: {}",
+                escape(why)
+            )]
         }
         Previous::Found(s) => {
             let ago = now_unix_ms().saturating_sub(s.saved_at_unix_ms);
-            let total: u64 = s.replicas.iter().map(|r| r.restarts_total).sum();
+            let total = s
+                .replicas
+                .iter()
+                .fold(0u64, |n, r| n.saturating_add(r.restarts_total));
             let mut lines = vec![format!(
                 "state: previous run saved {} ago in {shown}: {total} restart{} so far",
                 humantime::format_duration(Duration::from_secs(ago / 1000)),
@@ -122,7 +130,7 @@ pub(crate) fn describe(path: &Path, previous: &Previous) -> Vec<String> {
                     .unwrap_or_default();
                 lines.push(format!(
                     "  {}/{}: {} restart{}{exit}",
-                    r.service,
+                    escape(&r.service),
                     r.replica,
                     r.restarts_total,
                     crate::notices::plural(r.restarts_total)
@@ -217,7 +225,9 @@ impl StateWriter {
                     service: s.name.clone(),
                     replica: r.replica,
                     restarts: r.restarts,
-                    restarts_total: before.map_or(0, |b| b.restarts_total) + u64::from(r.restarts),
+                    restarts_total: before
+                        .map_or(0, |b| b.restarts_total)
+                        .saturating_add(u64::from(r.restarts)),
                     last_exit_code,
                     last_exit,
                 });
@@ -394,5 +404,23 @@ mod tests {
             lines[1],
             "  flaky/0: 5 restarts, last exit code 3 after 2.0s"
         );
+    }
+
+    #[test]
+    fn a_hostile_state_file_cannot_wrap_the_total_or_reach_the_terminal_raw() {
+        let mut state = saved("shop");
+        state.replicas[0].service = "x\x1b]0;pwned\x07\x1b[2J".into();
+        state.replicas[0].restarts_total = u64::MAX;
+        state.replicas.push(state.replicas[0].clone());
+        let lines = describe(Path::new("s/shop.state.json"), &Previous::Found(state));
+        assert!(
+            lines[0].contains("18446744073709551615 restarts so far"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("  x\\x1b]0;pwned\\x07\\x1b[2J/0: "),
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| !l.contains('\x1b')), "{lines:?}");
     }
 }

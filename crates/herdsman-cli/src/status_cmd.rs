@@ -10,6 +10,7 @@ use herdsman_core::{DeploymentStatus, ServicePhase};
 use herdsman_runtime::ExitReason;
 
 use crate::api::{DEFAULT_ADDR, TOKEN_ENV};
+use crate::terminal::escape;
 
 /// Flags of `herdsman status`.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,9 +21,13 @@ pub(crate) struct StatusArgs {
     /// Print the `/v1/status` JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Bearer token, if the API wants one (default: $HERDSMAN_API_TOKEN).
+    /// Bearer token, if the API wants one (default: $HERDSMAN_API_TOKEN). Visible to
+    /// other users in the process list: prefer --api-token-file or the variable.
     #[arg(long, value_name = "TOKEN")]
     api_token: Option<String>,
+    /// Read the bearer token from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "api_token")]
+    api_token_file: Option<std::path::PathBuf>,
 }
 
 /// Fetch and print the status.
@@ -43,7 +48,9 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot build an HTTP client")?;
     let mut request = client.get(&url);
-    if let Some(token) = args.api_token.or_else(|| std::env::var(TOKEN_ENV).ok()) {
+    if let Some(token) =
+        crate::api::token(args.api_token.as_deref(), args.api_token_file.as_deref())?
+    {
         request = request.bearer_auth(token);
     }
     let response = match request.send().await {
@@ -64,7 +71,7 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         bail!("{url} wants a bearer token: pass --api-token TOKEN or set {TOKEN_ENV}");
     }
     if !code.is_success() {
-        bail!("{url} answered {code}: {}", body.trim());
+        bail!("{url} answered {code}: {}", escape(body.trim()));
     }
     let status: DeploymentStatus = serde_json::from_str(&body)
         .with_context(|| format!("{url} did not answer with a herdsman deployment status"))?;
@@ -87,11 +94,12 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The status as text: a line for the deployment, a table of services, a table of
-/// replicas.
+/// replicas. Every name and reason has its control characters escaped: the API's answer
+/// is not trusted to be printable.
 pub(crate) fn table(status: &DeploymentStatus) -> String {
     let mut out = format!(
         "deployment {}: {}\n\n",
-        status.deployment,
+        escape(&status.deployment),
         if status.stable {
             "stable"
         } else {
@@ -160,7 +168,7 @@ pub(crate) fn table(status: &DeploymentStatus) -> String {
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
+    cells.iter().map(|c| escape(c).into_owned()).collect()
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
@@ -207,6 +215,36 @@ mod tests {
     use herdsman_runtime::Exit;
 
     use super::*;
+
+    #[test]
+    fn names_and_reasons_from_the_api_are_printed_escaped() {
+        let status = DeploymentStatus {
+            deployment: "shop\x1b[2J".into(),
+            stable: true,
+            rollout: None,
+            services: vec![ServiceStatus {
+                name: "web\x1b]0;x\x07".into(),
+                phase: ServicePhase::Failed,
+                reason: Some("boom\r\nfake line".into()),
+                desired: 0,
+                running: 0,
+                healthy: 0,
+                replicas: Vec::new(),
+            }],
+        };
+        let text = table(&status);
+        assert!(!text.contains(['\x1b', '\x07', '\r']), "{text:?}");
+        assert!(
+            text.starts_with("deployment shop\\x1b[2J: stable\n"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(
+                "web\\x1b]0;x\\x07  failed  0      0        0        boom\\r\\nfake line\n"
+            ),
+            "{text:?}"
+        );
+    }
 
     #[test]
     fn the_table_shows_state_health_restarts_last_exit_backoff_and_pid() {

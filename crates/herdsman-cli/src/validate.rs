@@ -1,10 +1,14 @@
-//! `herdsman validate FILE...`: check specs, one line per problem on stderr.
+//! `herdsman validate FILE...`: check specs, one line per problem on stderr; and a
+//! warning for each program that does not exist on this machine (the spec is still valid:
+//! it may be meant for another machine).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use herdsman_spec::{load, Deployment, SpecError};
+use herdsman_spec::{load, Deployment, ReplicaVars, SpecError};
+
+use crate::terminal::escape;
 
 /// Every file is valid.
 const VALID: u8 = 0;
@@ -24,12 +28,16 @@ pub(crate) fn run(files: &[PathBuf]) -> ExitCode {
     for file in files {
         match load(file) {
             Ok(d) => {
-                let _ = writeln!(out, "{}: valid ({})", file.display(), summary(&d));
+                let shown = file.display().to_string();
+                for warning in missing_programs(&d, &search_path()) {
+                    let _ = writeln!(err, "{}", escape(&format!("{shown}: warning: {warning}")));
+                }
+                let _ = writeln!(out, "{}: valid ({})", escape(&shown), summary(&d));
             }
             Err(SpecError::Invalid { problems }) => {
                 worst = INVALID;
                 for p in &problems {
-                    let _ = writeln!(err, "{p}");
+                    let _ = writeln!(err, "{}", escape(&p.to_string()));
                 }
             }
             Err(e @ SpecError::Read { .. }) => {
@@ -41,6 +49,57 @@ pub(crate) fn run(files: &[PathBuf]) -> ExitCode {
     }
     let _ = out.flush();
     ExitCode::from(worst)
+}
+
+/// The directories a program name without a `/` is looked up in: those of `PATH`, after
+/// the directory of this herdsman, which `herdsman run` puts first.
+fn search_path() -> Vec<PathBuf> {
+    let own = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    own.into_iter()
+        .chain(std::env::split_paths(&path))
+        .collect()
+}
+
+/// A warning for each service whose program (replica 0's, templates expanded) is not an
+/// executable file here: a path is looked up relative to the service's workdir (or the
+/// current directory), a bare name in `dirs`.
+fn missing_programs(d: &Deployment, dirs: &[PathBuf]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for s in &d.services {
+        let Some(command) = &s.command else { continue };
+        let Some(program) = command.entrypoint.first() else {
+            continue;
+        };
+        let program = program.expand(&ReplicaVars::new(d, s, 0));
+        let (found, looked) = if program.contains('/') {
+            let base = command
+                .workdir
+                .clone()
+                .or_else(|| std::env::current_dir().ok())
+                .unwrap_or_default();
+            let at = base.join(&program);
+            (is_executable(&at), format!("at {}", at.display()))
+        } else {
+            let found = dirs.iter().any(|dir| is_executable(&dir.join(&program)));
+            (found, "in PATH".to_string())
+        };
+        if !found {
+            warnings.push(format!(
+                "services.{}.command.entrypoint: program \"{program}\" not found {looked} \
+                 (the spec is valid, but `herdsman run` here could not start it)",
+                s.name
+            ));
+        }
+    }
+    warnings
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// `3 services, 7 replicas`.

@@ -242,7 +242,17 @@ async fn with_a_token_the_api_and_the_status_command_need_it() {
     let base = free_ports(1);
     let spec = web_spec(base, 1, "");
     let api = format!("127.0.0.1:{}", free_port());
-    let mut h = Herdsman::start(&["run", s(&spec.path), "--api", &api, "--api-token", "s3cret"]);
+    // From a file: a token in argv is visible to every user in /proc/PID/cmdline.
+    let token_file = spec.dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token written");
+    let mut h = Herdsman::start(&[
+        "run",
+        s(&spec.path),
+        "--api",
+        &api,
+        "--api-token-file",
+        s(&token_file),
+    ]);
     let c = client();
     let url = format!("http://{api}/v1/status");
     let healthz = eventually(LIMIT, "the API answers", || {
@@ -257,6 +267,9 @@ async fn with_a_token_the_api_and_the_status_command_need_it() {
         (Some("Bearer wrong"), 401),
         (Some("Basic s3cret"), 401),
         (Some("Bearer s3cret"), 200),
+        // RFC 7235: the scheme is case-insensitive.
+        (Some("bearer s3cret"), 200),
+        (Some("BEARER s3cret"), 200),
     ] {
         let mut req = c.get(&url);
         if let Some(a) = auth {
@@ -280,6 +293,15 @@ async fn with_a_token_the_api_and_the_status_command_need_it() {
     let (code, table, err) = herdsman_once(&["status", "--api", &api, "--api-token", "s3cret"]);
     assert!(code.success(), "{err}");
     assert!(table.starts_with("deployment t:"), "{table}");
+    let (code, table, err) =
+        herdsman_once(&["status", "--api", &api, "--api-token-file", s(&token_file)]);
+    assert!(code.success(), "{err}");
+    assert!(table.starts_with("deployment t:"), "{table}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", h.pid())).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("s3cret"),
+        "the token is visible in the process list"
+    );
     let st = c
         .get(&url)
         .bearer_auth("s3cret")

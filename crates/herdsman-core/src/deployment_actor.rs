@@ -627,7 +627,12 @@ impl DeploymentState {
         let Some(entry) = self.services.get_mut(service) else {
             return Err(CoreError::UnknownService(service.to_string()));
         };
-        entry.counts.desired = replicas;
+        // Scaling up makes the service not ready at once; scaling down waits for its
+        // supervisor's next report, whose counts no longer include the replicas scaled away
+        // (its last ones may count them ready, and they are stopping).
+        if replicas > entry.counts.desired || entry.supervisor.is_none() {
+            entry.counts.desired = replicas;
+        }
         let name: Arc<str> = Arc::from(service);
         self.args.board.set_desired(&name, replicas);
         if let Some(sup) = &entry.supervisor {
@@ -700,12 +705,20 @@ impl DeploymentState {
                 Some((id, svc))
             })
             .collect();
-        let rt = &self.args.runtime;
+        let (rt, board) = (&self.args.runtime, &self.args.board);
         futures::future::join_all(left.iter().map(|(id, svc)| async move {
             let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
             let _ = rt.remove(id).await;
+            board.update(&id.service, id.replica, |r| {
+                r.state = ReplicaState::Stopped;
+                r.pid = None;
+                r.healthy = false;
+            });
         }))
         .await;
+        // Init steps of actors that died without ending them (a supervisor failed mid-
+        // shutdown) end here too.
+        self.args.init_runs.end_all().await;
     }
 
     /// Each service that is not ready, with counts, reason and log tails.

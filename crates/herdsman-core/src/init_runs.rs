@@ -51,6 +51,17 @@ impl InitRuns {
         }
     }
 
+    /// End every run still in flight (at shutdown), waiting until each is gone.
+    pub(crate) async fn end_all(&self) {
+        let tasks: Vec<(Slot, JoinHandle<()>)> = self.lock().drain().collect();
+        for ((service, replica), task) in tasks {
+            task.abort();
+            if tokio::time::timeout(UNWIND_WITHIN, task).await.is_err() {
+                tracing::error!(%service, replica, "an aborted init step did not unwind");
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, JoinHandle<()>>> {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }

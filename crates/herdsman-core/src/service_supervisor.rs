@@ -187,6 +187,9 @@ pub(crate) struct SupervisorState {
     orphans: HashMap<u32, ContainerId>,
     /// Survivors of an earlier run to adopt, by replica index, until their slot is added.
     survivors: HashMap<u32, Survivor>,
+    /// Stops of a failed predecessor's replicas beyond the desired count; a shutdown
+    /// waits for them.
+    orphan_stops: Vec<tokio::task::JoinHandle<()>>,
     /// The spec new replicas run: the service's spec, or a rollout's target.
     target: Arc<Service>,
     rollout: Option<ActiveRollout>,
@@ -223,6 +226,7 @@ impl Actor for ServiceSupervisor {
             recover: args.recover,
             target: args.service.clone(),
             rollout: None,
+            orphan_stops: Vec::new(),
             orphans: HashMap::new(),
             survivors: args
                 .survivors
@@ -503,14 +507,20 @@ impl SupervisorState {
                 self.orphans.insert(replica, id);
                 continue;
             }
-            ctx.board.remove(&ctx.service_name, replica);
-            let (runtime, svc) = (ctx.runtime.clone(), self.target.clone());
-            tokio::spawn(async move {
-                let _ = runtime
+            // Shown stopping until it is gone, and waited for by a shutdown.
+            ctx.board.update(&ctx.service_name, replica, |r| {
+                r.state = ReplicaState::Stopping;
+                r.healthy = false;
+            });
+            let (ctx, svc) = (ctx.clone(), self.target.clone());
+            self.orphan_stops.push(tokio::spawn(async move {
+                let _ = ctx
+                    .runtime
                     .stop(&id, svc.stop_signal, svc.stop_grace_period)
                     .await;
-                let _ = runtime.remove(&id).await;
-            });
+                let _ = ctx.runtime.remove(&id).await;
+                ctx.board.remove(&ctx.service_name, replica);
+            }));
         }
     }
 
@@ -585,7 +595,7 @@ impl SupervisorState {
         // A service with a replica that gave up still scales: its other replicas run, and
         // scaling down must stop them. Only a service stopped for good does not.
         let scalable = matches!(self.phase, ServicePhase::Running | ServicePhase::Failed);
-        if replicas == from || !scalable {
+        if replicas == from || (!scalable && replicas > from) {
             self.desired = replicas;
             self.ctx.board.set_desired(&self.ctx.service_name, replicas);
             return Ok(());
@@ -674,6 +684,13 @@ impl SupervisorState {
     /// this returns, no container of the service runs, whatever was in flight.
     async fn stop_all(&mut self, phase: ServicePhase, reason: Option<String>) {
         self.phase = phase;
+        // Not viable from this moment, not only once every replica is gone: the deployment
+        // must not read the service as ready while its replicas stop.
+        self.recount();
+        self.report();
+        self.ctx
+            .board
+            .set_service(&self.ctx.service_name, phase, reason.clone());
         // No container actor boots anything from now on, so each has at most the stop in
         // flight (a restart's, a held replica's) and then its own to do: two stop budgets.
         self.ctx.stopping.store(true, Ordering::Release);
@@ -708,7 +725,9 @@ impl SupervisorState {
             );
             async move { (replica, call.await) }
         });
-        let (results, _) = futures::future::join(futures::future::join_all(calls), retiring).await;
+        let orphans = futures::future::join_all(std::mem::take(&mut self.orphan_stops));
+        let (results, _, _) =
+            futures::future::join3(futures::future::join_all(calls), retiring, orphans).await;
         // An actor that did not answer (it failed, or its runtime overran a stop) may
         // have left its container running: stop it from here, with its signal and grace.
         let unanswered = results.into_iter().filter_map(|(replica, r)| match r {

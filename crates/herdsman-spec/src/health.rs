@@ -149,7 +149,9 @@ pub(crate) fn status(issues: &mut Issues, path: &str, raw: Option<&Scalar>) -> O
     raw.and_then(|s| issues.check(path, values::status(s.as_str())))
 }
 
-/// A required `http://` or `https://` URL template.
+/// A required `http://` or `https://` URL template, parsed as a URL (with the `url`
+/// crate, as the probe will) once its variables are given representative values: the
+/// URL replica 0 of a service would use, up to the actual ports and names.
 pub(crate) fn url(
     issues: &mut Issues,
     path: &str,
@@ -158,17 +160,7 @@ pub(crate) fn url(
 ) -> Option<Template> {
     let s = issues.required(path, raw, "a URL such as http://127.0.0.1:${PORT}/healthz")?;
     let t = issues.check(path, values::template(s.as_str(), scope))?;
-    let lower = s.as_str().trim_start().to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("${")) {
-        issues.add(
-            path,
-            format!(
-                "invalid url \"{}\" (expected an http:// or https:// URL)",
-                s.as_str()
-            ),
-        );
-        return None;
-    }
+    issues.check(path, values::http_url(&t, scope))?;
     Some(t)
 }
 

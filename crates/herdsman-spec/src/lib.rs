@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Layout: `loader` (`parse_str`, `load`: the pipeline, and serde errors made into
-//! problems); `raw` (serde types: the document's shape, every scalar kept as text);
+//! problems); `budget` (the bounds on size, nesting and alias expansion, measured on
+//! parser events before serde runs); `raw` (serde types: the document's shape, every scalar kept as text);
 //! `location` (path → line and column, from yaml-rust2's events); `validation` (the issue
 //! collector, deployment-level and cross-service checks) with `service`, `health` and
 //! `init` and `update` (per-service checks); `values` (durations, counts, ports, names, templates);
@@ -16,6 +17,7 @@
 //! one place); `emitter` (`to_yaml`); `error` (`SpecError`, `Problem`); `model`
 //! (validated domain types); `template` (per-replica `${...}` variables).
 
+mod budget;
 mod defaults;
 mod emitter;
 mod error;
@@ -32,6 +34,7 @@ mod update;
 mod validation;
 mod values;
 
+pub use budget::{MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES, MAX_SPEC_BYTES};
 pub use emitter::to_yaml;
 pub use error::{Problem, SpecError};
 pub use loader::{load, parse_str};

@@ -10,15 +10,13 @@ use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-/// Deepest nesting a spec may have. The spec itself nests 7 levels; serde_yaml's parser
-/// slows down quadratically with depth, so deeper documents are rejected before it runs.
-pub(crate) const MAX_DEPTH: usize = 64;
+use crate::budget::{Budget, Exceeded};
 
 /// The path used for the document as a whole.
 pub(crate) const DOCUMENT: &str = "<document>";
 
 /// A 1-based position in the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Pos {
     pub(crate) line: usize,
     pub(crate) column: usize,
@@ -52,29 +50,51 @@ pub(crate) struct Locations {
     entries: HashMap<String, Entry>,
     /// Position of the second occurrence of a key seen twice in one mapping.
     duplicates: HashMap<String, Pos>,
-    /// Where the nesting first went deeper than [`MAX_DEPTH`].
-    too_deep: Option<Pos>,
+    /// The bound the document crossed, and where: it must not reach serde_yaml.
+    exceeded: Option<(Pos, Exceeded)>,
+    /// The syntax error that ended the scan, and where.
+    syntax: Option<(Pos, String)>,
+    /// Nodes in the document, aliases expanded (up to where the scan stopped).
+    nodes: u64,
+    /// Where the last event the budget measured was.
+    measured: Pos,
 }
 
 impl Locations {
-    /// Map every node of `source`. Never fails: a malformed document yields the nodes
-    /// before the error.
+    /// Map every node of `source`, and measure it against the [`Budget`]. Never fails: a
+    /// malformed document, or one that crosses a bound, yields the nodes before that
+    /// point and says what stopped the scan.
     pub(crate) fn scan(source: &str) -> Locations {
         let mut recv = Recorder::default();
-        recv.locations.too_deep = flow_too_deep(source);
-        if recv.locations.too_deep.is_some() {
-            return recv.locations;
-        }
+        let mut budget = Budget::default();
         let mut parser = Parser::new_from_str(source);
         // Pull events one by one: `Parser::load` recurses once per nesting level and
-        // overflows the stack on hostile input. A syntax error (reported by serde_yaml)
-        // only ends the map early.
-        while !recv.done {
+        // overflows the stack on hostile input. Every document is measured (serde_yaml
+        // reads a second one before refusing it); only the first is mapped.
+        loop {
             match parser.next_token() {
-                Ok((Event::StreamEnd, _)) | Err(_) => break,
-                Ok((ev, mark)) => recv.on_event(ev, mark),
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((ev, mark)) => {
+                    recv.locations.measured = Pos::from_marker(mark);
+                    if let Err(over) = budget.observe(&ev) {
+                        recv.locations.exceeded = Some((Pos::from_marker(mark), over));
+                        break;
+                    }
+                    recv.on_event(ev, mark);
+                }
+                Err(e) => {
+                    let at = Pos::from_marker(*e.marker());
+                    // yaml-rust2 counts flow nesting in a byte and refuses past 255.
+                    if e.info() == "recursion limit exceeded" {
+                        recv.locations.exceeded = Some((at, Exceeded::Depth));
+                    } else {
+                        recv.locations.syntax = Some((at, e.info().to_string()));
+                    }
+                    break;
+                }
             }
         }
+        recv.locations.nodes = budget.nodes();
         recv.locations
     }
 
@@ -106,9 +126,25 @@ impl Locations {
         }
     }
 
-    /// Where the document first nests deeper than [`MAX_DEPTH`], if it does.
-    pub(crate) fn too_deep(&self) -> Option<Pos> {
-        self.too_deep
+    /// The bound the document crossed, and where, if it did.
+    pub(crate) fn exceeded(&self) -> Option<(Pos, Exceeded)> {
+        self.exceeded
+    }
+
+    /// The syntax error that stopped the scan, and where, if there was one.
+    pub(crate) fn syntax(&self) -> Option<(Pos, &str)> {
+        self.syntax.as_ref().map(|(p, m)| (*p, m.as_str()))
+    }
+
+    /// Nodes in the document, aliases expanded.
+    pub(crate) fn nodes(&self) -> u64 {
+        self.nodes
+    }
+
+    /// Where the last event measured by the budget was: the text after it was scanned
+    /// but not measured.
+    pub(crate) fn measured(&self) -> Pos {
+        self.measured
     }
 
     /// Where the second occurrence of a duplicated key is.
@@ -126,31 +162,6 @@ impl Locations {
             .map(|(p, _)| p.as_str())
             .filter(|p| !p.is_empty())
     }
-}
-
-/// Where brackets (`[`, `{`) first nest deeper than [`MAX_DEPTH`], counting every bracket,
-/// even in strings and comments. yaml-rust2 gives up on deep flow nesting before reporting
-/// any event, so this is checked on the text; no real spec comes near the limit.
-fn flow_too_deep(source: &str) -> Option<Pos> {
-    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
-    for c in source.chars() {
-        column += 1;
-        match c {
-            '\n' => {
-                line += 1;
-                column = 0;
-            }
-            '[' | '{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Some(Pos { line, column });
-                }
-            }
-            ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    None
 }
 
 /// The parent of a dotted path: `a.b[2]` → `a.b`, `a.b` → `a`, `a` → `` (the root).
@@ -194,8 +205,7 @@ enum Frame {
         path: String,
         next: usize,
     },
-    /// A complex (non-scalar) key, or a node nested too deep, with everything inside it:
-    /// not addressable by path.
+    /// A complex (non-scalar) key with everything inside it: not addressable by path.
     Opaque {
         depth: usize,
         key: bool,
@@ -206,8 +216,6 @@ enum Frame {
 struct Recorder {
     locations: Locations,
     stack: Vec<Frame>,
-    /// Current nesting depth, complex keys included.
-    depth: usize,
     /// Only the first document is mapped; serde_yaml rejects any further one.
     done: bool,
 }
@@ -254,16 +262,8 @@ impl Recorder {
     }
 
     fn open(&mut self, mark: Marker, map: bool) {
-        self.depth += 1;
-        // Also bounds the paths, which grow with depth: hostile nesting would otherwise
-        // cost depth² memory.
-        if self.depth > MAX_DEPTH {
-            self.locations
-                .too_deep
-                .get_or_insert(Pos::from_marker(mark));
-            self.done = true;
-            return;
-        }
+        // The budget stops the scan past its depth, which also bounds the paths (they
+        // grow with depth).
         if let Some(Frame::Opaque { depth, .. }) = self.stack.last_mut() {
             *depth += 1;
             return;
@@ -290,7 +290,6 @@ impl Recorder {
     }
 
     fn close(&mut self) {
-        self.depth = self.depth.saturating_sub(1);
         match self.stack.last_mut() {
             Some(Frame::Opaque { depth, .. }) if *depth > 1 => *depth -= 1,
             Some(Frame::Opaque { key: true, .. }) => {
@@ -357,6 +356,7 @@ impl MarkedEventReceiver for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::MAX_DEPTH;
 
     const DOC: &str = "\
 version: v1
@@ -413,20 +413,38 @@ services:
 
     #[test]
     fn nesting_deeper_than_the_limit_is_flagged_where_it_starts() {
-        let deep = format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100));
-        let l = Locations::scan(&deep);
-        assert_eq!(l.too_deep(), Some(at(1, 4 + MAX_DEPTH)));
+        let deep_at = |source: &str| match Locations::scan(source).exceeded() {
+            Some((pos, Exceeded::Depth)) => Some(pos),
+            _ => None,
+        };
+        let deep = format!("a:\n{}1\n", "  - ".repeat(100));
+        assert_eq!(deep_at(&deep), Some(at(2, 3 + 4 * (MAX_DEPTH - 1))));
         let block = format!("{}1\n", "- ".repeat(100));
-        assert_eq!(
-            Locations::scan(&block).too_deep(),
-            Some(at(1, 1 + 2 * MAX_DEPTH))
+        assert_eq!(deep_at(&block), Some(at(1, 1 + 2 * MAX_DEPTH)));
+        assert_eq!(deep_at("a: [[1]]\n"), None);
+        assert!(deep_at(&"[".repeat(100_000)).is_some());
+        assert!(deep_at(&"{a: ".repeat(100_000)).is_some());
+    }
+
+    #[test]
+    fn brackets_in_strings_and_comments_are_not_nesting() {
+        let banner = format!(
+            "# {}\nversion: v1\nargs: [\"{}\", '{}']\n",
+            "[[[".repeat(100),
+            "{".repeat(65),
+            "]".repeat(300)
         );
-        assert_eq!(Locations::scan("a: [[1]]\n").too_deep(), None);
-        let flow = "[".repeat(1000);
-        assert_eq!(
-            Locations::scan(&flow).too_deep(),
-            Some(at(1, MAX_DEPTH + 1))
-        );
+        let l = Locations::scan(&banner);
+        assert!(l.exceeded().is_none() && l.syntax().is_none());
+        assert_eq!(l.find("args[1]"), at(3, 77));
+    }
+
+    #[test]
+    fn a_syntax_error_is_kept_with_its_position() {
+        let l = Locations::scan("a: [1, 2\nb: 3\n");
+        let (pos, message) = l.syntax().expect("a syntax error");
+        assert_eq!(pos.line, 2);
+        assert!(!message.is_empty());
     }
 
     #[test]

@@ -277,19 +277,17 @@ pub(crate) struct RawRead {
     pub(crate) errors: Vec<serde_yaml::Error>,
 }
 
-/// Most re-reads of one document: enough to report many broken services, bounded so that
-/// a huge broken document costs a bounded number of parses.
-const MAX_PASSES: usize = 25;
-
 /// Read a document's shape, collecting one error per broken part (see the module doc).
 ///
 /// Each pass reads everything not yet known to be broken. When a pass fails inside a
 /// service (or the top-level fields), that part is skipped from then on and the document
 /// is read again; a failure anywhere else (syntax, `services` not a map) ends reading.
-pub(crate) fn read(source: &str) -> RawRead {
+/// At most `passes` reads: enough to report many broken services, bounded so that a huge
+/// broken document costs a bounded number of parses.
+pub(crate) fn read(source: &str, passes: usize) -> RawRead {
     let mut skip = Skip::default();
     let mut errors = Vec::new();
-    for _ in 0..MAX_PASSES {
+    for _ in 0..passes {
         let failed = Cell::new(Part::Structure);
         let seed = DocumentSeed {
             skip: &skip,
@@ -459,7 +457,10 @@ mod tests {
 
     #[test]
     fn a_sound_document_is_read_in_one_pass() {
-        let r = read("version: v1\ndeployment: d\nservices:\n  a: {image: {name: x}}\n");
+        let r = read(
+            "version: v1\ndeployment: d\nservices:\n  a: {image: {name: x}}\n",
+            25,
+        );
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert!(r.top_read);
         let services = r.doc.services.unwrap_or_default();
@@ -477,7 +478,7 @@ services:
   b: {image: {name: x}}
   c: {health: 5}
 ";
-        let r = read(src);
+        let r = read(src, 25);
         assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
         assert!(r.top_read);
         let services = r.doc.services.unwrap_or_default();

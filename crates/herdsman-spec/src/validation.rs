@@ -6,7 +6,7 @@
 //! deployment-level checks and the checks across services (references, cycles); the
 //! per-service checks are in `service.rs`, `health.rs` and `init.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -251,6 +251,10 @@ pub(crate) fn validate(read: &RawRead, base_dir: &Path) -> Result<Deployment, Ve
 fn dependencies(issues: &mut Issues, built: &[(Service, Vec<usize>)], names: &HashSet<&str>) {
     let mut all: Vec<&str> = names.iter().copied().collect();
     all.sort_unstable();
+    // The names offered as alternatives: all of them for a small deployment, a few and a
+    // count for a large one (a message per bad dependency must not list thousands).
+    const LISTED: usize = 10;
+    let shown: Vec<&str> = all.iter().copied().take(LISTED + 1).collect();
     for (s, raw_index) in built {
         let mut listed: HashSet<&str> = HashSet::new();
         for (d, &i) in s.depends.iter().zip(raw_index) {
@@ -265,9 +269,20 @@ fn dependencies(issues: &mut Issues, built: &[(Service, Vec<usize>)], names: &Ha
                     format!("service \"{target}\" depends on itself (expected another service)"),
                 );
             } else if !names.contains(target) {
-                let others: Vec<&str> = all.iter().copied().filter(|n| *n != s.name).collect();
+                let others: Vec<&str> = shown
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != s.name)
+                    .take(LISTED)
+                    .collect();
                 let expected = if others.is_empty() {
                     "another service of this deployment".to_string()
+                } else if all.len() - 1 > others.len() {
+                    format!(
+                        "one of the {} other services, such as {}",
+                        all.len() - 1,
+                        others.join(", ")
+                    )
                 } else {
                     one_of(&others)
                 };
@@ -294,7 +309,14 @@ fn cycles(issues: &mut Issues, built: &[(Service, Vec<usize>)]) {
         Open,
         Done,
     }
-    let index_of = |name: &str| built.iter().position(|(s, _)| s.name == name);
+    let indexes: HashMap<&str, usize> = built
+        .iter()
+        .enumerate()
+        // Reversed, so that a name given twice maps to its first service.
+        .rev()
+        .map(|(i, (s, _))| (s.name.as_str(), i))
+        .collect();
+    let index_of = |name: &str| indexes.get(name).copied();
     let mut mark = vec![Mark::New; built.len()];
     for start in 0..built.len() {
         if mark[start] != Mark::New {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::keywords::one_of;
-use crate::template::{Template, TemplateVar};
+use crate::template::{ReplicaVars, Template, TemplateVar};
 
 /// Longest duration accepted anywhere: far beyond any sane timeout, and small enough that
 /// adding it to an `Instant` can never overflow.
@@ -138,6 +138,35 @@ pub(crate) fn env_name(text: &str) -> Result<(), String> {
 /// What a template may refer to: the `${PORT_<NAME>}` names of the service's endpoints.
 pub(crate) struct Scope<'a> {
     pub(crate) ports: &'a [String],
+}
+
+/// The URL a template gives with representative values for its variables (replica 0,
+/// port 8080, placeholder names), checked to be an `http` or `https` URL with a host.
+pub(crate) fn http_url(t: &Template, scope: &Scope<'_>) -> Result<url::Url, String> {
+    let vars = ReplicaVars {
+        deployment: "deployment".to_string(),
+        service: "service".to_string(),
+        replica: 0,
+        ports: scope.ports.iter().map(|n| (n.clone(), 8080)).collect(),
+    };
+    let text = t.expand(&vars);
+    let expected = "expected an http:// or https:// URL such as http://127.0.0.1:${PORT}/healthz";
+    let url = url::Url::parse(&text)
+        .map_err(|e| format!("invalid url \"{}\": {e} ({expected})", t.source()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid url \"{}\": scheme {} ({expected})",
+            t.source(),
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "invalid url \"{}\": no host ({expected})",
+            t.source()
+        ));
+    }
+    Ok(url)
 }
 
 /// A per-replica template whose every variable exists for this service.

@@ -1,7 +1,10 @@
 //! Bad input never panics: arbitrary bytes, YAML-ish noise and randomly mutated valid specs
 //! go through the parser and the validator; whatever they accept survives a round trip.
+//! Hostile shapes (alias fans, deep nesting hidden among brackets in strings and comments,
+//! huge scalars) are answered quickly, whatever their size.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use herdsman_spec::{parse_str, to_yaml, SpecError};
 use proptest::prelude::*;
@@ -19,7 +22,8 @@ fn check(source: &str) -> Result<(), TestCaseError> {
         }
         Err(SpecError::Invalid { problems }) => {
             prop_assert!(!problems.is_empty());
-            let lines = source.lines().count() + 1;
+            // YAML's line breaks: \n, \r\n, and a lone \r.
+            let lines = source.replace("\r\n", "\n").matches(['\n', '\r']).count() + 2;
             for p in &problems {
                 prop_assert!(
                     p.line >= 1 && p.line <= lines.max(1),
@@ -180,6 +184,114 @@ proptest! {
             source = apply(&source, e);
         }
         check(&source)?;
+    }
+}
+
+/// The answer came within the second `validate` is allowed, and [`check`] holds.
+fn check_quickly(source: &str) -> Result<(), TestCaseError> {
+    // Wall time of synchronous parsing: no timer involved, the spec crate has no tokio.
+    #[allow(clippy::disallowed_methods)]
+    let started = Instant::now();
+    let _ = parse_str(source, "timed.yaml", Path::new("/srv"));
+    let took = started.elapsed();
+    prop_assert!(
+        took < Duration::from_secs(1),
+        "{} bytes took {took:?}",
+        source.len()
+    );
+    check(source)
+}
+
+/// Where a hostile piece goes in a valid spec: an argument, an env value, a new top-level
+/// key, or a comment.
+fn embed(piece: &str, slot: usize) -> String {
+    let (args, env, extra) = match slot % 3 {
+        0 => (piece, "x", ""),
+        1 => ("x", piece, ""),
+        _ => ("x", "x", piece),
+    };
+    format!(
+        "version: v1\ndeployment: shop\nservices:\n  api:\n    command: {{entrypoint: [./api], args: [{args}]}}\n    env: {{A: {env}}}\n{extra}\n"
+    )
+}
+
+/// An anchored node (a long string or a list) and a fan of aliases to it, nested in
+/// levels of fans.
+fn alias_fan() -> impl Strategy<Value = String> {
+    (1usize..200_000, 1usize..3_000, 1usize..4, any::<usize>()).prop_map(
+        |(len, fan, levels, slot)| {
+            let mut doc = format!("&a0 \"{}\"", "x".repeat(len));
+            for level in 1..levels {
+                let refs = vec![format!("*a{}", level - 1); fan.min(50)].join(", ");
+                doc = format!("[{doc}, &a{level} [{refs}]]");
+            }
+            let refs = vec![format!("*a{}", levels - 1); fan].join(", ");
+            embed(&format!("[{doc}, {refs}]"), slot)
+        },
+    )
+}
+
+/// Deep flow or block nesting, behind closing brackets in a quoted string or a comment.
+fn hidden_nesting() -> impl Strategy<Value = String> {
+    (1usize..60_000, any::<bool>(), any::<bool>(), any::<usize>()).prop_map(
+        |(depth, in_comment, flow, slot)| {
+            let closers = "]}".repeat(depth);
+            let cover = if in_comment {
+                format!("# {closers}\n")
+            } else {
+                format!("cover: '{closers}'\n")
+            };
+            let nest = if flow {
+                format!(
+                    "deep: {}1{}\n",
+                    "[{a: ".repeat(depth / 2),
+                    "}]".repeat(depth / 2)
+                )
+            } else {
+                (0..depth.min(5_000))
+                    .map(|d| format!("{}- \n", "  ".repeat(d)))
+                    .collect()
+            };
+            format!("{cover}{}", embed(&format!("\n{nest}"), slot.max(2)))
+        },
+    )
+}
+
+/// A scalar of up to 8 MiB and a bit more, plain, quoted or as a block.
+fn huge_scalar() -> impl Strategy<Value = String> {
+    (1usize..(8 << 20) + 4096, 0usize..3, any::<usize>()).prop_map(|(len, style, slot)| {
+        let text = "y".repeat(len);
+        let piece = match style {
+            0 => text,
+            1 => format!("\"{text}\""),
+            _ => format!("|\n        {text}"),
+        };
+        embed(&piece, slot)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn alias_fans_are_answered_quickly(source in alias_fan()) {
+        check_quickly(&source)?;
+    }
+
+    #[test]
+    fn nesting_hidden_among_brackets_in_text_is_answered_quickly(source in hidden_nesting()) {
+        check_quickly(&source)?;
+    }
+
+}
+
+proptest! {
+    // Each case parses up to 8 MiB three times (and a round trip): few cases.
+    #![proptest_config(ProptestConfig::with_cases(5))]
+
+    #[test]
+    fn huge_scalars_are_answered_quickly(source in huge_scalar()) {
+        check_quickly(&source)?;
     }
 }
 

@@ -92,10 +92,16 @@ pub struct Herdsman {
 impl Herdsman {
     /// Start `herdsman ARGS...`.
     pub fn start(args: &[&str]) -> Herdsman {
+        Herdsman::start_program(HERDSMAN, args)
+    }
+
+    /// Start `PROGRAM ARGS...`, a program that execs herdsman in its own process (such as
+    /// `sh -c '...; exec "$0" "$@"' herdsman ...`).
+    pub fn start_program(program: &str, args: &[&str]) -> Herdsman {
         let logs = tempfile::tempdir().expect("tempdir");
         let out = logs.path().join("stdout");
         let err = logs.path().join("stderr");
-        let child = Command::new(HERDSMAN)
+        let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(File::create(&out).expect("stdout file"))
