@@ -15,7 +15,9 @@ pub enum Lifetime {
     /// It never exits by itself (default). Costs no timer.
     #[default]
     Forever,
-    /// It exits exactly this long after it started.
+    /// It exits exactly this long after it started. `Fixed(Duration::ZERO)` exits at the
+    /// instant of its start: the exit watch `start` returns has already resolved, so the
+    /// exit races the caller's own report that it started.
     Fixed(Duration),
     /// It exits after an exponentially distributed time: a constant crash rate.
     Exponential {
@@ -104,6 +106,12 @@ pub struct FaultProfile {
     /// Probability that one try of an init step fails, 0..=1; the step's retries are
     /// honoured.
     pub init_failure: f64,
+    /// How long one try of an init step takes. A try longer than the step's `timeout`
+    /// fails as timed out, at the timeout, as a real step's would.
+    pub init_latency: Duration,
+    /// Init steps never return, whatever their timeout, until the caller drops them: a
+    /// backend that hangs, to prove an init task is cancelled rather than left running.
+    pub init_hangs: bool,
 }
 
 impl Default for FaultProfile {
@@ -117,6 +125,8 @@ impl Default for FaultProfile {
             health: HealthBehaviour::Healthy,
             exec: ExecBehaviour::default(),
             init_failure: 0.0,
+            init_latency: Duration::ZERO,
+            init_hangs: false,
         }
     }
 }

@@ -43,7 +43,9 @@
 //! incarnation), `process_group` (signalling a replica's whole process group),
 //! `log_buffer` (bounded in-memory output capture), `log_file` (replica-owned log files,
 //! their rotation and tail), `records` (the running incarnations kept in the state
-//! directory), `adoption` (survivors of an earlier runtime: adopt or discard), `sim` (the simulated runtime), `sim_state` (its state and timer driver), `fault` (fault profiles and seeded
+//! directory), `adoption` (survivors of an earlier runtime: adopt or discard), `sim` (the
+//! simulated runtime), `sim_state` (its state and timer driver), `sim_audit` (the
+//! contract breaches it records), `fault` (fault profiles and seeded
 //! randomness).
 
 mod adoption;
@@ -58,6 +60,7 @@ mod process_group;
 mod records;
 mod runtime;
 mod sim;
+mod sim_audit;
 mod sim_state;
 
 pub use error::RuntimeError;
@@ -67,4 +70,5 @@ pub use runtime::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started, Survivor,
 };
 pub use sim::SimRuntime;
+pub use sim_audit::{Violation, ViolationKind};
 pub use sim_state::SimStats;

@@ -11,11 +11,14 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::fault::{chance, rng_for, Stream};
+use crate::sim_audit::{Violation, ViolationKind};
 use crate::sim_state::{
-    drive, replica_ids, Cause, Ending, Shared, SimContainer, SimPhase, SimState, SimStats, Timer,
+    drive, replica_ids, running_sibling, Cause, Ending, Shared, SimContainer, SimPhase, SimState,
+    SimStats, Timer,
 };
 use crate::{
-    ContainerId, ContainerSpec, ExitReason, ExitWatch, FaultProfile, Runtime, RuntimeError, Started,
+    ContainerId, ContainerSpec, Exit, ExitReason, ExitWatch, FaultProfile, Runtime, RuntimeError,
+    Started,
 };
 
 /// Simulated containers: no processes, no I/O, only state and timers on the tokio clock,
@@ -36,6 +39,13 @@ use crate::{
 ///   timer at all.
 /// - Health checks and init steps are answered from the profile instead of probing;
 ///   [`Runtime::logs`] returns synthetic lines (`started`, `exited with code N`).
+/// - A contract auditor: it records, as [`Violation`]s ([`SimRuntime::violations`]), the
+///   breaches of the runtime contract only the runtime's side can see: a start while an
+///   other incarnation of the same (deployment, service, replica) slot runs, an init step
+///   begun while another of the same slot is in flight (neither finished nor cancelled), a
+///   running container removed (killed without its stop signal and grace) or stopped with
+///   another signal or a shorter grace than its spec's. A supervisor that keeps the
+///   tree's invariants leaves the list empty; simulations assert exactly that.
 ///
 /// [`SimRuntime::new`] needs no tokio runtime; `start` must run inside one.
 #[derive(Debug)]
@@ -121,6 +131,32 @@ impl SimRuntime {
         ids
     }
 
+    /// Every contract breach seen so far, oldest first (at most 1024 are kept; see
+    /// [`SimRuntime::violation_count`]).
+    pub fn violations(&self) -> Vec<Violation> {
+        self.state().audit.violations()
+    }
+
+    /// How many contract breaches were seen, including those beyond the kept 1024.
+    pub fn violation_count(&self) -> usize {
+        self.state().audit.violation_count()
+    }
+
+    /// The containers with an init step in flight (begun, neither returned nor dropped),
+    /// one per replica slot, sorted. Empty once a deployment has shut down.
+    pub fn inits_in_flight(&self) -> Vec<ContainerId> {
+        self.state().audit.inits_in_flight()
+    }
+
+    /// How container `id` ended, if it ran and has ended (`None` while it runs, before it
+    /// starts, after a failed start and once it is removed).
+    pub fn exit_of(&self, id: &ContainerId) -> Option<Exit> {
+        match self.state().containers.get(id)?.phase {
+            SimPhase::Exited(exit) => Some(exit),
+            _ => None,
+        }
+    }
+
     /// Every running container, sorted.
     pub fn running(&self) -> Vec<ContainerId> {
         self.state()
@@ -196,8 +232,10 @@ impl Drop for SimRuntime {
 
 #[async_trait::async_trait]
 impl Runtime for SimRuntime {
-    async fn create(&self, id: &ContainerId, _spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    async fn create(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         let mut st = self.state();
+        st.audit
+            .created(id, spec.service.stop_signal, spec.service.stop_grace_period);
         if let Some(old) = st.containers.get(id) {
             if matches!(old.phase, SimPhase::Running { .. }) {
                 return Err(RuntimeError::Start {
@@ -279,9 +317,9 @@ impl Runtime for SimRuntime {
 
         let now = Instant::now();
         let mut rng = rng_for(seed, id, Stream::Lifetime, "", attempt);
-        let deadline = profile
-            .lifetime
-            .sample(&mut rng)
+        let lifetime = profile.lifetime.sample(&mut rng);
+        let deadline = lifetime
+            .filter(|d| !d.is_zero())
             .and_then(|d| now.checked_add(d));
         let (exit_tx, exit) = ExitWatch::channel();
         c.phase = SimPhase::Running {
@@ -292,6 +330,19 @@ impl Runtime for SimRuntime {
         c.timer_pending = deadline.is_some();
         let attempt = c.attempts;
         st.count(&id.service, |s| s.started += 1);
+        if let Some(running) = running_sibling(st, id) {
+            st.audit
+                .record(id, ViolationKind::DuplicateStart { running });
+        }
+        if lifetime.is_some_and(|d| d.is_zero()) {
+            // It exits at the instant it starts: the watch handed back has resolved already.
+            let mut rng = rng_for(seed, id, Stream::ExitCode, "", attempt.into());
+            let code = profile.exit_code(&mut rng);
+            let ending = st.end(id, Some(attempt), ExitReason::Code(code), Cause::ByItself);
+            drop(guard);
+            ending.into_iter().for_each(Ending::deliver);
+            return Ok(Started { pid: None, exit });
+        }
         if let Some(deadline) = deadline {
             let sooner = st.schedule(Timer {
                 deadline,
@@ -323,6 +374,7 @@ impl Runtime for SimRuntime {
             let SimPhase::Running { stop_waiter, .. } = &mut c.phase else {
                 return Ok(());
             };
+            st.audit.stopping(id, signal, grace);
             if hangs {
                 let (tx, rx) = oneshot::channel();
                 *stop_waiter = Some(tx);
@@ -351,6 +403,9 @@ impl Runtime for SimRuntime {
 
     async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError> {
         let mut st = self.state();
+        if st.containers.get(id).is_some_and(SimContainer::is_running) {
+            st.audit.record(id, ViolationKind::RemovedWhileRunning);
+        }
         let ending = st.end(id, None, ExitReason::Signal(9), Cause::Stop);
         if let Some(c) = st.containers.remove(id) {
             if c.timer_pending {
@@ -450,47 +505,87 @@ impl Runtime for SimRuntime {
         CheckResult::new(outcome, Duration::ZERO, "")
     }
 
-    /// Each try fails with the profile's `init_failure` probability; the step's retries are
-    /// honoured and take no simulated time.
+    /// Each try fails with the profile's `init_failure` probability and takes its
+    /// `init_latency` (a try longer than the step's timeout fails as timed out, at the
+    /// timeout); the step's retries are honoured. With `init_hangs` it never returns. The
+    /// auditor sees the step in flight until it returns or is dropped.
     async fn init_step(
         &self,
         id: &ContainerId,
         step: &InitStep,
         _vars: &ReplicaVars,
     ) -> StepReport {
-        let mut st = self.state();
-        let p = st.profile(&id.service).init_failure;
-        let run = st.init_runs.entry(id.clone()).or_default();
-        *run += 1;
-        let run = u64::from(*run) << 32;
-        let tries = step.retry.saturating_add(1);
-        let mut failures: u32 = 0;
-        let mut ok = false;
-        for attempt in 1..=tries {
-            let mut rng = rng_for(
-                self.shared.seed,
-                id,
-                Stream::Init,
-                &step.id,
-                run | u64::from(attempt),
-            );
-            if chance(&mut rng, p) {
-                failures += 1;
-            } else {
-                ok = true;
-                break;
+        let (report, took, hangs, _in_flight) = {
+            let mut st = self.state();
+            let profile = st.profile(&id.service);
+            st.audit.init_began(id, &step.id);
+            let in_flight = InitInFlight {
+                shared: self.shared.clone(),
+                id: id.clone(),
+            };
+            let run = st.init_runs.entry(id.clone()).or_default();
+            *run += 1;
+            let run = u64::from(*run) << 32;
+            let tries = step.retry.saturating_add(1);
+            let timed_out = profile.init_latency > step.timeout;
+            let per_try = profile.init_latency.min(step.timeout);
+            let mut failures: u32 = 0;
+            let mut ok = false;
+            for attempt in 1..=tries {
+                let mut rng = rng_for(
+                    self.shared.seed,
+                    id,
+                    Stream::Init,
+                    &step.id,
+                    run | u64::from(attempt),
+                );
+                if timed_out || chance(&mut rng, profile.init_failure) {
+                    failures += 1;
+                } else {
+                    ok = true;
+                    break;
+                }
             }
+            st.count(&id.service, |s| s.init_failures += u64::from(failures));
+            let attempts = if ok { failures + 1 } else { tries };
+            let took = per_try.saturating_mul(attempts);
+            let report = if ok {
+                StepReport::passed(step, attempts, took)
+            } else if timed_out {
+                StepReport::failed(
+                    step,
+                    tries,
+                    format!("timed out after {:?} ({tries} tries)", step.timeout),
+                    took,
+                )
+            } else {
+                StepReport::failed(
+                    step,
+                    tries,
+                    format!("injected init failure ({tries} tries)"),
+                    took,
+                )
+            };
+            (report, took, profile.init_hangs, in_flight)
+        };
+        if hangs {
+            std::future::pending::<()>().await;
         }
-        st.count(&id.service, |s| s.init_failures += u64::from(failures));
-        if ok {
-            StepReport::passed(step, failures + 1, Duration::ZERO)
-        } else {
-            StepReport::failed(
-                step,
-                tries,
-                format!("injected init failure ({tries} tries)"),
-                Duration::ZERO,
-            )
+        if !took.is_zero() {
+            tokio::time::sleep(took).await;
         }
+        report
+    }
+}
+
+/// An init step in flight, for the auditor: ends when the step returns or is dropped.
+struct InitInFlight {
+    shared: Arc<Shared>,
+    id: ContainerId,
+}
+
+impl Drop for InitInFlight {
+    fn drop(&mut self) {
+        self.shared.state().audit.init_ended(&self.id);
     }
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fault::{rng_for, Stream};
+use crate::sim_audit::Audit;
 use crate::{ContainerId, Exit, ExitReason, ExitSender, FaultProfile};
 
 /// Counters of what a [`SimRuntime`] did, in total or for one service.
@@ -60,6 +61,8 @@ pub(crate) struct SimState {
     pub(crate) stats: SimStats,
     pub(crate) service_stats: HashMap<Arc<str>, SimStats>,
     pub(crate) driver: Option<JoinHandle<()>>,
+    /// Contract breaches seen, and what it takes to see them.
+    pub(crate) audit: Audit,
 }
 
 /// One simulated container.
@@ -259,7 +262,7 @@ impl SimState {
             .sum();
         let timers = st.timers.capacity() * std::mem::size_of::<Reverse<Timer>>();
         let init = st.init_runs.capacity() * (std::mem::size_of::<(ContainerId, u32)>() + 1);
-        per_container + timers + init
+        per_container + timers + init + st.audit.approx_memory()
     }
 
     /// Schedule a self-inflicted exit. Returns whether it is now the earliest, in which
@@ -293,6 +296,22 @@ impl Shared {
         // still holds a consistent state.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The running incarnation of `id`'s replica slot other than `id` itself, if any.
+pub(crate) fn running_sibling(st: &SimState, id: &ContainerId) -> Option<ContainerId> {
+    let lo = ContainerId {
+        generation: 0,
+        ..id.clone()
+    };
+    let hi = ContainerId {
+        generation: u64::MAX,
+        ..id.clone()
+    };
+    st.containers
+        .range(lo..=hi)
+        .find(|(other, c)| *other != id && c.is_running())
+        .map(|(other, _)| other.clone())
 }
 
 /// The running incarnations of `service`'s replica `replica`, across deployments.
