@@ -2,7 +2,10 @@
 //! incarnation's last lines and hands out tails, not a stream, so a follower reads the
 //! tail again on a short interval and sends what is new: the lines after the longest
 //! overlap between the end of the previous tail and the start of the new one. A new
-//! incarnation (the replica restarted) starts a new story, sent from its first line.
+//! incarnation (the replica restarted) is read the same way: where its output goes on in
+//! the same log file (the process runtime's replica-owned files) the overlap skips what
+//! was sent already; where it starts empty (an in-memory tail) nothing overlaps and it is
+//! sent from its first line.
 //!
 //! Lines are neither repeated nor lost while fewer than [`WINDOW`] lines are printed
 //! between two reads and the window is not made of one line repeated (a tail of
@@ -49,11 +52,7 @@ impl Follower {
             // Between incarnations: nothing to read, and the old tail stays the reference.
             return Vec::new();
         }
-        let fresh = if container != self.container {
-            tail.clone()
-        } else {
-            new_lines(&self.seen, &tail).to_vec()
-        };
+        let fresh = new_lines(&self.seen, &tail).to_vec();
         self.container = container;
         self.seen = tail;
         fresh

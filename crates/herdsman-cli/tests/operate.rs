@@ -46,17 +46,23 @@ async fn run(replicas: u32) -> Run {
 
 /// `herdsman status --json` through the control socket, once stable.
 async fn stable_via_socket(state: &Path, h: &Herdsman) -> Value {
+    stable_deployment_via_socket(state, "t", h).await
+}
+
+/// The same for deployment `name` under the state root `state`.
+async fn stable_deployment_via_socket(state: &Path, name: &str, h: &Herdsman) -> Value {
+    let args = ["status", "--json", "-d", name, "--state-dir", s(state)];
     eventually(
         LIMIT,
         "deployment stable through the control socket",
         || async {
-            let (code, out, _) = herdsman_once(&["status", "--json", "--state-dir", s(state)]);
+            let (code, out, _) = herdsman_once(&args);
             let st: Value = serde_json::from_str(&out).ok()?;
             (code.success() && st["stable"] == Value::Bool(true)).then_some(st)
         },
     )
     .await;
-    let (_, out, err) = herdsman_once(&["status", "--json", "--state-dir", s(state)]);
+    let (_, out, err) = herdsman_once(&args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}\n{}", h.output()))
 }
 
@@ -123,7 +129,7 @@ impl Drop for Streaming {
 #[tokio::test]
 async fn the_control_socket_is_private_and_status_reads_it() {
     let r = run(2).await;
-    let socket = r.state.join("control.sock");
+    let socket = r.state.join("t").join("control.sock");
     let mode = std::fs::metadata(&socket)
         .expect("control.sock exists")
         .permissions()
@@ -243,7 +249,9 @@ async fn no_running_deployment_and_several_are_clear_errors() {
         .expect("spec")
         .replace("deployment: t", "deployment: u");
     let spec_b = spec(&yaml_b);
-    let (dir_a, dir_b) = (root.path().join("t"), root.path().join("u"));
+    // Both under one root: `--state-dir` names the root, each deployment its own
+    // directory in it.
+    let (dir_a, dir_b) = (root.path().to_path_buf(), root.path().to_path_buf());
     let mut a = Herdsman::start(&[
         "run",
         s(&spec_a.path),
@@ -260,8 +268,8 @@ async fn no_running_deployment_and_several_are_clear_errors() {
         "--state-dir",
         s(&dir_b),
     ]);
-    a.seen_pids = pids(&stable_via_socket(&dir_a, &a).await);
-    b.seen_pids = pids(&stable_via_socket(&dir_b, &b).await);
+    a.seen_pids = pids(&stable_deployment_via_socket(&dir_a, "t", &a).await);
+    b.seen_pids = pids(&stable_deployment_via_socket(&dir_b, "u", &b).await);
 
     let (code, _, err) = herdsman_once(&["status", "--state-dir", s(root.path())]);
     assert_eq!(code.code(), Some(2), "{err}");
@@ -275,11 +283,9 @@ async fn no_running_deployment_and_several_are_clear_errors() {
     // A socket left by a run that ended is not a running deployment.
     b.signal(nix::sys::signal::Signal::SIGTERM);
     b.wait(LIMIT).await;
-    assert!(
-        !dir_b.join("control.sock").exists(),
-        "a run removes its socket"
-    );
-    drop(std::os::unix::net::UnixListener::bind(dir_b.join("control.sock")).expect("bound"));
+    let socket_b = dir_b.join("u").join("control.sock");
+    assert!(!socket_b.exists(), "a run removes its socket");
+    drop(std::os::unix::net::UnixListener::bind(&socket_b).expect("bound"));
     let (code, out, err) = herdsman_once(&["status", "--state-dir", s(root.path())]);
     assert!(code.success(), "{err}");
     assert!(out.starts_with("deployment t: stable"), "{out}");
@@ -470,7 +476,7 @@ fn raw(socket: &Path, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn the_protocol_refuses_bad_requests_plainly_and_serves_a_half_closed_client() {
     let mut r = run(1).await;
-    let socket = r.state.join("control.sock");
+    let socket = r.state.join("t").join("control.sock");
     let answer = raw(&socket, b"{\"v\":2,\"kind\":\"status\"}\n");
     assert!(
         answer.contains("speaks control protocol v1, not v2") && answer.contains("\"usage\":true"),
