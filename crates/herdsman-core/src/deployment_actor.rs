@@ -106,6 +106,7 @@ pub(crate) struct DeploymentArgs {
     pub(crate) seed: u64,
     pub(crate) log_tail_lines: usize,
     pub(crate) init_runs: InitRuns,
+    pub(crate) generations: crate::generations::Generations,
     /// Adopt what an earlier run left running (else stop it).
     pub(crate) adopt: bool,
 }
@@ -481,6 +482,7 @@ impl DeploymentState {
             parent: myself.clone(),
             seed: self.args.seed ^ hash_name(name),
             init_runs: self.args.init_runs.clone(),
+            generations: self.args.generations.clone(),
             desired: entry.counts.desired,
             recover,
             survivors: self.survivors.remove(name).unwrap_or_default(),

@@ -135,6 +135,7 @@ async fn spawn_inner(
         seed: options.seed,
         log_tail_lines: options.log_tail_lines,
         init_runs: InitRuns::default(),
+        generations: crate::generations::Generations::default(),
         adopt: options.adopt,
     };
     let spawned = match supervisor {

@@ -12,7 +12,8 @@
 //! pure policies), `restart` and `backoff` (restart window and crash-loop delay), `rollout` (which
 //! replicas a rolling update replaces next), `apply` (diffing a new spec into a plan),
 //! `stabilization` (when a deployment is stable and
-//! why not), `init_runs` (each slot's init run in flight, so none overlaps another), `event` (typed events and their bounded bus), `board` (shared status).
+//! why not), `init_runs` (each slot's init run in flight, so none overlaps another),
+//! `generations` (the generations issued per slot, so no container id is reused), `event` (typed events and their bounded bus), `board` (shared status).
 
 mod apply;
 mod backoff;
@@ -21,6 +22,7 @@ mod container_actor;
 mod deployment_actor;
 mod error;
 mod event;
+mod generations;
 mod handle;
 mod init_runs;
 mod probe_actor;

@@ -42,6 +42,8 @@ pub(crate) struct ServiceContext {
     /// Every slot's init run in flight, shared with the deployment's other supervisors
     /// (and a failed predecessor of this one).
     pub(crate) init_runs: InitRuns,
+    /// Every slot's generations issued, shared likewise.
+    pub(crate) generations: crate::generations::Generations,
     /// Set when the service starts stopping for good: from then on no container actor
     /// boots a new container, so a stop request queued behind a restart has only the
     /// container already there to stop.
@@ -132,6 +134,11 @@ pub(crate) enum SupervisorMsg {
     /// at most once per burst of messages, so a burst of N changes costs one count of the
     /// slots instead of N (which at 10,000 replicas would dominate a mass restart).
     Report,
+    /// A failed predecessor's replica beyond the desired count is gone: its index may be
+    /// booted again (if it has been scaled back up meanwhile).
+    OrphanGone {
+        replica: u32,
+    },
 }
 
 pub(crate) struct SupervisorArgs {
@@ -143,6 +150,7 @@ pub(crate) struct SupervisorArgs {
     pub(crate) parent: ActorRef<DeploymentMsg>,
     pub(crate) seed: u64,
     pub(crate) init_runs: InitRuns,
+    pub(crate) generations: crate::generations::Generations,
     /// Desired replicas at start (the spec's count, or the count in force when a failed
     /// supervisor is replaced).
     pub(crate) desired: u32,
@@ -189,7 +197,8 @@ pub(crate) struct SupervisorState {
     survivors: HashMap<u32, Survivor>,
     /// Stops of a failed predecessor's replicas beyond the desired count; a shutdown
     /// waits for them.
-    orphan_stops: Vec<tokio::task::JoinHandle<()>>,
+    /// By replica index: the index is not booted again until the stop is done.
+    orphan_stops: HashMap<u32, tokio::task::JoinHandle<()>>,
     /// The spec new replicas run: the service's spec, or a rollout's target.
     target: Arc<Service>,
     rollout: Option<ActiveRollout>,
@@ -217,6 +226,7 @@ impl Actor for ServiceSupervisor {
             supervisor: myself,
             seed: args.seed,
             init_runs: args.init_runs,
+            generations: args.generations,
             stopping: AtomicBool::new(false),
         });
         Ok(SupervisorState {
@@ -226,7 +236,7 @@ impl Actor for ServiceSupervisor {
             recover: args.recover,
             target: args.service.clone(),
             rollout: None,
-            orphan_stops: Vec::new(),
+            orphan_stops: HashMap::new(),
             orphans: HashMap::new(),
             survivors: args
                 .survivors
@@ -346,6 +356,16 @@ impl Actor for ServiceSupervisor {
             } => state.health(&myself, replica, generation, healthy).await,
             SupervisorMsg::RestartDue { replica, token } => state.restart_due(replica, token),
             SupervisorMsg::ReadyDue { replica, token } => state.ready_due(replica, token),
+            SupervisorMsg::OrphanGone { replica } => {
+                state.orphan_stops.remove(&replica);
+                let wanted = replica < state.desired
+                    && matches!(state.phase, ServicePhase::Running | ServicePhase::Failed)
+                    && !state.slots.contains_key(&replica)
+                    && !state.retiring.contains_key(&replica);
+                if wanted {
+                    state.add_slot(&myself, replica).await?;
+                }
+            }
             SupervisorMsg::Report => {
                 state.report_queued = false;
                 state.report();
@@ -453,17 +473,25 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let svc = self.target.clone();
         let seed = self.ctx.seed ^ (u64::from(replica) << 20);
-        let mut generation = self.resume_generation.remove(&replica).unwrap_or(0);
-        let mode = match (
+        let resume = self.resume_generation.remove(&replica).unwrap_or(0);
+        let ctx = self.ctx.clone();
+        let (generation, mode) = match (
             self.orphans.remove(&replica),
             self.survivors.remove(&replica),
         ) {
-            (Some(stale), _) => Mode::Recreate { stale: Some(stale) },
+            (Some(stale), _) => (
+                ctx.generations.issue(&ctx.service_name, replica, resume),
+                Mode::Recreate { stale: Some(stale) },
+            ),
             (None, Some(survivor)) => {
-                generation = survivor.id.generation;
-                Mode::Adopt(survivor)
+                let generation = survivor.id.generation;
+                ctx.generations.note(&ctx.service_name, replica, generation);
+                (generation, Mode::Adopt(survivor))
             }
-            (None, None) => Mode::Boot,
+            (None, None) => (
+                ctx.generations.issue(&ctx.service_name, replica, resume),
+                Mode::Boot,
+            ),
         };
         let actor = self
             .spawn_container(myself, replica, generation, mode, svc.clone())
@@ -513,14 +541,16 @@ impl SupervisorState {
                 r.healthy = false;
             });
             let (ctx, svc) = (ctx.clone(), self.target.clone());
-            self.orphan_stops.push(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _ = ctx
                     .runtime
                     .stop(&id, svc.stop_signal, svc.stop_grace_period)
                     .await;
                 let _ = ctx.runtime.remove(&id).await;
                 ctx.board.remove(&ctx.service_name, replica);
-            }));
+                let _ = ctx.supervisor.cast(SupervisorMsg::OrphanGone { replica });
+            });
+            self.orphan_stops.insert(replica, task);
         }
     }
 
@@ -563,7 +593,11 @@ impl SupervisorState {
                 // replica boots again as a new generation.
                 let stale = on_board.map(|(c, _)| c);
                 if let Some(slot) = self.slots.get_mut(&replica) {
-                    slot.generation += 1;
+                    slot.generation = self.ctx.generations.issue(
+                        &self.ctx.service_name,
+                        replica,
+                        slot.generation + 1,
+                    );
                     slot.state = SlotState::Booting;
                     slot.healthy = false;
                     slot.ready = false;
@@ -613,7 +647,10 @@ impl SupervisorState {
         }
         for replica in from..replicas {
             // An index whose predecessor is still stopping is added once it is gone.
-            if !self.retiring.contains_key(&replica) && !self.slots.contains_key(&replica) {
+            if !self.retiring.contains_key(&replica)
+                && !self.slots.contains_key(&replica)
+                && !self.orphan_stops.contains_key(&replica)
+            {
                 self.add_slot(myself, replica).await?;
             }
         }
@@ -725,7 +762,8 @@ impl SupervisorState {
             );
             async move { (replica, call.await) }
         });
-        let orphans = futures::future::join_all(std::mem::take(&mut self.orphan_stops));
+        let orphans =
+            futures::future::join_all(std::mem::take(&mut self.orphan_stops).into_values());
         let (results, _, _) =
             futures::future::join3(futures::future::join_all(calls), retiring, orphans).await;
         // An actor that did not answer (it failed, or its runtime overran a stop) may

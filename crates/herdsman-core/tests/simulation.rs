@@ -239,6 +239,29 @@ fn a_seed_replays_exactly() {
     let _ = Duration::ZERO;
 }
 
+/// Schedules that once broke an invariant, kept as regressions: (seed, steps, what broke).
+const FIXED: &[(u64, usize, &str)] = &[(
+    39,
+    60,
+    "a replacement supervisor booted a scaled-back-up index while its predecessor's \
+     container was still stopping (two live incarnations of one slot), and reused a \
+     generation its predecessor had issued",
+)];
+
+#[test]
+fn schedules_that_once_broke_an_invariant_hold_now() {
+    sim_driver::quiet_injected_panics();
+    for &(seed, steps, what) in FIXED {
+        let options = Options {
+            steps,
+            ..Options::default()
+        };
+        if let Err(failure) = run(seed, &options) {
+            panic!("seed {seed} ({steps} steps) breaks again ({what}):\n{failure}");
+        }
+    }
+}
+
 /// The checks are not vacuous: what the tree never did, done behind its back, is caught.
 #[test]
 fn the_checks_catch_a_duplicate_incarnation_and_a_board_that_lags_the_runtime() {

@@ -289,7 +289,9 @@ impl SupervisorState {
     }
 
     pub(super) fn restart(ctx: &ServiceContext, replica: u32, slot: &mut Slot) {
-        slot.generation += 1;
+        slot.generation = ctx
+            .generations
+            .issue(&ctx.service_name, replica, slot.generation + 1);
         slot.state = SlotState::Booting;
         slot.healthy = false;
         slot.ready = false;

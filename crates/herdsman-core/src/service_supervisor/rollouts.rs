@@ -195,7 +195,9 @@ impl SupervisorState {
         slot.tracker = RestartTracker::new(target.kind, target.restart, target.on_panic, seed);
         slot.init_retry = InitRetry::new(target.on_init_failure);
         slot.spec = target.clone();
-        slot.generation += 1;
+        slot.generation = ctx
+            .generations
+            .issue(&ctx.service_name, replica, slot.generation + 1);
         slot.state = SlotState::Booting;
         slot.healthy = false;
         slot.ready = false;
