@@ -72,6 +72,11 @@ pub(crate) enum SupervisorMsg {
         service: Arc<Service>,
         revision: u64,
     },
+    /// The deployment's rollout `revision` failed elsewhere and is paused: stop rolling
+    /// (its stand-ins go), leaving the replicas as they stand.
+    PauseRollout {
+        revision: u64,
+    },
     /// An operator's restart of one replica: a new incarnation replaces the current one
     /// (stopped with its signal and grace), whatever its state, with a fresh restart
     /// count. Replies with the new generation.
@@ -305,6 +310,15 @@ impl Actor for ServiceSupervisor {
                 token,
                 deadline,
             } => state.rollout_tick(revision, token, deadline),
+            SupervisorMsg::PauseRollout { revision } => {
+                if state
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.revision == revision)
+                {
+                    state.end_rollout(None);
+                }
+            }
             SupervisorMsg::RestartReplica { replica, reply } => {
                 let _ = reply.send(state.restart_replica(replica));
             }
@@ -383,7 +397,8 @@ impl Actor for ServiceSupervisor {
             }
             state.request_report(&myself);
         }
-        if state.rollout.is_some() && state.step_rollout(&myself).await? {
+        let stepped = state.rollout.is_some() && state.step_rollout(&myself).await?;
+        if stepped || state.trim_surplus() {
             // It touched other slots than the message's: count them all again.
             state.recount();
             state.request_report(&myself);
@@ -668,6 +683,30 @@ impl SupervisorState {
             }
         }
         Ok(())
+    }
+
+    /// Slots above the desired count exist only as an active rollout's stand-ins: any
+    /// other (a rollout that ended without removing its own, one superseded by a stop
+    /// for good) is scaled away here, stopped with its signal and grace. True when any
+    /// was.
+    fn trim_surplus(&mut self) -> bool {
+        let stand_ins = self.rollout.as_ref().map(|r| &r.stand_ins);
+        let surplus: Vec<u32> = self
+            .slots
+            .range(self.desired..)
+            .map(|(i, _)| *i)
+            .filter(|i| !stand_ins.is_some_and(|s| s.contains(i)))
+            .collect();
+        for index in &surplus {
+            if let Some(slot) = self.slots.remove(index) {
+                let _ = slot.actor.cast(ContainerMsg::Stop {
+                    reply: None,
+                    forget: true,
+                });
+                self.retiring.insert(*index, slot.actor);
+            }
+        }
+        !surplus.is_empty()
     }
 
     /// The actor of a replica scaled away is gone: boot the index again if it has been

@@ -32,7 +32,17 @@ struct OpenBug {
 /// of a shut-down service left on the board, a replacement supervisor's untracked stops,
 /// on_panic: shutdown reporting late, and two kinds of leftovers of a supervisor failing
 /// during shutdown) were fixed in the commit that emptied it.
-const OPEN: &[OpenBug] = &[];
+const OPEN: &[OpenBug] = &[OpenBug {
+    what: "a service scaled down while a revert rollout of it is in progress keeps the \
+           replica at the old top index running and shown running (seen once in 2000 \
+           schedules, after a supervisor replacement and a rollout that missed its deadline)",
+    seed: 1077,
+    matches: |b| {
+        b.invariant == Invariant::ExitsActedOn
+            && b.what.contains("still runs")
+            && b.what.contains("after scaling to")
+    },
+}];
 
 /// The open bug a failure is wholly made of, if any.
 fn open_bug(failure: &Failure) -> Option<&'static OpenBug> {

@@ -64,7 +64,14 @@ impl DeploymentState {
                     let _ = self.scale(&name, *to);
                 }
                 Change::Roll { replicas, .. } => {
-                    let _ = self.scale(&name, *replicas);
+                    // A replica count the spec does not change is left as it is (an
+                    // operator may have scaled the service meanwhile).
+                    let rescaled = old
+                        .service(&name)
+                        .is_none_or(|o| o.initial_replicas() != *replicas);
+                    if rescaled {
+                        let _ = self.scale(&name, *replicas);
+                    }
                     let (Some(entry), Some(svc)) = (self.services.get(&name), new.service(&name))
                     else {
                         continue;
@@ -224,6 +231,16 @@ impl DeploymentState {
                     reverting: revert_to.is_some(),
                     failing: self.failing_services(),
                 });
+                if revert_to.is_none() {
+                    // Paused: every other service stops rolling where it stands.
+                    for name in self.rollout.iter().flat_map(|t| t.services.keys()) {
+                        if let Some(sup) =
+                            self.services.get(name).and_then(|e| e.supervisor.as_ref())
+                        {
+                            let _ = sup.cast(SupervisorMsg::PauseRollout { revision });
+                        }
+                    }
+                }
                 if let Some(previous) = revert_to {
                     let why = format!("revision {revision} failed ({reason}); rolled back");
                     if let Err(e) = self

@@ -82,7 +82,7 @@ impl SupervisorState {
                 "no new replica became ready within the progress deadline of {}",
                 herdsman_probe::humanize(r.update.progress_deadline)
             );
-            self.end_rollout(RolloutReport::Failed { reason });
+            self.end_rollout(Some(RolloutReport::Failed { reason }));
         }
         // A `min_ready` wake-up needs nothing here: the rollout steps after every message.
     }
@@ -153,8 +153,8 @@ impl SupervisorState {
             });
         }
         match plan.outcome {
-            Outcome::Done => self.end_rollout(RolloutReport::Done),
-            Outcome::Failed(reason) => self.end_rollout(RolloutReport::Failed { reason }),
+            Outcome::Done => self.end_rollout(Some(RolloutReport::Done)),
+            Outcome::Failed(reason) => self.end_rollout(Some(RolloutReport::Failed { reason })),
             Outcome::Continue => {
                 let changed = !plan.add_stand_ins.is_empty() || !plan.replace.is_empty();
                 for index in plan.add_stand_ins {
@@ -219,8 +219,8 @@ impl SupervisorState {
     }
 
     /// The rollout is over: its stand-ins go (each stopped with its signal and grace) and
-    /// the deployment actor hears the outcome.
-    pub(super) fn end_rollout(&mut self, report: RolloutReport) {
+    /// the deployment actor hears the outcome, if there is one to tell.
+    pub(super) fn end_rollout(&mut self, report: Option<RolloutReport>) {
         let Some(r) = self.rollout.take() else { return };
         for index in r.stand_ins {
             if let Some(slot) = self.slots.remove(&index) {
@@ -234,11 +234,13 @@ impl SupervisorState {
             }
         }
         self.recount();
-        let _ = self.parent.cast(DeploymentMsg::Rollout {
-            service: self.ctx.service_name.clone(),
-            from: self.ctx.supervisor.get_id(),
-            revision: r.revision,
-            report,
-        });
+        if let Some(report) = report {
+            let _ = self.parent.cast(DeploymentMsg::Rollout {
+                service: self.ctx.service_name.clone(),
+                from: self.ctx.supervisor.get_id(),
+                revision: r.revision,
+                report,
+            });
+        }
     }
 }

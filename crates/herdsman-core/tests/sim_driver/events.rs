@@ -51,6 +51,15 @@ pub enum Event {
     /// From now on or no longer, the service's containers ignore their stop signal, so a
     /// stop lasts the whole grace period and ends with SIGKILL.
     HangingStops { service: usize, on: bool },
+    /// Apply a changed spec: the service's image becomes version `version`, rolled with
+    /// this surge and unavailability (not both 0); back-to-back applies supersede each
+    /// other, and a rollout the other faults make fail is reverted.
+    Apply {
+        service: usize,
+        version: u32,
+        surge: u32,
+        unavailable: u32,
+    },
     /// Shut the deployment down; the schedule goes on meanwhile.
     Shutdown,
     /// Nothing: time passes.
@@ -136,6 +145,7 @@ const WEIGHTS: &[(Kind, u32)] = &[
     (Kind::Scale, 11),
     (Kind::StartService, 2),
     (Kind::Restart, 4),
+    (Kind::Apply, 5),
     (Kind::SlowInit, 5),
     (Kind::HangingInit, 2),
     (Kind::FailingInit, 3),
@@ -155,6 +165,7 @@ enum Kind {
     Scale,
     StartService,
     Restart,
+    Apply,
     SlowInit,
     HangingInit,
     FailingInit,
@@ -213,6 +224,19 @@ pub fn draw(world: &mut World) -> Event {
         },
         Kind::StartService => Event::StartService { service },
         Kind::Restart => Event::Restart { service, replica },
+        Kind::Apply => {
+            let surge = world.rng.random_range(0..=2);
+            Event::Apply {
+                service,
+                version: world.rng.random_range(2..=9),
+                surge,
+                unavailable: if surge == 0 {
+                    1
+                } else {
+                    world.rng.random_range(0..=1)
+                },
+            }
+        }
         Kind::SlowInit => Event::SlowInit {
             service,
             on: !knobs.slow_init,
@@ -284,6 +308,12 @@ pub async fn inject(world: &mut World, event: &Event) {
                     .await;
             });
         }
+        Event::Apply {
+            service,
+            version,
+            surge,
+            unavailable,
+        } => world.apply(service, version, surge, unavailable).await,
         Event::SlowInit { service, on } => world.turn(service, |k| k.slow_init = on),
         Event::HangingInit { service, on } => {
             world.services[service].init_ever_hung |= on;
@@ -328,6 +358,15 @@ pub fn describe(world: &World, event: &Event) -> String {
         Event::HangingStops { service, on } => {
             format!("{} ignores its stop signal: {on}", name(service))
         }
+        Event::Apply {
+            service,
+            version,
+            surge,
+            unavailable,
+        } => format!(
+            "apply {} version {version} (max_surge {surge}, max_unavailable {unavailable})",
+            name(service)
+        ),
         Event::Shutdown => "shutdown".to_string(),
         Event::Idle => "idle".to_string(),
     }

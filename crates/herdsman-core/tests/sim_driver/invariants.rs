@@ -127,15 +127,27 @@ pub fn unmet(status: &DeploymentStatus, sim: &SimRuntime) -> Vec<Unmet> {
             });
             continue;
         }
+        let satisfied = |r: u32| {
+            running.contains_key(&(s.name.clone(), r))
+                || s.replicas
+                    .iter()
+                    .any(|x| x.replica == r && x.state == ReplicaState::Completed)
+        };
+        // Counted over every replica: during a rollout a surge stand-in above the desired
+        // count stands in for an index being replaced.
+        let mut indices: Vec<u32> = (0..s.desired)
+            .chain(s.replicas.iter().map(|x| x.replica))
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        if indices.iter().filter(|r| satisfied(**r)).count() as u32 >= s.desired {
+            continue;
+        }
         for r in 0..s.desired {
-            if running.contains_key(&(s.name.clone(), r)) {
+            if satisfied(r) {
                 continue;
             }
             let entry = s.replicas.iter().find(|x| x.replica == r);
-            let completed = entry.is_some_and(|x| x.state == ReplicaState::Completed);
-            if completed {
-                continue;
-            }
             found.push(Unmet {
                 service: s.name.clone(),
                 replica: Some(r),
@@ -329,8 +341,19 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
                 format!("{}: board desired {} != {desired} asked", s.name, s.desired),
             ));
         }
-        // Scaled away means gone, whatever the service's phase.
-        for r in s.replicas.iter().filter(|r| r.replica >= desired) {
+        // Scaled away means gone, whatever the service's phase; only a rollout in
+        // progress keeps surge stand-ins above the desired count.
+        let rolling = status.rollout.as_ref().is_some_and(|r| {
+            matches!(
+                r.phase,
+                herdsman_core::RolloutPhase::Progressing | herdsman_core::RolloutPhase::Reverting
+            ) && r.services.iter().any(|x| x.service == s.name && !x.done)
+        });
+        for r in s
+            .replicas
+            .iter()
+            .filter(|r| r.replica >= desired && !rolling)
+        {
             found.push(breach(
                 Invariant::BoardTruth,
                 format!(

@@ -150,6 +150,30 @@ impl World {
         }
     }
 
+    /// Apply the current spec with one service's image changed: it rolls to the new
+    /// version; its replica count, unchanged in the spec, is left as it is.
+    pub async fn apply(&mut self, service: usize, version: u32, surge: u32, unavailable: u32) {
+        let mut spec = self.spec.clone();
+        let svc = &mut spec.services[service];
+        svc.image = Some(format!("sim/{}:v{version}", svc.name));
+        svc.update.max_surge = herdsman_spec::Amount::Count(surge);
+        svc.update.max_unavailable = herdsman_spec::Amount::Count(unavailable);
+        svc.update.progress_deadline = Duration::from_secs(20);
+        let name = svc.name.clone();
+        match bounded(CALL_WITHIN, self.handle.apply(spec.clone(), false)).await {
+            Some(Ok(_)) => self.spec = spec,
+            Some(Err(_)) if self.shutdown_requested() => {}
+            Some(Err(e)) => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("apply of {name} refused: {e}"),
+            }),
+            None => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("apply of {name} unanswered for {CALL_WITHIN:?}"),
+            }),
+        }
+    }
+
     /// Start the deployment's shutdown in a task of its own; the schedule goes on.
     pub fn begin_shutdown(&mut self) {
         if !matches!(self.shutdown, Shutdown::NotAsked) {
