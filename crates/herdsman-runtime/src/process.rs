@@ -524,6 +524,14 @@ impl Runtime for ProcessRuntime {
             reaped: reaped_rx,
         };
         drop(state);
+        // A shutdown that began while this one was spawning may have swept the running
+        // replicas before this one was among them: it sets `closed` before it looks, so
+        // either it saw this replica or this sees `closed`. Then this start kills what it
+        // began (the reaper below reports the exit) rather than leave it behind.
+        let shut_meanwhile = self.closed.load(Ordering::SeqCst);
+        if shut_meanwhile {
+            contained.kill();
+        }
         self.record(id, &replica, pid, &contained, log.as_ref().map(|(p, _)| p));
         tokio::spawn(reap(
             child,
