@@ -1,75 +1,13 @@
 //! A container's output tail: the last lines of its log stream, bounded by line count and
 //! bytes, fed by one follower task per container.
 
-use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
 use bollard::query_parameters::LogsOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 
-/// The last lines a container printed. Oldest lines are dropped first.
-#[derive(Debug)]
-pub(crate) struct LogRing {
-    ring: Mutex<Ring>,
-}
-
-#[derive(Debug)]
-struct Ring {
-    lines: VecDeque<String>,
-    bytes: usize,
-    max_lines: usize,
-    max_bytes: usize,
-}
-
-impl LogRing {
-    /// An empty ring with these bounds.
-    pub(crate) fn new(max_lines: usize, max_bytes: usize) -> LogRing {
-        LogRing {
-            ring: Mutex::new(Ring {
-                lines: VecDeque::new(),
-                bytes: 0,
-                max_lines,
-                max_bytes,
-            }),
-        }
-    }
-
-    fn ring(&self) -> MutexGuard<'_, Ring> {
-        // Each update leaves the ring consistent; a poisoned lock is still usable.
-        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Append one line; a line over the byte bound keeps its end.
-    pub(crate) fn push(&self, mut line: String) {
-        let mut ring = self.ring();
-        if ring.max_lines == 0 || ring.max_bytes == 0 {
-            return;
-        }
-        if line.len() > ring.max_bytes {
-            let mut cut = line.len() - ring.max_bytes;
-            while !line.is_char_boundary(cut) {
-                cut += 1;
-            }
-            line.replace_range(..cut, "");
-        }
-        ring.bytes += line.len();
-        ring.lines.push_back(line);
-        while ring.lines.len() > ring.max_lines || ring.bytes > ring.max_bytes {
-            match ring.lines.pop_front() {
-                Some(old) => ring.bytes -= old.len(),
-                None => break,
-            }
-        }
-    }
-
-    /// The last `n` lines, oldest first.
-    pub(crate) fn tail(&self, n: usize) -> Vec<String> {
-        let ring = self.ring();
-        let skip = ring.lines.len().saturating_sub(n);
-        ring.lines.iter().skip(skip).cloned().collect()
-    }
-}
+/// The last lines a container printed, bounded by lines and bytes: the process
+/// runtime's ring, shared.
+pub(crate) use herdsman_runtime::LogBuffer as LogRing;
 
 /// Splits a byte stream into lines for a ring, bounding an unterminated line.
 #[derive(Debug, Default)]

@@ -65,6 +65,7 @@ mod sim_state;
 
 pub use error::RuntimeError;
 pub use fault::{ExecBehaviour, FaultProfile, HealthBehaviour, Lifetime};
+pub use log_buffer::LogBuffer;
 pub use process::{ProcessConfig, ProcessRuntime};
 pub use runtime::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started, Survivor,

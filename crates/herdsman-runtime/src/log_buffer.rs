@@ -16,9 +16,10 @@ const READ_CHUNK: usize = 4 * 1024;
 const FIRST_CHUNK: usize = 256;
 
 /// The last lines a replica printed: at most `max_lines` lines and `max_bytes` bytes of
-/// text, whichever limit is reached first. Oldest lines are dropped first.
+/// text, whichever limit is reached first. Oldest lines are dropped first. Shared with
+/// backends that keep their containers' tails in memory (Docker).
 #[derive(Debug)]
-pub(crate) struct LogBuffer {
+pub struct LogBuffer {
     ring: Mutex<Ring>,
 }
 
@@ -32,7 +33,7 @@ struct Ring {
 
 impl LogBuffer {
     /// An empty buffer with these bounds.
-    pub(crate) fn new(max_lines: usize, max_bytes: usize) -> LogBuffer {
+    pub fn new(max_lines: usize, max_bytes: usize) -> LogBuffer {
         LogBuffer {
             ring: Mutex::new(Ring {
                 lines: VecDeque::new(),
@@ -51,7 +52,7 @@ impl LogBuffer {
 
     /// Append one line (without its newline). A line longer than the byte bound keeps its
     /// end, the part printed last.
-    pub(crate) fn push(&self, mut line: String) {
+    pub fn push(&self, mut line: String) {
         let mut ring = self.ring();
         if ring.max_lines == 0 || ring.max_bytes == 0 {
             return;
@@ -74,7 +75,7 @@ impl LogBuffer {
     }
 
     /// The last `n` lines, oldest first.
-    pub(crate) fn tail(&self, n: usize) -> Vec<String> {
+    pub fn tail(&self, n: usize) -> Vec<String> {
         let ring = self.ring();
         let skip = ring.lines.len().saturating_sub(n);
         ring.lines.iter().skip(skip).cloned().collect()
