@@ -416,6 +416,11 @@ impl StatusBoard {
             .clone()
     }
 
+    /// Whether the deployment has this service (one map lookup, no copy).
+    pub fn has_service(&self, service: &str) -> bool {
+        self.inner.services.contains_key(service)
+    }
+
     /// One replica's status.
     pub fn replica(&self, service: &str, replica: u32) -> Option<ReplicaStatus> {
         self.inner

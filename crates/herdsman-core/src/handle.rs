@@ -385,13 +385,8 @@ impl DeploymentHandle {
         replica: u32,
         lines: usize,
     ) -> Result<Vec<String>, CoreError> {
-        if !self
-            .board
-            .snapshot()
-            .services
-            .iter()
-            .any(|s| s.name == service)
-        {
+        // `logs -f` asks every 200 ms: a lookup, not a copy of the whole board.
+        if !self.board.has_service(service) {
             return Err(CoreError::UnknownService(service.to_string()));
         }
         let r = self
