@@ -488,8 +488,12 @@ impl StatusBoard {
         self.inner.replicas.iter().filter(|r| f(r.value())).count()
     }
 
-    /// A consistent-enough copy of everything, services in spec order, replicas by index.
+    /// A copy of everything, services in spec order, replicas by index. Its `stable` never
+    /// contradicts its rows: the deployment's verdict is read before the rows (which are
+    /// written before the deployment hears of a change), and a verdict the rows do not
+    /// bear out (a replica that turned unready a moment ago) reads as not stable.
     pub fn snapshot(&self) -> DeploymentStatus {
+        let verdict = self.is_stable();
         let order = self
             .inner
             .order
@@ -532,9 +536,16 @@ impl StatusBoard {
             s.running = s.replicas.iter().filter(|r| r.state.is_running()).count() as u32;
             s.healthy = s.replicas.iter().filter(|r| r.is_ready()).count() as u32;
         }
+        let rows_agree = services.iter().all(|s| {
+            let ready = s
+                .replicas
+                .iter()
+                .filter(|r| r.is_ready() || r.state == ReplicaState::Completed);
+            s.desired == 0 || ready.count() >= s.desired as usize
+        });
         DeploymentStatus {
             deployment: self.inner.deployment.to_string(),
-            stable: self.is_stable(),
+            stable: verdict && rows_agree,
             services,
             rollout: self.rollout(),
         }
@@ -578,5 +589,34 @@ mod tests {
         );
         assert_eq!(totals.duration, Duration::from_millis(10));
         assert_eq!(board.probe_totals("ghost"), None);
+    }
+
+    #[test]
+    fn a_snapshot_is_stable_only_when_its_own_rows_are_ready() {
+        let api: Arc<str> = Arc::from("api");
+        let board = StatusBoard::new("shop".into(), &[(api.clone(), 2)]);
+        for replica in 0..2 {
+            board.update(&api, replica, |r| {
+                r.state = ReplicaState::Running;
+                r.healthy = true;
+            });
+        }
+        board.set_stable(true);
+        assert!(board.snapshot().stable);
+
+        // A replica turned unready; the deployment has not heard of it yet.
+        board.update(&api, 1, |r| r.healthy = false);
+        assert!(board.is_stable(), "the verdict lags behind the row");
+        let status = board.snapshot();
+        assert_eq!(status.services[0].healthy, 1);
+        assert!(
+            !status.stable,
+            "a snapshot never shows stable beside an unready row"
+        );
+
+        // Rows ready, verdict not (yet) given: not stable either.
+        board.update(&api, 1, |r| r.healthy = true);
+        board.set_stable(false);
+        assert!(!board.snapshot().stable);
     }
 }
