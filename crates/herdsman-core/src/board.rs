@@ -73,13 +73,25 @@ impl ReplicaState {
     }
 }
 
+/// What one probe result was, as status shows it: a word, not a string kept per check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    /// The check passed.
+    Success,
+    /// The check ran and failed.
+    Failure,
+    /// The check could not run (a probe error, not the workload's).
+    Unknown,
+}
+
 /// One probe result as kept for status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeRecord {
     /// Milliseconds since the deployment was spawned.
     pub at_ms: u64,
     /// `success`, `failure` or `unknown`.
-    pub outcome: String,
+    pub outcome: ProbeOutcome,
     /// Why it failed, if it did.
     pub reason: Option<String>,
     /// How long the check took.
@@ -91,13 +103,13 @@ pub struct ProbeRecord {
 impl ProbeRecord {
     pub(crate) fn new(at_ms: u64, r: &CheckResult) -> ProbeRecord {
         let (outcome, reason) = match &r.outcome {
-            Outcome::Success => ("success", None),
-            Outcome::Failure(why) => ("failure", Some(why.clone())),
-            Outcome::Unknown(why) => ("unknown", Some(why.clone())),
+            Outcome::Success => (ProbeOutcome::Success, None),
+            Outcome::Failure(why) => (ProbeOutcome::Failure, Some(why.clone())),
+            Outcome::Unknown(why) => (ProbeOutcome::Unknown, Some(why.clone())),
         };
         ProbeRecord {
             at_ms,
-            outcome: outcome.to_string(),
+            outcome,
             reason,
             duration_ms: r.duration.as_millis() as u64,
             output: r.output.clone(),
@@ -353,6 +365,26 @@ impl StatusBoard {
             .entry((service.clone(), replica))
             .or_insert_with(|| ReplicaStatus::new(replica));
         f(entry.value_mut());
+    }
+
+    /// Change the status of `container`'s replica if the board still shows that
+    /// incarnation; a late report of an incarnation that is gone changes nothing (and
+    /// never brings back a row that was scaled away).
+    pub(crate) fn update_incarnation(
+        &self,
+        container: &ContainerId,
+        f: impl FnOnce(&mut ReplicaStatus),
+    ) {
+        let key = (container.service.clone(), container.replica);
+        if let Some(mut row) = self.inner.replicas.get_mut(&key) {
+            if row
+                .container
+                .as_ref()
+                .is_some_and(|c| c.generation == container.generation)
+            {
+                f(row.value_mut());
+            }
+        }
     }
 
     /// Forget a replica that was scaled away.

@@ -34,8 +34,9 @@ mod stabilization;
 
 pub use apply::{ApplyPlan, Change, ServiceChange};
 pub use board::{
-    DeploymentStatus, ProbeRecord, ProbeTotals, ReplicaState, ReplicaStatus, RolloutPhase,
-    RolloutStatus, ServicePhase, ServiceRollout, ServiceStatus, StatusBoard, PROBE_HISTORY,
+    DeploymentStatus, ProbeOutcome, ProbeRecord, ProbeTotals, ReplicaState, ReplicaStatus,
+    RolloutPhase, RolloutStatus, ServicePhase, ServiceRollout, ServiceStatus, StatusBoard,
+    PROBE_HISTORY,
 };
 pub use error::CoreError;
 pub use event::{Event, EventKind, EventStream, Received};

@@ -338,7 +338,12 @@ impl Actor for ServiceSupervisor {
             SupervisorMsg::Started {
                 replica,
                 generation,
-            } => state.started(&myself, replica, generation),
+            } => {
+                state.started(&myself, replica, generation);
+                if let Some(healthy) = state.early_health(replica, generation) {
+                    state.health(&myself, replica, generation, healthy).await;
+                }
+            }
             SupervisorMsg::Exited {
                 replica,
                 generation,
@@ -525,6 +530,7 @@ impl SupervisorState {
                 started_at: None,
                 ready_since: None,
                 spec: svc,
+                early_health: None,
             },
         );
         Ok(())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::board::{ReplicaState, ReplicaStatus, ServicePhase, ServiceStatus};
+use crate::board::{ProbeOutcome, ReplicaState, ReplicaStatus, ServicePhase, ServiceStatus};
 
 /// What one service contributes to stability, as its supervisor reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,7 +135,7 @@ pub(crate) fn replica_reason(r: &ReplicaStatus) -> String {
         .probes
         .iter()
         .rev()
-        .find(|p| p.outcome != "success")
+        .find(|p| p.outcome != ProbeOutcome::Success)
         .and_then(|p| p.reason.clone());
     let error = r
         .last_error

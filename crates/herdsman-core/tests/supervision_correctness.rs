@@ -594,3 +594,76 @@ async fn dependants_of_a_failed_service_fail_at_once() {
         .await
         .expect("shutdown");
 }
+
+/// A probe checks on a loop of its own; it must end with its actor however the actor
+/// ends: stopped (scale-down) or torn down with a container actor that panicked.
+#[tokio::test(start_paused = true)]
+async fn a_probe_stops_checking_when_its_replica_goes_however_it_goes() {
+    let sim = Arc::new(SimRuntime::new(9));
+    let mut svc = service("api", 1);
+    svc.health = Some(health(OnUnhealthy::Isolate));
+    let handle = spawn(sim.clone(), vec![svc]).await;
+    settle(Duration::from_secs(5)).await;
+    let checks = || {
+        handle
+            .board()
+            .probe_totals("api")
+            .expect("a service")
+            .count()
+    };
+
+    // One replica checked every second: about ten checks in ten seconds, not twenty,
+    // once its container actor panicked and was replaced with a new probe.
+    handle.inject_actor_panic("api", 0);
+    settle(Duration::from_secs(1)).await;
+    let before = checks();
+    settle(Duration::from_secs(10)).await;
+    let during = checks() - before;
+    assert!(
+        (9..=11).contains(&during),
+        "{during} checks in 10 s of one replica probed every second"
+    );
+    assert_eq!(state_of(&handle, "api", 0), ReplicaState::Running);
+
+    handle.scale("api", 0).await.expect("scales");
+    settle(Duration::from_secs(1)).await;
+    assert!(handle.board().replica("api", 0).is_none(), "scaled away");
+    let before = checks();
+    settle(Duration::from_secs(10)).await;
+    assert_eq!(checks(), before, "a replica scaled away is still checked");
+    assert!(
+        handle.board().replica("api", 0).is_none(),
+        "a late check brought back a row that was scaled away"
+    );
+    bounded("shutdown", handle.shutdown())
+        .await
+        .expect("shutdown");
+}
+
+/// A probe reports through its container actor, a start through the exit watcher: two
+/// senders. With thousands of replicas starting at once on two worker threads, a probe's
+/// first success (checked within a microsecond) can reach the supervisor before the start
+/// does; that report was dropped, and the replica stayed healthy on the board but never
+/// ready, so the deployment never became stable (seen at 100,000 replicas in the bench,
+/// and here on every run before the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_health_check_heard_before_the_start_still_makes_the_replica_ready() {
+    let sim = Arc::new(SimRuntime::new(10));
+    let mut svc = service("api", 3000);
+    let mut h = health(OnUnhealthy::Isolate);
+    h.start_grace = Duration::from_secs(60);
+    h.start_interval = Duration::from_micros(1);
+    svc.health = Some(h);
+    let handle = spawn(sim.clone(), vec![svc]).await;
+    let outcome = handle
+        .wait_stable(Duration::from_secs(30))
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(outcome, herdsman_core::Stabilization::Ready { .. }),
+        "{outcome:?}"
+    );
+    bounded("shutdown", handle.shutdown())
+        .await
+        .expect("shutdown");
+}

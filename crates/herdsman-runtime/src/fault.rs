@@ -235,13 +235,15 @@ impl FaultProfile {
 }
 
 impl HealthBehaviour {
-    /// The verdict of one check made `elapsed` after the container started.
-    pub(crate) fn verdict(&self, elapsed: Duration, rng: &mut impl Rng) -> Outcome {
+    /// The verdict of one check made `elapsed` after the container started. `rng` is
+    /// asked for only by a behaviour that draws (seeding one per check is most of a
+    /// simulated check's cost).
+    pub(crate) fn verdict<R: Rng>(&self, elapsed: Duration, rng: impl FnOnce() -> R) -> Outcome {
         match *self {
             HealthBehaviour::Healthy => Outcome::Success,
             HealthBehaviour::HealthyAfter(d) if elapsed >= d => Outcome::Success,
             HealthBehaviour::HealthyAfter(_) => Outcome::Failure("not ready yet".into()),
-            HealthBehaviour::Flaky { p_fail } if chance(rng, p_fail) => {
+            HealthBehaviour::Flaky { p_fail } if chance(&mut rng(), p_fail) => {
                 Outcome::Failure("flaky check failed".into())
             }
             HealthBehaviour::Flaky { .. } => Outcome::Success,
@@ -280,7 +282,7 @@ mod tests {
 
     #[test]
     fn health_verdicts_follow_the_clock_from_start() {
-        let mut rng = SmallRng::seed_from_u64(1);
+        let rng = SmallRng::seed_from_u64(1);
         let s = Duration::from_secs;
         let cases = [
             (HealthBehaviour::Healthy, s(0), true),
@@ -294,7 +296,7 @@ mod tests {
         ];
         for (behaviour, elapsed, healthy) in cases {
             assert_eq!(
-                behaviour.verdict(elapsed, &mut rng).is_success(),
+                behaviour.verdict(elapsed, || rng.clone()).is_success(),
                 healthy,
                 "{behaviour:?} at {elapsed:?}"
             );

@@ -495,9 +495,8 @@ impl Runtime for SimRuntime {
             Some(c) => match c.phase {
                 SimPhase::Running { since, .. } => {
                     c.checks += 1;
-                    let mut rng =
-                        rng_for(self.shared.seed, id, Stream::Health, "", c.checks.into());
-                    health.verdict(Instant::now().saturating_duration_since(since), &mut rng)
+                    let rng = || rng_for(self.shared.seed, id, Stream::Health, "", c.checks.into());
+                    health.verdict(Instant::now().saturating_duration_since(since), rng)
                 }
                 _ => Outcome::Failure("container is not running".into()),
             },

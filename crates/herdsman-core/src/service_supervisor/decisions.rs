@@ -41,6 +41,16 @@ impl SupervisorState {
         }
     }
 
+    /// A health report of `generation` that was heard before its start, once the start
+    /// has been (see `Slot::early_health`).
+    pub(super) fn early_health(&mut self, replica: u32, generation: u64) -> Option<bool> {
+        let slot = self.slots.get_mut(&replica)?;
+        if slot.state != SlotState::Running {
+            return None;
+        }
+        slot.take_early_health(generation)
+    }
+
     /// Mark ready now, or after `min_ready` of uninterrupted health.
     pub(super) fn arm_ready(myself: &ActorRef<SupervisorMsg>, replica: u32, slot: &mut Slot) {
         slot.token += 1;
@@ -232,6 +242,9 @@ impl SupervisorState {
         let Some(slot) = self.slots.get_mut(&replica) else {
             return;
         };
+        if slot.keep_early_health(generation, healthy) {
+            return;
+        }
         if slot.generation != generation
             || !matches!(slot.state, SlotState::Running | SlotState::Unhealthy)
         {

@@ -42,6 +42,12 @@ pub(super) struct Slot {
     pub(super) ready_since: Option<Instant>,
     /// The spec its current incarnation runs (old and new differ during a rollout).
     pub(super) spec: Arc<Service>,
+    /// A health report that overtook its incarnation's start report, by generation. The
+    /// probe reports through the container actor and the start comes from the exit
+    /// watcher: two senders, so under load a first check can be heard of before the
+    /// start. A probe reports transitions only; dropping this one would leave the replica
+    /// healthy on the board and never ready to its service.
+    pub(super) early_health: Option<(u64, bool)>,
 }
 
 /// What replicas add to their service's counts: running, healthy, ready, and failed for
@@ -75,6 +81,25 @@ impl Share {
 }
 
 impl Slot {
+    /// Keep a health report of the current incarnation heard while it is still booting.
+    /// True when it was kept (the caller applies it once the start is heard of).
+    pub(super) fn keep_early_health(&mut self, generation: u64, healthy: bool) -> bool {
+        let early = self.generation == generation && self.state == SlotState::Booting;
+        if early {
+            self.early_health = Some((generation, healthy));
+        }
+        early
+    }
+
+    /// The health report kept for `generation`, once: a report of an earlier incarnation
+    /// is dropped.
+    pub(super) fn take_early_health(&mut self, generation: u64) -> Option<bool> {
+        self.early_health
+            .take()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, healthy)| healthy)
+    }
+
     /// This replica's share of the counts.
     pub(super) fn share(&self, is_job: bool) -> Share {
         match self.state {
