@@ -290,6 +290,15 @@ async fn a_crash_looping_version_is_reverted_and_the_old_replicas_serve_througho
     assert!(status
         .reason
         .is_some_and(|r| r.contains("revision 2 failed")));
+    // Rolled back to the spec the deployment started with: nothing earlier to undo to
+    // (the failed spec is not an undo target).
+    assert!(
+        matches!(
+            handle.undo().await,
+            Err(herdsman_core::CoreError::NoPreviousRevision)
+        ),
+        "undo after a rollback"
+    );
     bounded("shutdown", handle.shutdown())
         .await
         .expect("shutdown");

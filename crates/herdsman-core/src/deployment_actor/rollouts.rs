@@ -43,7 +43,11 @@ impl DeploymentState {
             return Ok(plan);
         }
         let new = Arc::new(new);
-        self.revisions.advance(old.clone(), plan.revision);
+        if revert.is_some() {
+            self.revisions.rolled_back(plan.revision);
+        } else {
+            self.revisions.advance(old.clone(), plan.revision);
+        }
         if let Some(t) = self.rollout.as_mut().filter(|t| t.in_progress()) {
             t.phase = RolloutPhase::Superseded;
         }
