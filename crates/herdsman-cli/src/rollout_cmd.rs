@@ -401,34 +401,41 @@ impl Follow {
     /// How a rollout that is over ended: whether it completed, and what to say.
     fn ended(&self, rollout: &RolloutStatus) -> (bool, Vec<String>) {
         let revision = rollout.revision;
-        let why = rollout
-            .reason
-            .as_deref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
-        let mut lines = match rollout.phase {
+        // The failure that caused this: of this revision, or of the one rolled back.
+        let relevant =
+            |r: u64| r == revision || Some(r) == self.reverting_from || r + 1 == revision;
+        let failure = self.failure.as_ref().filter(|f| relevant(f.0));
+        let head = match rollout.phase {
             RolloutPhase::Complete => {
                 return (
                     true,
                     vec![format!("rollout of revision {revision} complete")],
                 )
             }
-            RolloutPhase::Reverted => vec![format!(
-                "rollout failed and was rolled back: revision {revision} runs the previous spec{why}"
-            )],
-            RolloutPhase::Paused => {
-                vec![format!("rollout of revision {revision} is paused{why}")]
+            RolloutPhase::Reverted => {
+                let failed = failure
+                    .map(|f| f.0)
+                    .or(self.reverting_from)
+                    .unwrap_or(revision.saturating_sub(1));
+                format!(
+                    "rollout of revision {failed} failed and was rolled back: revision \
+                     {revision} runs the spec before it"
+                )
             }
-            RolloutPhase::Superseded => vec![format!(
-                "the rollout of revision {revision} was superseded{why}"
-            )],
-            RolloutPhase::Progressing | RolloutPhase::Reverting => Vec::new(),
+            RolloutPhase::Paused => format!("rollout of revision {revision} is paused"),
+            RolloutPhase::Superseded => {
+                format!("the rollout of revision {revision} was superseded")
+            }
+            RolloutPhase::Progressing | RolloutPhase::Reverting => String::new(),
         };
-        // The failure that caused this: of this revision, or of the one rolled back.
-        let relevant =
-            |r: u64| r == revision || Some(r) == self.reverting_from || r + 1 == revision;
-        if let Some((r, reason, failing)) = self.failure.as_ref().filter(|f| relevant(f.0)) {
-            lines.push(format!("revision {r} failed: {reason}"));
+        let mut lines = vec![head];
+        match (failure, &rollout.reason) {
+            (Some((_, reason, _)), _) | (None, Some(reason)) => {
+                lines.push(format!("reason: {reason}"))
+            }
+            (None, None) => {}
+        }
+        if let Some((_, _, failing)) = failure {
             lines.extend(failing_lines(failing));
         }
         (false, lines)
@@ -564,8 +571,16 @@ mod tests {
         };
         assert!(!ok);
         let text = lines.join("\n");
-        assert!(text.contains("rolled back"), "{text}");
-        assert!(text.contains("crash looping or failed"), "{text}");
+        assert!(
+            text.contains(
+                "rollout of revision 2 failed and was rolled back: revision 3 runs the spec before it"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("reason: web: replica 3 of the new spec is crash looping or failed"),
+            "{text}"
+        );
         assert!(text.contains("web/3: exited with code 1"), "{text}");
         assert!(text.contains("| web[3] crashing"), "{text}");
     }
