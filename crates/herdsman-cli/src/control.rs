@@ -4,9 +4,9 @@
 //!
 //! One request per connection, one JSON object on one line: `{"v":1,"kind":"scale",
 //! "service":"web","replicas":3}`. The answer is JSON lines too: zero or more
-//! intermediate lines (`progress`, `status`, `event`, `log`, `missed`), then, for a
-//! request that ends, one final `ok` or `error`. Streaming requests (`watch`, `events`,
-//! `logs` with `follow`) end when the client hangs up or the run stops. A new verb is a
+//! intermediate lines (`progress`, `status`, `event`, `log`, `missed`, `plan`), then, for
+//! a request that ends, one final `ok` or `error`. Streaming requests (`watch`, `events`,
+//! `rollout`, `logs` with `follow`) end when the client hangs up or the run stops. A new verb is a
 //! new `kind`; a server that does not know it answers an `error` naming it, so an older
 //! herdsman tells a newer client plainly what it cannot do.
 

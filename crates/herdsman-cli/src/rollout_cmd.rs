@@ -73,17 +73,18 @@ pub(crate) async fn apply(args: ApplyArgs) -> ExitCode {
         Ok(spec) => spec,
         Err(e) => return refuse(&args.file, e),
     };
-    let text = match std::fs::read_to_string(&args.file) {
+    // Sent as read (the server validates it again): bounded like `load` reads it.
+    let text = match read_bounded(&args.file) {
         Ok(text) => text,
         Err(e) => {
             return Failure::Failed(format!("cannot read {}: {e}", args.file.display())).report()
         }
     };
-    let base_dir = args
-        .file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // Relative `command.workdir`s resolve against the file's directory, as `load` does.
+    let base_dir = match args.file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     // The spec names its deployment: that is the one to apply it to, unless -d says.
     let on = Target {
@@ -109,6 +110,16 @@ pub(crate) async fn rollout(command: RolloutCommand) -> ExitCode {
             operate::exchange(&args.on, Request::Undo, |answer| show_plan(answer, json)).await
         }
     }
+}
+
+/// The file's text, at most one byte past the longest spec.
+fn read_bounded(file: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(herdsman_spec::MAX_SPEC_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// An invalid spec: every problem, and exit 1 (nothing was sent, so nothing changed).

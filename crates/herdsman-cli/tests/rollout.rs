@@ -23,7 +23,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 const REPLICAS: u32 = 3;
 
 /// The service `web`: 3 replicas of the workload answering `GET /` with `body`, each
-/// draining for a second after its stop signal (as a server behind a load balancer
+/// draining for 2 s after its stop signal (as a server behind a load balancer
 /// does), rolled one surge replica at a time with none unavailable.
 fn yaml(base: u16, body: &str, extra_args: &str) -> String {
     format!(
@@ -33,7 +33,7 @@ services:
   web:
     command:
       entrypoint: ["herdsman", "workload"]
-      args: ["--port", "${{PORT}}", "--body", "{body}", "--drain", "1s"{extra_args}]
+      args: ["--port", "${{PORT}}", "--body", "{body}", "--drain", "2s"{extra_args}]
     scale: {{mode: fixed, replicas: {REPLICAS}}}
     endpoints:
       - {{name: http, protocol: http, port: {base}}}
@@ -276,6 +276,25 @@ async fn apply_rolls_every_replica_to_the_new_version_while_clients_see_no_failu
     let st = status(&r.api).await.expect("status");
     assert_eq!(rollout_of(&st)["phase"], "complete", "{st}");
     assert_eq!(rollout_of(&st)["revision"], 2, "{st}");
+    let metrics = client()
+        .get(format!("http://{}/metrics", r.api))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "herdsman_rollout_revision{deployment=\"t\"} 2",
+        "herdsman_rollout_phase{deployment=\"t\",phase=\"complete\"} 1",
+        "herdsman_rollout_updated_replicas{deployment=\"t\",service=\"web\"} 3",
+        "herdsman_rollouts_total{deployment=\"t\",outcome=\"complete\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
