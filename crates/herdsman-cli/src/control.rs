@@ -4,9 +4,9 @@
 //!
 //! One request per connection, one JSON object on one line: `{"v":1,"kind":"scale",
 //! "service":"web","replicas":3}`. The answer is JSON lines too: zero or more
-//! intermediate lines (`progress`, `status`, `event`, `log`, `missed`), then, for a
-//! request that ends, one final `ok` or `error`. Streaming requests (`watch`, `events`,
-//! `logs` with `follow`) end when the client hangs up or the run stops. A new verb is a
+//! intermediate lines (`progress`, `status`, `event`, `log`, `missed`, `plan`), then, for
+//! a request that ends, one final `ok` or `error`. Streaming requests (`watch`, `events`,
+//! `rollout`, `logs` with `follow`) end when the client hangs up or the run stops. A new verb is a
 //! new `kind`; a server that does not know it answers an `error` naming it, so an older
 //! herdsman tells a newer client plainly what it cannot do.
 
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use herdsman_core::{DeploymentStatus, Event};
+use herdsman_core::{ApplyPlan, DeploymentStatus, Event};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -26,8 +26,9 @@ pub(crate) const VERSION: u32 = 1;
 /// The socket's file name in a deployment's state directory.
 pub(crate) const SOCKET: &str = "control.sock";
 
-/// Longest request line accepted, newline included.
-pub(crate) const MAX_REQUEST: usize = 64 * 1024;
+/// Longest request line accepted, newline included: an `apply` carries a whole spec
+/// (at most 8 MiB), which JSON escaping may make longer.
+pub(crate) const MAX_REQUEST: usize = 2 * herdsman_spec::MAX_SPEC_BYTES + 64 * 1024;
 
 /// Longest answer line a client accepts (a status of many replicas is long).
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
@@ -97,6 +98,22 @@ pub(crate) enum Request {
         /// Desired replicas.
         replicas: u32,
     },
+    /// Roll the deployment to a changed spec (final answer: one `plan` then `ok`).
+    Apply {
+        /// The spec's text, as read from the file.
+        spec: String,
+        /// The file's name, to label problems.
+        file: String,
+        /// The file's directory, which relative `command.workdir`s are resolved against.
+        base_dir: PathBuf,
+        /// Only say what would change.
+        dry_run: bool,
+    },
+    /// Roll back to the spec before the current one (final answer: `plan` then `ok`).
+    Undo,
+    /// The rollout's status now and after every event, and the last rollout failure
+    /// (as an `event`), until the client hangs up.
+    Rollout,
 }
 
 /// One line of an answer.
@@ -138,6 +155,13 @@ pub(crate) enum Answer {
     Missed {
         /// How many.
         count: u64,
+    },
+    /// What an `apply` or `undo` changes (or, dry, would change).
+    Plan {
+        /// The plan, per service.
+        plan: ApplyPlan,
+        /// Nothing was changed.
+        dry_run: bool,
     },
     /// One line of a replica's output.
     Log {
@@ -382,6 +406,9 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Envelope>(r#"{"v":1,"kind":"apply"}"#).is_err());
+        assert!(serde_json::from_str::<Envelope>(r#"{"v":1,"kind":"promote"}"#).is_err());
+        let undo: Envelope = serde_json::from_str(r#"{"v":1,"kind":"undo"}"#).expect("undo");
+        assert_eq!(undo.request, Request::Undo);
     }
 
     #[test]

@@ -26,6 +26,10 @@ use tokio::time::Instant;
 use crate::control::{self, Answer, Envelope, Request, MAX_REQUEST, VERSION};
 use crate::log_follow::{Follower, WINDOW};
 
+mod rollouts;
+
+use rollouts::LastFailure;
+
 /// Most clients served at once; one more is told to come back later.
 pub(crate) const MAX_CONNECTIONS: usize = 32;
 
@@ -92,6 +96,8 @@ pub(crate) async fn serve(
 ) {
     let clock = BackoffClock::default();
     let feeding = tokio::spawn(clock.clone().feed(handle.subscribe(), stop.clone()));
+    let failures = LastFailure::default();
+    let remembering = tokio::spawn(failures.clone().feed(handle.subscribe(), stop.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let me = nix::unistd::geteuid().as_raw();
     loop {
@@ -114,6 +120,7 @@ pub(crate) async fn serve(
         let session = Session {
             handle: handle.clone(),
             clock: clock.clone(),
+            failures: failures.clone(),
             stop: stop.clone(),
         };
         tokio::spawn(async move {
@@ -133,6 +140,7 @@ pub(crate) async fn serve(
         });
     }
     feeding.abort();
+    remembering.abort();
 }
 
 /// Write one answer line, within [`WRITE_TIMEOUT`].
@@ -191,6 +199,7 @@ fn usage(message: impl Into<String>) -> Answer {
 struct Session {
     handle: DeploymentHandle,
     clock: BackoffClock,
+    failures: LastFailure,
     stop: watch::Receiver<bool>,
 }
 
@@ -211,7 +220,10 @@ impl Session {
         // closes its sending side or leaves: half a restart helps nobody.
         let streaming = matches!(
             request,
-            Request::Watch | Request::Events | Request::Logs { follow: true, .. }
+            Request::Watch
+                | Request::Events
+                | Request::Rollout
+                | Request::Logs { follow: true, .. }
         );
         let left = async move {
             if streaming {
@@ -284,6 +296,14 @@ impl Session {
                 };
                 send(write, &answer).await
             }
+            Request::Apply {
+                spec,
+                file,
+                base_dir,
+                dry_run,
+            } => self.apply(write, &spec, &file, &base_dir, dry_run).await,
+            Request::Undo => self.undo(write).await,
+            Request::Rollout => self.rollout(write).await,
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "control client dropped");

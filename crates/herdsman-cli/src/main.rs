@@ -11,9 +11,11 @@
 //! control socket or the API); `control` (the control socket's protocol and how clients
 //! find a running deployment), `control_server` (its server in `herdsman run`),
 //! `log_follow` (following output), `operate` (the verbs that act on a running
-//! deployment) and `notify` (event notifications to a webhook); `backend` (which runtime
-//! each service runs on); `workload` (the hidden demo workload); `terminal` (escaping
-//! untrusted text before it is printed); in tests, `test_terminal` (an emulated terminal).
+//! deployment), `rollout_cmd` (apply, rollout status and undo), `reload` (SIGHUP applies
+//! the spec file again) and `notify` (event notifications to a webhook); `backend` (which
+//! runtime each service runs on); `workload` (the hidden demo workload); `terminal`
+//! (escaping untrusted text before it is printed); in tests, `test_terminal` (an
+//! emulated terminal).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ mod notices;
 mod notify;
 mod operate;
 mod progress;
+mod reload;
+mod rollout_cmd;
 mod run;
 mod state_dir;
 mod state_file;
@@ -80,6 +84,11 @@ enum Command {
     Scale(operate::ScaleArgs),
     /// Follow the deployment's events, one line (or JSON object) each.
     Events(operate::EventsArgs),
+    /// Roll the running deployment to a changed spec (`--dry-run`: only print the plan).
+    Apply(rollout_cmd::ApplyArgs),
+    /// Follow the rollout in progress (`status`) or roll back one revision (`undo`).
+    #[command(subcommand)]
+    Rollout(rollout_cmd::RolloutCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -111,6 +120,8 @@ fn main() -> ExitCode {
         Command::Start(args) => operate_on(operate::start(args)),
         Command::Scale(args) => operate_on(operate::scale(args)),
         Command::Events(args) => operate_on(operate::events(args)),
+        Command::Apply(args) => operate_on(rollout_cmd::apply(args)),
+        Command::Rollout(command) => operate_on(rollout_cmd::rollout(command)),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "herdsman", &mut std::io::stdout());

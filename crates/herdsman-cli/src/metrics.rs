@@ -4,11 +4,11 @@
 //! queue's counters; every series labelled with its `deployment`.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use herdsman_core::{
     DeploymentStatus, Event, EventKind, EventStream, ProbeTotals, Received, ReplicaState,
-    StatusBoard,
+    RolloutPhase, StatusBoard,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, LabelValueEncoder};
@@ -47,6 +47,8 @@ pub(crate) struct Metrics {
     backoffs: Family<ServiceLabels, Counter>,
     exits: Family<ServiceLabels, Counter>,
     start_failures: Family<ServiceLabels, Counter>,
+    rollouts: Family<ServiceLabels, Counter>,
+    outcomes: Mutex<RolloutOutcomes>,
     missed: Counter,
     notify: OnceLock<Arc<Queue>>,
 }
@@ -59,9 +61,14 @@ impl Metrics {
             backoffs: Family::default(),
             exits: Family::default(),
             start_failures: Family::default(),
+            rollouts: Family::default(),
+            outcomes: Mutex::new(RolloutOutcomes::default()),
             missed: Counter::default(),
             notify: OnceLock::new(),
         };
+        for outcome in RolloutOutcomes::ALL {
+            let _ = m.rollouts.get_or_create(&outcome_label(outcome));
+        }
         for s in services {
             let labels = service(s);
             for family in [&m.restarts, &m.backoffs, &m.exits, &m.start_failures] {
@@ -78,6 +85,14 @@ impl Metrics {
 
     /// Count what one event says.
     pub(crate) fn observe(&self, event: &Event) {
+        let ended = self
+            .outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(&event.kind);
+        for outcome in ended {
+            saturating_inc(&self.rollouts.get_or_create(&outcome_label(outcome)), 1);
+        }
         let (name, family) = match &event.kind {
             EventKind::ReplicaRestarting { service, .. } => (service, &self.restarts),
             EventKind::BackOff { service, .. } => (service, &self.backoffs),
@@ -146,6 +161,12 @@ impl Metrics {
             self.start_failures.clone(),
         );
         registry.register(
+            "herdsman_rollouts",
+            "Rollouts that ended, by outcome: complete, failed, rolled_back (an automatic \
+             rollback that completed), superseded (replaced by a later apply)",
+            self.rollouts.clone(),
+        );
+        registry.register(
             "herdsman_events_missed",
             "Events the metrics lost by falling behind (counters above undercount by as many)",
             self.missed.clone(),
@@ -158,6 +179,42 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode the metrics");
         }
         out
+    }
+}
+
+fn outcome_label(outcome: &'static str) -> ServiceLabels {
+    vec![("outcome", Label(outcome.to_string()))]
+}
+
+/// How rollouts end, told from the event stream. Pure.
+#[derive(Debug, Default)]
+pub(crate) struct RolloutOutcomes {
+    /// The rollout under way: whether it is an automatic rollback.
+    open: Option<bool>,
+}
+
+impl RolloutOutcomes {
+    /// Every outcome, so each series exists from the start.
+    const ALL: [&'static str; 4] = ["complete", "failed", "rolled_back", "superseded"];
+
+    /// The outcomes `kind` settles (a new rollout supersedes one still under way).
+    pub(crate) fn observe(&mut self, kind: &EventKind) -> Vec<&'static str> {
+        match kind {
+            EventKind::RolloutStarted { revert, .. } => {
+                let superseded = self.open.replace(*revert).map(|_| "superseded");
+                superseded.into_iter().collect()
+            }
+            EventKind::RolloutComplete { .. } => match self.open.take() {
+                Some(true) => vec!["rolled_back"],
+                Some(false) => vec!["complete"],
+                None => Vec::new(),
+            },
+            EventKind::RolloutFailed { .. } => {
+                self.open = None;
+                vec!["failed"]
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -212,6 +269,7 @@ impl Collector for BoardCollector {
                     .encode_gauge(&i64::from(f(s)))?;
             }
         }
+        self.encode_rollout(&mut encoder)?;
         let mut m = encoder.encode_descriptor(
             "herdsman_replicas",
             "Replicas of the service in each state.",
@@ -262,6 +320,63 @@ impl Collector for BoardCollector {
         Ok(())
     }
 }
+
+impl BoardCollector {
+    /// The latest rollout: its revision, its phase (one-hot) and each changed service's
+    /// progress.
+    fn encode_rollout(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rollout = self.status.rollout.as_ref();
+        encoder
+            .encode_descriptor(
+                "herdsman_rollout_revision",
+                "Spec revision of the latest rollout (1: the spec the run started with).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(rollout.map_or(1, |r| r.revision) as i64))?;
+        let mut m = encoder.encode_descriptor(
+            "herdsman_rollout_phase",
+            "1 for the phase the latest rollout is in, 0 for the others (all 0 before any).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for phase in [
+            RolloutPhase::Progressing,
+            RolloutPhase::Complete,
+            RolloutPhase::Reverting,
+            RolloutPhase::Reverted,
+            RolloutPhase::Paused,
+            RolloutPhase::Superseded,
+        ] {
+            let on = rollout.is_some_and(|r| r.phase == phase);
+            m.encode_family(&vec![("phase", Label(phase.as_str().to_string()))])?
+                .encode_gauge(&i64::from(on))?;
+        }
+        let progress: [(&str, &str, PerRollout); 2] = [
+            (
+                "herdsman_rollout_updated_replicas",
+                "Replicas of the service running the latest rollout's spec and ready.",
+                |s| s.updated,
+            ),
+            (
+                "herdsman_rollout_desired_replicas",
+                "Replicas of the service the latest rollout wants on its spec.",
+                |s| s.desired,
+            ),
+        ];
+        for (name, help, f) in progress {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in rollout.iter().flat_map(|r| &r.services) {
+                m.encode_family(&service(&s.service))?
+                    .encode_gauge(&i64::from(f(s)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A rollout gauge's value for one service.
+type PerRollout = fn(&herdsman_core::ServiceRollout) -> u32;
 
 /// The notification queue's length and counters.
 #[derive(Debug)]
@@ -463,6 +578,86 @@ mod tests {
                 );
                 assert!(l.contains("{deployment=\"shop\""), "{l}");
             }
+        }
+    }
+
+    fn started(revert: bool) -> EventKind {
+        EventKind::RolloutStarted {
+            revision: 2,
+            services: vec!["web".into()],
+            revert,
+        }
+    }
+
+    #[test]
+    fn each_rollout_is_counted_once_by_how_it_ended() {
+        let m = Metrics::new(["web"]);
+        let failed = EventKind::RolloutFailed {
+            revision: 2,
+            reason: "web: crash looping".into(),
+            reverting: true,
+            failing: Vec::new(),
+        };
+        for kind in [
+            started(false),
+            EventKind::RolloutComplete { revision: 2 },
+            started(false),
+            failed,
+            started(true),
+            EventKind::RolloutComplete { revision: 4 },
+            started(false),
+            started(false),
+        ] {
+            m.observe(&event(kind));
+        }
+        let text = m.render(status(), vec![]);
+        for line in [
+            "herdsman_rollouts_total{deployment=\"shop\",outcome=\"complete\"} 1",
+            "herdsman_rollouts_total{deployment=\"shop\",outcome=\"failed\"} 1",
+            "herdsman_rollouts_total{deployment=\"shop\",outcome=\"rolled_back\"} 1",
+            "herdsman_rollouts_total{deployment=\"shop\",outcome=\"superseded\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_latest_rollout_shows_its_revision_phase_and_progress() {
+        let m = Metrics::new(["web"]);
+        let before = m.render(status(), vec![]);
+        assert!(before
+            .lines()
+            .any(|l| l == "herdsman_rollout_revision{deployment=\"shop\"} 1"));
+        assert!(before
+            .lines()
+            .any(|l| l == "herdsman_rollout_phase{deployment=\"shop\",phase=\"progressing\"} 0"));
+        let mut st = status();
+        st.rollout = Some(herdsman_core::RolloutStatus {
+            revision: 3,
+            phase: RolloutPhase::Progressing,
+            services: vec![herdsman_core::ServiceRollout {
+                service: "web".into(),
+                updated: 2,
+                desired: 3,
+                done: false,
+            }],
+            reason: None,
+        });
+        let text = m.render(st, vec![]);
+        for line in [
+            "herdsman_rollout_revision{deployment=\"shop\"} 3",
+            "herdsman_rollout_phase{deployment=\"shop\",phase=\"progressing\"} 1",
+            "herdsman_rollout_phase{deployment=\"shop\",phase=\"complete\"} 0",
+            "herdsman_rollout_updated_replicas{deployment=\"shop\",service=\"web\"} 2",
+            "herdsman_rollout_desired_replicas{deployment=\"shop\",service=\"web\"} 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 

@@ -245,6 +245,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let serving = crate::control_server::serve(socket, handle.clone(), stop_rx.clone());
         background.push(tokio::spawn(serving));
     }
+    if let Some(hangup) = signals.hup.take() {
+        let say = {
+            let console = console.clone();
+            move |line: &str| console.lock().line(line)
+        };
+        let reloading = crate::reload::on_hangup(
+            hangup,
+            args.file.clone(),
+            handle.clone(),
+            say,
+            stop_rx.clone(),
+        );
+        background.push(tokio::spawn(reloading));
+    }
     background.push(tokio::spawn(show(
         console.clone(),
         handle.subscribe(),
@@ -448,13 +462,13 @@ async fn show(
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP, as one stream. A hangup (the terminal went away) stops
-/// the deployment like Ctrl-C would: its default action would kill herdsman and leave
-/// every replica, each in its own process group, running.
+/// SIGINT and SIGTERM, as one stream; and SIGHUP, handled from the start (its default
+/// action would kill herdsman and leave every replica, each in its own process group,
+/// running) and taken by the task that re-applies the spec file on it.
 struct StopSignals {
     int: Signal,
     term: Signal,
-    hup: Signal,
+    hup: Option<Signal>,
 }
 
 impl StopSignals {
@@ -462,16 +476,15 @@ impl StopSignals {
         Ok(StopSignals {
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            hup: Some(signal(SignalKind::hangup()).context("cannot handle SIGHUP")?),
         })
     }
 
-    /// The next SIGINT, SIGTERM or SIGHUP.
+    /// The next SIGINT or SIGTERM.
     async fn recv(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
-            _ = self.hup.recv() => {}
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! It serves `GET /` and `GET /healthz` on `127.0.0.1:PORT`, logs what it does on
 //! stdout (so log tails in reports say something), and can crash after a while, crash at
-//! random, start unhealthy, or finish like a job.
+//! random, start unhealthy, finish like a job, answer with a chosen body (a version)
+//! and drain for a while after a stop signal.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +50,14 @@ pub(crate) struct WorkloadArgs {
     /// Ignore SIGTERM and SIGINT, so only the stop grace period's SIGKILL ends it.
     #[arg(long)]
     ignore_sigterm: bool,
+    /// Answer `GET /` with TEXT (and a newline) instead of a greeting, e.g. a version,
+    /// so clients can tell which spec a replica runs.
+    #[arg(long, value_name = "TEXT")]
+    body: Option<String>,
+    /// On SIGTERM or SIGINT, keep serving this long before exiting, as a server that
+    /// drains its clients does (keep it below the stop grace period).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    drain: Option<Duration>,
 }
 
 /// Why the workload ends.
@@ -86,7 +95,10 @@ pub(crate) async fn run(args: WorkloadArgs) -> anyhow::Result<ExitCode> {
         let health = Health {
             started,
             unhealthy_for: args.unhealthy_for.unwrap_or_default(),
-            greeting: format!("hello from {name}[{replica}]\n"),
+            greeting: match &args.body {
+                Some(body) => format!("{body}\n"),
+                None => format!("hello from {name}[{replica}]\n"),
+            },
         };
         let app = Router::new()
             .route("/", get(hello))
@@ -118,6 +130,13 @@ pub(crate) async fn run(args: WorkloadArgs) -> anyhow::Result<ExitCode> {
             0
         }
         Ending::Stopped => {
+            if let Some(drain) = args.drain {
+                say!(
+                    "{name}[{replica}] draining for {} before stopping",
+                    herdsman_probe::humanize(drain)
+                );
+                tokio::time::sleep(drain).await;
+            }
             say!("{name}[{replica}] stopping on signal");
             0
         }

@@ -482,18 +482,19 @@ async fn the_protocol_refuses_bad_requests_plainly_and_serves_a_half_closed_clie
         answer.contains("speaks control protocol v1, not v2") && answer.contains("\"usage\":true"),
         "{answer}"
     );
-    let answer = raw(&socket, b"{\"v\":1,\"kind\":\"apply\",\"file\":\"x\"}\n");
+    let answer = raw(&socket, b"{\"v\":1,\"kind\":\"promote\",\"file\":\"x\"}\n");
     assert!(
-        answer.contains("cannot do that") && answer.contains("apply"),
+        answer.contains("cannot do that") && answer.contains("promote"),
         "{answer}"
     );
     let answer = raw(&socket, b"not json\n");
     assert!(answer.contains("not a control request"), "{answer}");
-    let mut huge = vec![b' '; 70 * 1024];
+    // Longer than the longest request, an `apply` of an 8 MiB spec, escaped.
+    let mut huge = vec![b' '; 17 * 1024 * 1024];
     huge.push(b'\n');
     let answer = raw(&socket, &huge);
     assert!(
-        answer.is_empty() || answer.contains("at most 65536 bytes"),
+        answer.is_empty() || answer.contains("a request is one JSON line of at most"),
         "{answer}"
     );
     // A client that closes its sending side after the request still gets it done.

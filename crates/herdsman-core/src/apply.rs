@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use herdsman_spec::{Deployment, UpdateStrategy};
+use herdsman_spec::{Deployment, Service, UpdateStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::rollout::same_but_scale;
@@ -27,6 +27,9 @@ pub enum Change {
         strategy: String,
         /// Replicas after.
         replicas: u32,
+        /// The spec's fields that changed (`command`, `env`, `health`...), by name.
+        #[serde(default)]
+        fields: Vec<String>,
     },
     /// A new service: started (in dependency order).
     Add {
@@ -83,8 +86,15 @@ impl fmt::Display for ApplyPlan {
             let what = match &c.change {
                 Change::Unchanged => "unchanged".to_string(),
                 Change::Scale { from, to } => format!("scale {from} -> {to} replicas"),
-                Change::Roll { strategy, replicas } => {
-                    format!("roll out ({strategy}), {replicas} replicas")
+                Change::Roll {
+                    strategy,
+                    replicas,
+                    fields,
+                } => {
+                    format!(
+                        "roll out ({strategy}), {replicas} replicas; changed: {}",
+                        fields.join(", ")
+                    )
                 }
                 Change::Add { replicas } => format!("add, {replicas} replicas"),
                 Change::Remove => "remove".to_string(),
@@ -109,13 +119,14 @@ pub(crate) fn diff(old: &Deployment, new: &Deployment, revision: u64) -> ApplyPl
                 from: o.initial_replicas(),
                 to: n.initial_replicas(),
             },
-            Some(_) => Change::Roll {
+            Some(o) => Change::Roll {
                 strategy: match n.update.strategy {
                     UpdateStrategy::Rolling => "rolling",
                     UpdateStrategy::Recreate => "recreate",
                 }
                 .to_string(),
                 replicas: n.initial_replicas(),
+                fields: changed_fields(o, n),
             },
         };
         changes.push(ServiceChange {
@@ -139,10 +150,24 @@ pub(crate) fn diff(old: &Deployment, new: &Deployment, revision: u64) -> ApplyPl
     ApplyPlan { revision, changes }
 }
 
+/// The top-level fields of a service's spec that differ between `old` and `new`, in the
+/// order of their names; `scale` is left out (a scale alone never rolls).
+fn changed_fields(old: &Service, new: &Service) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(o)), Ok(serde_json::Value::Object(n))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    n.iter()
+        .filter(|(k, v)| k.as_str() != "scale" && o.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herdsman_spec::{Command, Scale, Service, ServiceKind, Template};
+    use herdsman_spec::{Command, Scale, ServiceKind, Template};
 
     fn svc(name: &str, replicas: u32, arg: &str) -> Service {
         Service {
@@ -192,7 +217,8 @@ mod tests {
                     "web",
                     &Change::Roll {
                         strategy: "rolling".into(),
-                        replicas: 1
+                        replicas: 1,
+                        fields: vec!["command".into()],
                     }
                 ),
                 ("cache", &Change::Add { replicas: 2 }),
@@ -203,7 +229,8 @@ mod tests {
         assert_eq!(plan.rolled(), vec!["web".to_string()]);
         let text = plan.to_string();
         assert!(
-            text.contains("web") && text.contains("roll out (rolling)"),
+            text.contains("web")
+                && text.contains("roll out (rolling), 1 replicas; changed: command"),
             "{text}"
         );
     }

@@ -40,6 +40,14 @@ impl Revisions {
         self.current = next;
     }
 
+    /// A failed rollout was rolled back to the spec before it, which runs again as
+    /// revision `next`: that spec is current again rather than history, and the failed
+    /// one is not kept, so `undo` goes to the spec before both.
+    pub(crate) fn rolled_back(&mut self, next: u64) {
+        self.history.pop_back();
+        self.current = next;
+    }
+
     /// The spec before the current one.
     pub(crate) fn previous(&self) -> Option<Arc<Deployment>> {
         self.history.back().map(|(_, d)| d.clone())
@@ -127,5 +135,29 @@ impl RolloutTrack {
             RolloutPhase::Paused
         };
         ServiceOutcome::Failed { reason, revert_to }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> Arc<Deployment> {
+        Arc::new(Deployment {
+            name: name.into(),
+            services: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_rollback_leaves_neither_the_failed_spec_nor_its_target_to_undo_to() {
+        let mut r = Revisions::new();
+        r.advance(spec("v1"), 2);
+        r.advance(spec("v2"), 3);
+        assert_eq!(r.previous().map(|d| d.name.clone()), Some("v2".into()));
+        // Revision 3 failed; v2 runs again as revision 4.
+        r.rolled_back(4);
+        assert_eq!(r.current(), 4);
+        assert_eq!(r.previous().map(|d| d.name.clone()), Some("v1".into()));
     }
 }

@@ -260,13 +260,26 @@ async fn a_crash_looping_version_is_reverted_and_the_old_replicas_serve_througho
             revision: 2,
             reason,
             reverting: true,
-            ..
-        } => Some(reason.clone()),
+            failing,
+        } => Some((reason.clone(), failing.clone())),
         _ => None,
     });
     assert!(
-        failed.as_ref().is_some_and(|r| r.contains("crash looping")),
+        failed
+            .as_ref()
+            .is_some_and(|(r, _)| r.contains("crash looping")),
         "{failed:?} in {events:#?}"
+    );
+    // The crash-looping surge replica is reported with its output, although the service
+    // itself still has its 3 old replicas ready.
+    let (_, failing) = failed.expect("a failure");
+    let bad = failing
+        .iter()
+        .find(|s| s.service == "api")
+        .and_then(|s| s.replicas.iter().find(|r| r.replica == 3));
+    assert!(
+        bad.is_some_and(|r| !r.log_tail.is_empty()),
+        "the failing new replica and its output: {failing:#?}"
     );
     assert_eq!(
         rt.running("api"),
@@ -277,6 +290,15 @@ async fn a_crash_looping_version_is_reverted_and_the_old_replicas_serve_througho
     assert!(status
         .reason
         .is_some_and(|r| r.contains("revision 2 failed")));
+    // Rolled back to the spec the deployment started with: nothing earlier to undo to
+    // (the failed spec is not an undo target).
+    assert!(
+        matches!(
+            handle.undo().await,
+            Err(herdsman_core::CoreError::NoPreviousRevision)
+        ),
+        "undo after a rollback"
+    );
     bounded("shutdown", handle.shutdown())
         .await
         .expect("shutdown");

@@ -11,11 +11,11 @@ use ractor::{ActorId, ActorRef};
 
 use super::{arm_dependency_deadlines, DeploymentMsg, DeploymentState, ServiceEntry};
 use crate::apply::{self, ApplyPlan, Change};
-use crate::board::{RolloutPhase, ServiceRollout};
+use crate::board::{DeploymentStatus, RolloutPhase, ServiceRollout};
 use crate::event::EventKind;
 use crate::revision::{RolloutTrack, ServiceOutcome};
 use crate::service_supervisor::{shutdown_budget, RolloutReport, SupervisorMsg};
-use crate::stabilization::ServiceCounts;
+use crate::stabilization::{FailingReplica, FailingService, ServiceCounts};
 use crate::CoreError;
 
 impl DeploymentState {
@@ -43,7 +43,11 @@ impl DeploymentState {
             return Ok(plan);
         }
         let new = Arc::new(new);
-        self.revisions.advance(old.clone(), plan.revision);
+        if revert.is_some() {
+            self.revisions.rolled_back(plan.revision);
+        } else {
+            self.revisions.advance(old.clone(), plan.revision);
+        }
         if let Some(t) = self.rollout.as_mut().filter(|t| t.in_progress()) {
             t.phase = RolloutPhase::Superseded;
         }
@@ -206,19 +210,23 @@ impl DeploymentState {
             return;
         }
         let events = self.args.events.clone();
+        let mut new_failing = Vec::new();
         let outcome = match report {
             RolloutReport::Progress { updated, desired } => {
                 track.progress(&service, updated, desired);
                 events.emit(EventKind::RolloutProgress {
                     revision,
-                    service,
+                    service: service.clone(),
                     updated,
                     desired,
                 });
                 ServiceOutcome::Pending
             }
             RolloutReport::Done => track.done(&service),
-            RolloutReport::Failed { reason } => track.failed(&service, reason),
+            RolloutReport::Failed { reason, failing } => {
+                new_failing = failing;
+                track.failed(&service, reason)
+            }
         };
         self.args.board.set_rollout(Some(track.status()));
         match outcome {
@@ -229,7 +237,12 @@ impl DeploymentState {
                     revision,
                     reason: reason.clone(),
                     reverting: revert_to.is_some(),
-                    failing: self.failing_services(),
+                    failing: with_new_replicas(
+                        self.failing_services(),
+                        &self.args.board.snapshot(),
+                        &service,
+                        new_failing,
+                    ),
                 });
                 if revert_to.is_none() {
                     // Paused: every other service stops rolling where it stands.
@@ -253,4 +266,40 @@ impl DeploymentState {
             }
         }
     }
+}
+
+/// The services not ready, with the failed rollout's new replicas added to its service
+/// (which may count as ready: its old replicas still serve, and a surge replica is not
+/// among the replicas stability counts).
+fn with_new_replicas(
+    mut failing: Vec<FailingService>,
+    status: &DeploymentStatus,
+    service: &str,
+    new: Vec<FailingReplica>,
+) -> Vec<FailingService> {
+    if new.is_empty() {
+        return failing;
+    }
+    match failing.iter_mut().find(|s| s.service == service) {
+        Some(s) => {
+            for r in new {
+                if !s.replicas.iter().any(|x| x.replica == r.replica) {
+                    s.replicas.push(r);
+                }
+            }
+            s.replicas.sort_by_key(|r| r.replica);
+        }
+        None => {
+            let counts = status.services.iter().find(|s| s.name == service);
+            failing.push(FailingService {
+                service: service.to_string(),
+                desired: counts.map_or(0, |s| s.desired),
+                running: counts.map_or(0, |s| s.running),
+                healthy: counts.map_or(0, |s| s.healthy),
+                reason: "its new replicas are not ready".to_string(),
+                replicas: new,
+            })
+        }
+    }
+    failing
 }

@@ -18,6 +18,7 @@ use crate::container_actor::ContainerMsg;
 use crate::deployment_actor::DeploymentMsg;
 use crate::restart::RestartTracker;
 use crate::rollout::{self, Outcome, SlotView};
+use crate::stabilization::{replica_reason, FailingReplica};
 
 /// A rollout in progress in this service.
 pub(super) struct ActiveRollout {
@@ -34,10 +35,21 @@ pub(super) struct ActiveRollout {
 /// What a service tells the deployment actor about its rollout.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RolloutReport {
-    Progress { updated: u32, desired: u32 },
+    Progress {
+        updated: u32,
+        desired: u32,
+    },
     Done,
-    Failed { reason: String },
+    /// With the replicas of the new spec that were not ready, and their output, taken
+    /// before the stand-ins among them are removed.
+    Failed {
+        reason: String,
+        failing: Vec<FailingReplica>,
+    },
 }
+
+/// Lines of output kept per failing replica in a rollout failure.
+const FAILED_LOG_TAIL: usize = 20;
 
 impl SupervisorState {
     /// Begin rolling to `service`, superseding a rollout in progress (its stand-ins are
@@ -82,7 +94,8 @@ impl SupervisorState {
                 "no new replica became ready within the progress deadline of {}",
                 herdsman_probe::humanize(r.update.progress_deadline)
             );
-            self.end_rollout(Some(RolloutReport::Failed { reason }));
+            let failing = self.failing_new_replicas();
+            self.end_rollout(Some(RolloutReport::Failed { reason, failing }));
         }
         // A `min_ready` wake-up needs nothing here: the rollout steps after every message.
     }
@@ -154,7 +167,10 @@ impl SupervisorState {
         }
         match plan.outcome {
             Outcome::Done => self.end_rollout(Some(RolloutReport::Done)),
-            Outcome::Failed(reason) => self.end_rollout(Some(RolloutReport::Failed { reason })),
+            Outcome::Failed(reason) => {
+                let failing = self.failing_new_replicas();
+                self.end_rollout(Some(RolloutReport::Failed { reason, failing }))
+            }
             Outcome::Continue => {
                 let changed = !plan.add_stand_ins.is_empty() || !plan.replace.is_empty();
                 for index in plan.add_stand_ins {
@@ -216,6 +232,27 @@ impl SupervisorState {
             r.state = shown;
             r.backoff_ms = None;
         });
+    }
+
+    /// The replicas running (or starting) the rollout's target spec that are not ready,
+    /// each with why and the tail of its output.
+    fn failing_new_replicas(&self) -> Vec<FailingReplica> {
+        let ctx = &self.ctx;
+        self.slots
+            .iter()
+            .filter(|(_, slot)| !slot.ready && rollout::same_but_scale(&slot.spec, &self.target))
+            .filter_map(|(index, _)| ctx.board.replica(&ctx.service_name, *index))
+            .map(|r| FailingReplica {
+                replica: r.replica,
+                state: r.state,
+                reason: replica_reason(&r),
+                log_tail: r
+                    .container
+                    .as_ref()
+                    .map(|c| ctx.runtime.logs(c, FAILED_LOG_TAIL))
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// The rollout is over: its stand-ins go (each stopped with its signal and grace) and
