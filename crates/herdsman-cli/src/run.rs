@@ -89,6 +89,8 @@ pub(crate) struct RunArgs {
     /// Notifications kept waiting for a slow receiver before the oldest are dropped.
     #[arg(long, value_name = "N", default_value_t = crate::notify::DEFAULT_QUEUE)]
     notify_queue: usize,
+    #[command(flatten)]
+    cluster: crate::cluster_run::CoordinatorFlags,
 }
 
 /// Put the directory of the running herdsman first on `PATH`, so a spec can run
@@ -118,6 +120,11 @@ pub(crate) fn put_own_dir_on_path() {
 /// handlers cannot be installed, or the deployment cannot start.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
+    if args.cluster.node.is_some() {
+        let state_root = args.state_dir.clone();
+        return crate::cluster_run::coordinate(&args.file, args.api, state_root, &args.cluster)
+            .await;
+    }
     let spec = match herdsman_spec::load(&args.file) {
         Ok(spec) => spec,
         Err(e) => return Ok(report_spec_error(e)),
@@ -364,7 +371,7 @@ async fn stop_everything(
 
 /// Print the spec's problems the way `herdsman validate` does, and its exit code: 2 for
 /// an invalid spec, 1 for one that cannot be read.
-fn report_spec_error(e: SpecError) -> ExitCode {
+pub(crate) fn report_spec_error(e: SpecError) -> ExitCode {
     match e {
         SpecError::Invalid { problems } => {
             for p in &problems {

@@ -1,0 +1,160 @@
+//! The agent: joins a coordinator, reports its replicas with every heartbeat and on every
+//! change, runs what it is assigned, stops everything when fenced, and keeps supervising
+//! (and reconnecting with backoff) while the coordinator is away.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ractor::{ActorRef, MessagingErr, RactorErr};
+use ractor_cluster::NodeServerMessage;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::node_server::{SessionEvent, COORDINATOR_GROUP, SCOPE};
+use crate::node_worker::NodeWorker;
+use crate::wire::{CoordinatorMsg, NodeReport, Wire};
+
+/// First reconnect delay; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// An agent's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Its name.
+    pub node: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The coordinator's address.
+    pub join: String,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+/// What the agent tells its operator (the CLI prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentNotice {
+    /// Joined the coordinator.
+    Joined,
+    /// The coordinator refused the session (a wrong cookie on one side).
+    Refused(String),
+    /// The coordinator is gone; replicas keep running, reconnecting.
+    CoordinatorLost,
+    /// Fenced: everything it ran was stopped, it runs the new epoch's share.
+    Fenced {
+        /// The new epoch.
+        epoch: u64,
+    },
+}
+
+/// Run the agent until `stop` resolves; returns the worker so the caller can stop what
+/// it runs.
+pub async fn run_agent(
+    config: AgentConfig,
+    server: ActorRef<NodeServerMessage>,
+    mut sessions: mpsc::UnboundedReceiver<SessionEvent>,
+    mut worker: NodeWorker,
+    notices: mpsc::UnboundedSender<AgentNotice>,
+    stop: impl std::future::Future,
+) -> NodeWorker {
+    tokio::pin!(stop);
+    let mut epoch = 0u64;
+    let mut backoff = FIRST_BACKOFF;
+    let mut next_connect = Instant::now();
+    let mut joined = false;
+    loop {
+        let coordinator = find_coordinator();
+        match &coordinator {
+            None => {
+                if joined {
+                    joined = false;
+                    let _ = notices.send(AgentNotice::CoordinatorLost);
+                }
+                if Instant::now() >= next_connect {
+                    if let Err(e) =
+                        ractor_cluster::client_connect(&server, config.join.as_str()).await
+                    {
+                        tracing::debug!(error = %e, "cannot reach the coordinator");
+                    }
+                    next_connect = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            Some(c) => {
+                let (rows, stable) = worker.rows();
+                let report = NodeReport {
+                    node: config.node.clone(),
+                    labels: config.labels.clone(),
+                    epoch,
+                    deployment: None,
+                    slots: worker.slots(),
+                    rows,
+                    stable,
+                };
+                let timeout = u64::try_from(config.heartbeat.as_millis())
+                    .unwrap_or(1000)
+                    .max(200);
+                match ractor::call_t!(c, CoordinatorMsg::Report, timeout, Wire::Known(report)) {
+                    Ok(Wire::Known(assignment)) => {
+                        if !joined {
+                            joined = true;
+                            backoff = FIRST_BACKOFF;
+                            let _ = notices.send(AgentNotice::Joined);
+                        }
+                        if assignment.epoch != epoch {
+                            if epoch != 0 {
+                                // Fenced: its share went elsewhere while it was away.
+                                worker.stop_all().await;
+                                let _ = notices.send(AgentNotice::Fenced {
+                                    epoch: assignment.epoch,
+                                });
+                            }
+                            epoch = assignment.epoch;
+                        }
+                        if let Some(spec) = &assignment.deployment {
+                            if let Err(e) = worker.apply(spec, &assignment.slots).await {
+                                tracing::warn!(error = %e, "cannot run this node's share");
+                            }
+                        }
+                    }
+                    Ok(Wire::Unreadable(why)) => {
+                        tracing::warn!(%why, "unreadable assignment");
+                    }
+                    Err(RactorErr::Messaging(MessagingErr::SendErr(_))) | Err(_) => {
+                        tracing::debug!("no answer from the coordinator");
+                    }
+                }
+            }
+        }
+        let wait = if coordinator.is_some() {
+            config.heartbeat
+        } else {
+            Duration::from_millis(50)
+        };
+        let mut events = worker.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            Some(e) = sessions.recv() => {
+                if let SessionEvent::Closed { peer, authenticated: false } = e {
+                    let _ = notices.send(AgentNotice::Refused(peer));
+                }
+            }
+            _ = async {
+                match &mut events {
+                    Some(e) => { e.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            }, if coordinator.is_some() => {}
+            _ = &mut stop => return worker,
+        }
+    }
+}
+
+/// The coordinator's actor on another node, once a session to it is ready.
+fn find_coordinator() -> Option<ActorRef<CoordinatorMsg>> {
+    ractor::pg::get_scoped_members(&SCOPE.to_string(), &COORDINATOR_GROUP.to_string())
+        .into_iter()
+        .find(|c| !c.get_id().is_local())
+        .map(ActorRef::from)
+}
