@@ -325,3 +325,43 @@ async fn a_frozen_agent_is_lost_its_replicas_move_and_on_return_it_is_fenced() {
         "running elsewhere after {moved_after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_adopts_every_replica_without_restarting_any() {
+    let mut c = cluster(3);
+    let before = c.stable().await;
+    let mut was = placed(&before);
+    was.sort();
+    assert_eq!(was.len(), 3);
+
+    c.coordinator.signal(Signal::SIGKILL);
+    c.coordinator.wait(Duration::from_secs(10)).await;
+    for agent in &c.agents {
+        eventually(
+            Duration::from_secs(20),
+            "an agent notices its coordinator is gone",
+            || {
+                let out = agent.stdout();
+                async move { out.contains("coordinator is gone").then_some(()) }
+            },
+        )
+        .await;
+    }
+    // Every replica, the coordinator's own included, runs on without it.
+    assert!(was.iter().all(|(_, pid)| alive(*pid)), "{was:?}");
+
+    let secret = c.spec.dir.path().join("cookie");
+    let seen = std::mem::take(&mut c.coordinator.seen_pids);
+    c.coordinator = start_coordinator(&c.spec, &c.api, &c.listen, &secret, c.state.path());
+    c.coordinator.seen_pids = seen;
+    let after = c.stable().await;
+    let mut now = placed(&after);
+    now.sort();
+    assert_eq!(now, was, "{after}\n{}", c.output());
+    for r in after["services"][0]["replicas"]
+        .as_array()
+        .expect("replicas")
+    {
+        assert_eq!(r["restarts"], 0, "{after}");
+    }
+}
