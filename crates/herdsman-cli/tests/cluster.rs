@@ -206,6 +206,28 @@ async fn a_coordinator_and_two_agents_spread_a_deployment_and_become_stable() {
     let nodes = nodes(&c.api).await.expect("nodes answer");
     for n in ["coord", "agent-a", "agent-b"] {
         assert_eq!(node_state(&nodes, n).as_deref(), Some("live"), "{nodes}");
+        let row = nodes["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["node"] == n))
+            .expect("a row per node");
+        assert_eq!(row["replicas"], 1, "{nodes}");
+        assert!(row["last_heartbeat_ms"].as_u64().is_some(), "{nodes}");
+    }
+    // `herdsman status` shows where each replica runs.
+    let (code, table, err) = herdsman_once(&["status", "--api", &c.api]);
+    assert!(code.success(), "{err}");
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("REPLICA"))
+        .expect("replica table");
+    assert!(header.contains("NODE"), "{table}");
+    for (node, pid) in &placed {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(node.as_str()) && l.contains(&pid.to_string())),
+            "{table}"
+        );
     }
     let _ = (&c.listen, &c.spec, &c.state);
 }

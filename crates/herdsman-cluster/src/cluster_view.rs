@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herdsman_core::{ReplicaState, ReplicaStatus};
+use herdsman_core::{ReplicaState, ReplicaStatus, ServicePhase};
 use herdsman_spec::Deployment;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -242,8 +242,15 @@ impl ClusterView {
                 .filter(|r| r.status.state == ReplicaState::Running)
                 .count();
             let healthy = replicas.iter().filter(|r| ready(&r.status)).count();
+            let unplaced = replicas.iter().filter(|r| r.node.is_none()).count();
             services.push(ClusterService {
                 name: service.name.clone(),
+                phase: ServicePhase::Running,
+                reason: match (self.placing(), unplaced) {
+                    (false, _) => Some("gathering the nodes' reports before placing".into()),
+                    (true, 0) => None,
+                    (true, n) => Some(format!("{n} replica(s) have no eligible live node")),
+                },
                 desired,
                 running: u32::try_from(running).unwrap_or(u32::MAX),
                 healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
@@ -312,6 +319,10 @@ pub struct ClusterStatus {
 pub struct ClusterService {
     /// Its name.
     pub name: String,
+    /// Always running: a cluster service is supervised by its nodes.
+    pub phase: ServicePhase,
+    /// Why some slots are not placed, when they are not.
+    pub reason: Option<String>,
     /// Desired replicas.
     pub desired: u32,
     /// Slots running on their owner.
