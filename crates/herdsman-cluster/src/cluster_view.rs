@@ -228,8 +228,11 @@ impl ClusterView {
                     let owned = self.owner(&service.name, r.status.replica) == Some(name)
                         && self.live_and_current(name);
                     if !owned {
-                        // Two incarnations of a slot, or one nobody wants.
-                        stable &= !is_live(&r.status);
+                        // A live node running a slot it does not own: two incarnations,
+                        // or one nobody wants. A lost node's rows are old news (what it
+                        // runs now is unknown until it returns and is fenced).
+                        let lost = e.lease.state() == NodeState::Lost;
+                        stable &= lost || !is_live(&r.status);
                         elsewhere.push(NodeReplica {
                             status: r.status.clone(),
                             node: Some(name.clone()),
@@ -306,7 +309,7 @@ fn is_live(s: &ReplicaStatus) -> bool {
 pub struct ClusterStatus {
     /// The deployment.
     pub deployment: String,
-    /// Every slot ready on its live owner, nothing running anywhere else.
+    /// Every slot ready on its live owner, and no live node runs a slot it does not own.
     pub stable: bool,
     /// The gathering window is over (a coordinator places nothing before).
     pub placing: bool,
@@ -364,4 +367,141 @@ pub struct NodeInfo {
     pub replicas: usize,
     /// Replicas it reports running.
     pub running: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herdsman_spec::{Scale, Service, ServiceKind};
+
+    const LEASE: Duration = Duration::from_secs(5);
+
+    fn spec(replicas: u32) -> Deployment {
+        Deployment {
+            name: "t".into(),
+            services: vec![Service {
+                scale: Scale::Fixed { replicas },
+                ..Service::new("web", ServiceKind::Service)
+            }],
+        }
+    }
+
+    fn running(slot: u32) -> Row {
+        let mut status = ReplicaStatus::new(slot);
+        status.state = ReplicaState::Running;
+        status.healthy = true;
+        Row {
+            service: "web".into(),
+            status,
+        }
+    }
+
+    /// A node reporting that it runs `slots` under `epoch`, all ready.
+    fn report(node: &str, epoch: u64, slots: &[u32]) -> NodeReport {
+        NodeReport {
+            node: node.into(),
+            labels: BTreeMap::new(),
+            epoch,
+            deployment: Some("t".into()),
+            slots: Slots::from([("web".into(), slots.to_vec())]),
+            rows: slots.iter().map(|s| running(*s)).collect(),
+            stable: true,
+        }
+    }
+
+    /// Every node reports what it was assigned, running; returns the assignments.
+    fn settle(view: &mut ClusterView, nodes: &[&str]) -> BTreeMap<String, Assignment> {
+        let mut out = BTreeMap::new();
+        for _ in 0..2 {
+            for n in nodes {
+                let (epoch, slots) = out
+                    .get(*n)
+                    .map(|a: &Assignment| {
+                        (a.epoch, a.slots.get("web").cloned().unwrap_or_default())
+                    })
+                    .unwrap_or((0, Vec::new()));
+                let a = view.report(Instant::now(), report(n, epoch, &slots));
+                out.insert(n.to_string(), a);
+            }
+        }
+        out
+    }
+
+    /// Let the gathering window pass with `nodes` reporting every second, and place.
+    async fn gather(view: &mut ClusterView, nodes: &[&str]) -> BTreeMap<String, Assignment> {
+        let mut last = BTreeMap::new();
+        for _ in 0..LEASE.as_secs() {
+            last = settle(view, nodes);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            view.tick(Instant::now());
+        }
+        assert!(view.placing());
+        last
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_placed_while_gathering_then_every_slot_is_spread() {
+        let mut view = ClusterView::new(spec(3), "c", LEASE, Instant::now() + LEASE);
+        let during = gather(&mut view, &["c", "a", "b"]).await;
+        assert!(during.values().all(|a| a.slots.is_empty()), "{during:?}");
+        let a = settle(&mut view, &["c", "a", "b"]);
+        for n in ["a", "b", "c"] {
+            assert_eq!(a[n].slots.get("web").map(Vec::len), Some(1), "{a:?}");
+        }
+        assert!(view.status().stable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_node_is_lost_its_slots_move_and_when_it_returns_it_is_fenced() {
+        let mut view = ClusterView::new(spec(3), "c", LEASE, Instant::now() + LEASE);
+        gather(&mut view, &["c", "a", "b"]).await;
+        let before = settle(&mut view, &["c", "a", "b"]);
+        let a_slot = before["a"].slots["web"].clone();
+        // a falls silent; the others keep reporting.
+        for _ in 0..LEASE.as_secs() {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            settle(&mut view, &["c", "b"]);
+            view.tick(Instant::now());
+        }
+        assert!(view.take_events().contains(&ViewEvent::Lost("a".into())));
+        let after = settle(&mut view, &["c", "b"]);
+        let moved: Vec<u32> = ["b", "c"]
+            .iter()
+            .flat_map(|n| after[*n].slots.get("web").cloned().unwrap_or_default())
+            .collect();
+        assert!(a_slot.iter().all(|s| moved.contains(s)), "{after:?}");
+        // Its stale row does not hold stability back while it is lost.
+        assert!(view.status().stable);
+        // It returns, still running its old slot under its old epoch: fenced.
+        let back = view.report(Instant::now(), report("a", before["a"].epoch, &a_slot));
+        assert_eq!(back.epoch, before["a"].epoch + 1);
+        assert!(
+            back.slots.get("web").is_none_or(|s| s.is_empty()),
+            "{back:?}"
+        );
+        // Until it has stopped them, its replicas are a second incarnation.
+        assert!(!view.status().stable);
+        view.report(Instant::now(), report("a", back.epoch, &[]));
+        let status = view.status();
+        assert!(status.stable && status.services[0].elsewhere.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_coordinator_adopts_what_the_nodes_report_while_gathering() {
+        let mut view = ClusterView::new(spec(3), "c", LEASE, Instant::now() + LEASE);
+        let mut a = view.report(Instant::now(), report("a", 4, &[0, 2]));
+        let mut c = view.report(Instant::now(), report("c", 1, &[1]));
+        assert_eq!((a.epoch, a.slots.get("web")), (4, Some(&vec![0, 2])));
+        assert_eq!((c.epoch, c.slots.get("web")), (1, Some(&vec![1])));
+        for _ in 0..=LEASE.as_secs() {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            view.tick(Instant::now());
+            a = view.report(Instant::now(), report("a", 4, &[0, 2]));
+            c = view.report(Instant::now(), report("c", 1, &[1]));
+        }
+        assert!(view.placing());
+        assert_eq!((a.epoch, a.slots.get("web")), (4, Some(&vec![0, 2])));
+        assert_eq!((c.epoch, c.slots.get("web")), (1, Some(&vec![1])));
+        assert!(view.status().stable);
+    }
 }
