@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::node_server::{SessionEvent, COORDINATOR_GROUP, SCOPE};
 use crate::node_worker::NodeWorker;
-use crate::wire::{CoordinatorMsg, NodeReport, Wire};
+use crate::wire::{Assignment, CoordinatorMsg, NodeReport, Wire};
 
 /// First reconnect delay; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -59,7 +59,7 @@ pub async fn run_agent(
     stop: impl std::future::Future,
 ) -> NodeWorker {
     tokio::pin!(stop);
-    let mut epoch = 0u64;
+    let mut membership = Membership::default();
     let mut backoff = FIRST_BACKOFF;
     let mut next_connect = Instant::now();
     let mut joined = false;
@@ -82,16 +82,7 @@ pub async fn run_agent(
                 }
             }
             Some(c) => {
-                let (rows, stable) = worker.rows();
-                let report = NodeReport {
-                    node: config.node.clone(),
-                    labels: config.labels.clone(),
-                    epoch,
-                    deployment: None,
-                    slots: worker.slots(),
-                    rows,
-                    stable,
-                };
+                let report = membership.report(&config, &worker);
                 let timeout = u64::try_from(config.heartbeat.as_millis())
                     .unwrap_or(1000)
                     .max(200);
@@ -102,20 +93,8 @@ pub async fn run_agent(
                             backoff = FIRST_BACKOFF;
                             let _ = notices.send(AgentNotice::Joined);
                         }
-                        if assignment.epoch != epoch {
-                            if epoch != 0 {
-                                // Fenced: its share went elsewhere while it was away.
-                                worker.stop_all().await;
-                                let _ = notices.send(AgentNotice::Fenced {
-                                    epoch: assignment.epoch,
-                                });
-                            }
-                            epoch = assignment.epoch;
-                        }
-                        if let Some(spec) = &assignment.deployment {
-                            if let Err(e) = worker.apply(spec, &assignment.slots).await {
-                                tracing::warn!(error = %e, "cannot run this node's share");
-                            }
+                        if let Some(epoch) = membership.apply(&mut worker, &assignment).await {
+                            let _ = notices.send(AgentNotice::Fenced { epoch });
                         }
                     }
                     Ok(Wire::Unreadable(why)) => {
@@ -148,6 +127,53 @@ pub async fn run_agent(
             }, if coordinator.is_some() => {}
             _ = &mut stop => return worker,
         }
+    }
+}
+
+/// What a node knows of its place in the cluster: the epoch of the assignment it runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    epoch: u64,
+}
+
+impl Membership {
+    /// The epoch it runs under (0: none yet).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Its report: what `worker` runs, under its epoch.
+    pub fn report(&self, config: &AgentConfig, worker: &NodeWorker) -> NodeReport {
+        let (rows, stable) = worker.rows();
+        NodeReport {
+            node: config.node.clone(),
+            labels: config.labels.clone(),
+            epoch: self.epoch,
+            deployment: None,
+            slots: worker.slots(),
+            rows,
+            stable,
+        }
+    }
+
+    /// Carry out an assignment. An epoch other than its own means it was fenced (its
+    /// work was given to others while it was away): it stops everything it runs before
+    /// it takes the new share, and the new epoch is returned.
+    pub async fn apply(&mut self, worker: &mut NodeWorker, assignment: &Assignment) -> Option<u64> {
+        let mut fenced = None;
+        if assignment.epoch != self.epoch {
+            if self.epoch != 0 {
+                worker.stop_all().await;
+                fenced = Some(assignment.epoch);
+            }
+            self.epoch = assignment.epoch;
+        }
+        if let Some(spec) = &assignment.deployment {
+            if let Err(e) = worker.apply(spec, &assignment.slots).await {
+                tracing::warn!(error = %e, "cannot run this node's share");
+            }
+        }
+        fenced
     }
 }
 

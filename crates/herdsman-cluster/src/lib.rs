@@ -21,7 +21,7 @@ mod placement;
 mod slot_runtime;
 mod wire;
 
-pub use agent::{run_agent, AgentConfig, AgentNotice};
+pub use agent::{run_agent, AgentConfig, AgentNotice, Membership};
 pub use cluster_view::{
     ClusterService, ClusterStatus, ClusterView, NodeInfo, NodeReplica, ViewEvent,
 };
