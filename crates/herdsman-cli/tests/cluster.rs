@@ -338,6 +338,9 @@ async fn a_frozen_agent_is_lost_its_replicas_move_and_on_return_it_is_fenced() {
     assert_eq!(running.len(), 3);
     assert!(running.iter().all(|(_, p)| alive(*p)));
     assert!(c.agents[0].stdout().contains("fenced"), "{}", c.output());
+    eprintln!(
+        "frozen → lost {lost_after:?}; → running elsewhere {moved_after:?} (lease {LEASE:?})"
+    );
     assert!(
         lost_after <= LEASE + Duration::from_secs(1),
         "lost after {lost_after:?}"
