@@ -207,13 +207,14 @@ impl ClusterView {
             for slot in 0..desired {
                 let owner = self.owner(&service.name, slot);
                 let row = owner.filter(|n| self.live_and_current(n)).and_then(|n| {
-                    self.nodes[n]
+                    self.nodes
+                        .get(n)?
                         .rows
                         .iter()
                         .find(|r| r.service == service.name && r.status.replica == slot)
                 });
                 let ready = row.is_some_and(|r| ready(&r.status))
-                    && owner.is_some_and(|n| self.nodes[n].stable);
+                    && owner.is_some_and(|n| self.nodes.get(n).is_some_and(|e| e.stable));
                 stable &= ready;
                 replicas.push(NodeReplica {
                     status: row
