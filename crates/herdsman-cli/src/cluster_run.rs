@@ -74,6 +74,13 @@ pub(crate) async fn coordinate(
         Ok(spec) => spec,
         Err(e) => return Ok(crate::run::report_spec_error(e)),
     };
+    if let ApiAddr::At(addr) = api {
+        if !addr.ip().is_loopback() {
+            // The coordinator's API has no token support yet.
+            eprintln!("error: a cluster coordinator serves its API on loopback only (got {addr})");
+            return Ok(ExitCode::from(crate::run::EXIT_INVALID));
+        }
+    }
     let cookie = read_cookie(cookie_file)?;
     let mut stop = crate::agent::stop_signals()?;
 

@@ -121,6 +121,10 @@ pub(crate) fn put_own_dir_on_path() {
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
     if args.cluster.node.is_some() {
+        if let Some(flag) = not_for_a_cluster(&args) {
+            eprintln!("error: {flag} is not supported with --node (a cluster coordinator)");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
         let state_root = args.state_dir.clone();
         return crate::cluster_run::coordinate(&args.file, args.api, state_root, &args.cluster)
             .await;
@@ -367,6 +371,23 @@ async fn stop_everything(
         "stopped deployment \"{name}\" in {}",
         herdsman_probe::humanize(started.elapsed())
     ));
+}
+
+/// The first flag given that a cluster coordinator does not honour yet; refused rather
+/// than ignored (an ignored --api-token would leave the API open).
+fn not_for_a_cluster(args: &RunArgs) -> Option<&'static str> {
+    [
+        (args.api_token.is_some(), "--api-token"),
+        (args.api_flags.api_token_file.is_some(), "--api-token-file"),
+        (args.api_insecure, "--api-insecure"),
+        (args.timeout.is_some(), "--timeout"),
+        (args.until_stable, "--until-stable"),
+        (args.no_adopt, "--no-adopt"),
+        (args.runtime.is_some(), "--runtime"),
+        (args.notify.is_some(), "--notify"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
 }
 
 /// Print the spec's problems the way `herdsman validate` does, and its exit code: 2 for

@@ -390,3 +390,29 @@ async fn a_restarted_coordinator_adopts_every_replica_without_restarting_any() {
         assert_eq!(r["restarts"], 0, "{after}");
     }
 }
+
+#[test]
+fn a_coordinator_refuses_flags_it_would_ignore_and_a_cookie_others_can_read() {
+    let spec = portless_spec(1);
+    let secret = cookie(spec.dir.path(), "cookie", "s3cret");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = ["run", s(&spec.path), "--node", "c", "--listen", &listen];
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        herdsman_once(&args)
+    };
+    let (code, _, err) = with(&["--cookie-file", s(&secret), "--api-token", "t"]);
+    assert_eq!(code.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--api-token is not supported with --node"),
+        "{err}"
+    );
+    let (code, _, err) = with(&["--cookie-file", s(&secret), "--api", "0.0.0.0:7777"]);
+    assert_eq!(code.code(), Some(2), "{err}");
+    assert!(err.contains("loopback only"), "{err}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, _, err) = with(&["--cookie-file", s(&secret)]);
+    assert_eq!(code.code(), Some(1), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}
