@@ -173,15 +173,21 @@ pub(crate) async fn coordinate(
                     println!("refused a node session from {peer}: authentication failed (wrong cookie?)");
                 }
             }
-            _ = check.tick() => {
-                let stable = view.lock().status().stable;
-                if stable && !was_stable {
-                    println!("deployment \"{name}\" is stable across the cluster after {}", herdsman_probe::humanize(started.elapsed()));
-                } else if !stable && was_stable {
-                    println!("deployment \"{name}\" is no longer stable");
-                }
-                was_stable = stable;
+            _ = check.tick() => {}
+            _ = view.changed() => {}
+        }
+        {
+            let stable = view.lock().status().stable;
+            if stable && !was_stable {
+                tracing::info!(target: "herdsman_cluster::latency", "cluster stable");
+                println!(
+                    "deployment \"{name}\" is stable across the cluster after {}",
+                    herdsman_probe::humanize(started.elapsed())
+                );
+            } else if !stable && was_stable {
+                println!("deployment \"{name}\" is no longer stable");
             }
+            was_stable = stable;
         }
     }
 

@@ -63,6 +63,9 @@ pub async fn run_agent(
     let mut backoff = FIRST_BACKOFF;
     let mut next_connect = Instant::now();
     let mut joined = false;
+    // One subscription per local deployment, kept across iterations so that no change
+    // between two reports goes unreported until the next heartbeat.
+    let mut events: Option<(u64, herdsman_core::EventStream)> = None;
     loop {
         let coordinator = find_coordinator();
         match &coordinator {
@@ -111,7 +114,9 @@ pub async fn run_agent(
         } else {
             Duration::from_millis(50)
         };
-        let mut events = worker.subscribe();
+        if events.as_ref().map(|(i, _)| *i) != Some(worker.incarnation()) {
+            events = worker.subscribe().map(|e| (worker.incarnation(), e));
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             Some(e) = sessions.recv() => {
@@ -119,12 +124,19 @@ pub async fn run_agent(
                     let _ = notices.send(AgentNotice::Refused(peer));
                 }
             }
-            _ = async {
+            received = async {
                 match &mut events {
-                    Some(e) => { e.recv().await; }
-                    None => std::future::pending::<()>().await,
+                    Some((_, e)) => e.recv().await,
+                    None => std::future::pending().await,
                 }
-            }, if coordinator.is_some() => {}
+            }, if coordinator.is_some() => {
+                if let Some(herdsman_core::Received::Event(e)) = received {
+                    if matches!(e.kind, herdsman_core::EventKind::HealthChanged { healthy: true, .. }) {
+                        // For examples/cluster_latency: when the coordinator hears of it.
+                        tracing::info!(target: "herdsman_cluster::latency", "replica healthy");
+                    }
+                }
+            }
             _ = &mut stop => return worker,
         }
     }

@@ -19,6 +19,9 @@ struct Running {
 
 /// A node's local share of the deployment.
 pub struct NodeWorker {
+    /// Counts the local deployments spawned, so a subscriber knows when to subscribe
+    /// again.
+    spawned: u64,
     runtime: SlotRuntime,
     options: DeploymentOptions,
     running: Option<Running>,
@@ -28,6 +31,7 @@ impl NodeWorker {
     /// A worker running nothing yet on `runtime`.
     pub fn new(runtime: Arc<dyn Runtime>, options: DeploymentOptions) -> NodeWorker {
         NodeWorker {
+            spawned: 0,
             runtime: SlotRuntime::new(runtime),
             options,
             running: None,
@@ -109,6 +113,7 @@ impl NodeWorker {
         let handle = spawn_deployment(local, runtime, self.options.clone())
             .await
             .map_err(ClusterError::Deployment)?;
+        self.spawned += 1;
         self.running = Some(Running {
             handle,
             spec: spec.clone(),
@@ -150,6 +155,11 @@ impl NodeWorker {
             }
         }
         (rows, status.stable)
+    }
+
+    /// Which local deployment runs now: changes whenever a new one is spawned.
+    pub fn incarnation(&self) -> u64 {
+        self.spawned
     }
 
     /// Events of its deployment (none while it runs nothing).
