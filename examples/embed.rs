@@ -45,6 +45,10 @@ enum HostMsg {
     Finish(RpcReplyPort<Vec<String>>),
 }
 
+// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
+// feature is on workspace-wide and requires the impl to be explicit).
+impl ractor::Message for HostMsg {}
+
 struct HostState {
     deployments: Vec<DeploymentHandle>,
     in_rotation: std::collections::BTreeSet<(String, u32)>,

@@ -25,8 +25,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::runtime::Builder;
 
+mod agent;
 mod api;
 mod backend;
+mod cluster_run;
 mod connections;
 mod control;
 mod control_server;
@@ -68,7 +70,10 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Supervise a deployment of real processes until Ctrl-C or SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Run a cluster node that joins a coordinator (`herdsman run --node`) and runs the
+    /// replicas it places here.
+    Agent(agent::AgentArgs),
     /// Show the services and replicas of a running `herdsman run`.
     Status(status_cmd::StatusArgs),
     /// Print a replica's output (every replica's, prefixed, when none is named).
@@ -111,7 +116,14 @@ fn main() -> ExitCode {
             if let Err(e) = connections::raise_open_file_limit() {
                 eprintln!("warning: cannot raise the open-file limit: {e}");
             }
-            block_on(Builder::new_multi_thread(), run::run(args))
+            block_on(Builder::new_multi_thread(), run::run(*args))
+        }
+        Command::Agent(args) => {
+            run::put_own_dir_on_path();
+            if let Err(e) = connections::raise_open_file_limit() {
+                eprintln!("warning: cannot raise the open-file limit: {e}");
+            }
+            block_on(Builder::new_multi_thread(), agent::run(args))
         }
         Command::Status(args) => block_on(Builder::new_current_thread(), status_cmd::run(args)),
         Command::Logs(args) => operate_on(operate::logs(args)),

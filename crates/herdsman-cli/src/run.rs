@@ -89,6 +89,8 @@ pub(crate) struct RunArgs {
     /// Notifications kept waiting for a slow receiver before the oldest are dropped.
     #[arg(long, value_name = "N", default_value_t = crate::notify::DEFAULT_QUEUE)]
     notify_queue: usize,
+    #[command(flatten)]
+    cluster: crate::cluster_run::CoordinatorFlags,
 }
 
 /// Put the directory of the running herdsman first on `PATH`, so a spec can run
@@ -118,6 +120,15 @@ pub(crate) fn put_own_dir_on_path() {
 /// handlers cannot be installed, or the deployment cannot start.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
+    if args.cluster.node.is_some() {
+        if let Some(flag) = not_for_a_cluster(&args) {
+            eprintln!("error: {flag} is not supported with --node (a cluster coordinator)");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        let state_root = args.state_dir.clone();
+        return crate::cluster_run::coordinate(&args.file, args.api, state_root, &args.cluster)
+            .await;
+    }
     let spec = match herdsman_spec::load(&args.file) {
         Ok(spec) => spec,
         Err(e) => return Ok(report_spec_error(e)),
@@ -376,9 +387,26 @@ async fn stop_everything(
     ));
 }
 
+/// The first flag given that a cluster coordinator does not honour yet; refused rather
+/// than ignored (an ignored --api-token would leave the API open).
+fn not_for_a_cluster(args: &RunArgs) -> Option<&'static str> {
+    [
+        (args.api_token.is_some(), "--api-token"),
+        (args.api_flags.api_token_file.is_some(), "--api-token-file"),
+        (args.api_insecure, "--api-insecure"),
+        (args.timeout.is_some(), "--timeout"),
+        (args.until_stable, "--until-stable"),
+        (args.no_adopt, "--no-adopt"),
+        (args.runtime.is_some(), "--runtime"),
+        (args.notify.is_some(), "--notify"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+}
+
 /// Print the spec's problems the way `herdsman validate` does, and its exit code: 2 for
 /// an invalid spec, 1 for one that cannot be read.
-fn report_spec_error(e: SpecError) -> ExitCode {
+pub(crate) fn report_spec_error(e: SpecError) -> ExitCode {
     match e {
         SpecError::Invalid { problems } => {
             for p in &problems {

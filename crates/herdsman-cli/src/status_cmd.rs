@@ -100,10 +100,18 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let status: DeploymentStatus = serde_json::from_str(&body)
         .with_context(|| format!("{url} did not answer with a herdsman deployment status"))?;
-    let text = if args.json {
+    let nodes = replica_nodes(&body);
+    let text = if args.json && nodes.is_some() {
+        // A cluster's status as the coordinator gave it, nodes included.
+        format!("{}\n", body.trim())
+    } else if args.json {
         format!("{}\n", serde_json::to_string_pretty(&status)?)
     } else {
-        table(&status) + &containment_line(&body)
+        let table = match &nodes {
+            Some(nodes) => render(&status, None, Some(nodes)),
+            None => table(&status),
+        };
+        table + &containment_line(&body)
     };
     // A closed pipe (`herdsman status | head -1`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
@@ -185,10 +193,34 @@ pub(crate) fn table(status: &DeploymentStatus) -> String {
     table_with(status, None)
 }
 
+/// The node of each replica by `service/replica`, when `body` is a cluster's status
+/// (whose replicas carry a `node`).
+fn replica_nodes(body: &str) -> Option<BTreeMap<String, String>> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let mut nodes = BTreeMap::new();
+    for s in value["services"].as_array()? {
+        for r in s["replicas"].as_array().into_iter().flatten() {
+            let node = r.get("node")?;
+            let key = format!("{}/{}", s["name"].as_str()?, r["replica"].as_u64()?);
+            nodes.insert(key, node.as_str().unwrap_or("-").to_string());
+        }
+    }
+    (!nodes.is_empty()).then_some(nodes)
+}
+
 /// The table, with the time left of each backoff by `service/replica` when known.
 pub(crate) fn table_with(
     status: &DeploymentStatus,
     backoff_left: Option<&BTreeMap<String, u64>>,
+) -> String {
+    render(status, backoff_left, None)
+}
+
+/// The table; with `nodes` (a cluster's), a NODE column.
+fn render(
+    status: &DeploymentStatus,
+    backoff_left: Option<&BTreeMap<String, u64>>,
+    nodes: Option<&BTreeMap<String, String>>,
 ) -> String {
     let colour = std::io::stdout().is_terminal() && console::colors_enabled();
     let mut out = format!(
@@ -226,7 +258,7 @@ pub(crate) fn table_with(
     }
     out.push_str(&aligned(&services));
     out.push('\n');
-    let mut replicas = vec![row([
+    let mut header = row([
         "REPLICA",
         "STATE",
         "HEALTH",
@@ -234,7 +266,11 @@ pub(crate) fn table_with(
         "LAST EXIT",
         "BACKOFF",
         "PID",
-    ])];
+    ]);
+    if nodes.is_some() {
+        header.insert(1, "NODE".to_string());
+    }
+    let mut replicas = vec![header];
     for s in &status.services {
         for r in &s.replicas {
             let health = if r.healthy {
@@ -266,6 +302,11 @@ pub(crate) fn table_with(
             ]);
             cells[1] = paint(r.state.as_str(), colour);
             cells[2] = paint(health, colour);
+            if let Some(nodes) = nodes {
+                let key = format!("{}/{}", s.name, r.replica);
+                let node = nodes.get(&key).map_or("-", String::as_str);
+                cells.insert(1, escape(node).into_owned());
+            }
             replicas.push(cells);
         }
     }
@@ -550,6 +591,28 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_cluster_status_gets_a_node_column_and_a_single_node_one_does_not() {
+        let status = deployment(vec![service(
+            "web",
+            2,
+            vec![
+                replica(0, ReplicaState::Running),
+                replica(1, ReplicaState::Running),
+            ],
+        )]);
+        let mut body = serde_json::to_value(&status).expect("json");
+        assert!(replica_nodes(&body.to_string()).is_none());
+        body["services"][0]["replicas"][0]["node"] = "n1".into();
+        body["services"][0]["replicas"][1]["node"] = serde_json::Value::Null;
+        let nodes = replica_nodes(&body.to_string()).expect("a cluster's status");
+        let table = render(&status, None, Some(&nodes));
+        assert!(line(&table, "REPLICA").contains("NODE"), "{table}");
+        assert!(line(&table, "web/0").contains("n1"), "{table}");
+        assert!(line(&table, "web/1").contains(" - "), "{table}");
+        assert!(!line(&table_with(&status, None), "REPLICA").contains("NODE"));
     }
 
     #[test]

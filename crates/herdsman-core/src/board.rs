@@ -149,7 +149,8 @@ pub struct ReplicaStatus {
 }
 
 impl ReplicaStatus {
-    fn new(replica: u32) -> ReplicaStatus {
+    /// A replica that has not started anything yet (`initializing`).
+    pub fn new(replica: u32) -> ReplicaStatus {
         ReplicaStatus {
             replica,
             state: ReplicaState::Initializing,

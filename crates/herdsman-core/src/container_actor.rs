@@ -54,6 +54,10 @@ pub(crate) enum ContainerMsg {
     Boot,
 }
 
+// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
+// feature is on workspace-wide and requires the impl to be explicit).
+impl ractor::Message for ContainerMsg {}
+
 /// How a container actor begins.
 #[derive(Debug, Clone)]
 pub(crate) enum Mode {

@@ -98,6 +98,10 @@ pub(crate) enum DeploymentMsg {
     },
 }
 
+// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
+// feature is on workspace-wide and requires the impl to be explicit).
+impl ractor::Message for DeploymentMsg {}
+
 pub(crate) struct DeploymentArgs {
     pub(crate) spec: Arc<Deployment>,
     pub(crate) runtime: Arc<dyn Runtime>,

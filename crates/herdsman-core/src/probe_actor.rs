@@ -28,6 +28,10 @@ pub(crate) enum ProbeMsg {
     LoopFailed(String),
 }
 
+// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
+// feature is on workspace-wide and requires the impl to be explicit).
+impl ractor::Message for ProbeMsg {}
+
 pub(crate) struct ProbeArgs {
     pub(crate) ctx: Arc<ServiceContext>,
     pub(crate) id: ContainerId,

@@ -146,6 +146,10 @@ pub(crate) enum SupervisorMsg {
     },
 }
 
+// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
+// feature is on workspace-wide and requires the impl to be explicit).
+impl ractor::Message for SupervisorMsg {}
+
 pub(crate) struct SupervisorArgs {
     pub(crate) deployment: Arc<Deployment>,
     pub(crate) service: Arc<Service>,

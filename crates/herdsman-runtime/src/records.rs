@@ -104,7 +104,11 @@ impl RecordBook {
         self.dirty.send_modify(|v| *v += 1);
         if !self.writer_started.swap(true, Ordering::SeqCst) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(keep_written(Arc::downgrade(self), self.dirty.subscribe()));
+                // A new receiver has seen the change just made: without this, a book
+                // that changes once (a single replica) would never be written.
+                let mut dirty = self.dirty.subscribe();
+                dirty.mark_changed();
+                rt.spawn(keep_written(Arc::downgrade(self), dirty));
             } else {
                 self.writer_started.store(false, Ordering::SeqCst);
             }
@@ -215,6 +219,28 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_book_changed_only_once_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = Arc::new(RecordBook::new(dir.path()));
+        book.insert(Record {
+            id: ContainerId::new("d", "s", 0, 1),
+            pid: 42,
+            start_time: 7,
+            cgroup: None,
+            run_hash: "h".into(),
+            log: None,
+        });
+        let path = dir.path().join(FILE);
+        let written = tokio::time::timeout(Duration::from_secs(10), async {
+            while read(&path).map(|r| r.len()).unwrap_or(0) != 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(written.is_ok(), "the single record was never written");
+    }
 
     #[test]
     fn the_start_time_of_this_process_is_read() {

@@ -159,6 +159,7 @@ impl crate::model::Service {
             stop_grace_period: STOP_GRACE_PERIOD,
             min_ready: MIN_READY,
             update: UPDATE,
+            placement: crate::model::Placement::default(),
         }
     }
 }

@@ -40,3 +40,4 @@ pub use error::{Problem, SpecError};
 pub use loader::{load, parse_str};
 pub use model::*;
 pub use template::{endpoint_var_name, ReplicaVars, Template, TemplateError, TemplateVar};
+pub use values::node_name;

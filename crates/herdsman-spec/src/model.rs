@@ -104,6 +104,30 @@ pub struct Service {
     pub min_ready: Duration,
     /// How a changed spec replaces the running replicas (ext).
     pub update: UpdateSpec,
+    /// Which cluster nodes may run the replicas, and how they are spread (ext; ignored
+    /// outside a cluster).
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where a cluster places a service's replicas (`placement`, ext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The nodes allowed to run replicas, by name; empty means every node.
+    pub nodes: Vec<String>,
+    /// Spread replicas evenly over the eligible nodes (default true); when false, fill
+    /// the first eligible node (in name order) before using the next.
+    pub spread: bool,
+}
+
+impl Default for Placement {
+    /// Every node, spread.
+    fn default() -> Self {
+        Placement {
+            nodes: Vec::new(),
+            spread: true,
+        }
+    }
 }
 
 /// How a rollout replaces a service's replicas when its spec changes (`update`, ext).

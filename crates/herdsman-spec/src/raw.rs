@@ -101,6 +101,15 @@ pub(crate) struct RawService {
     pub(crate) stop_grace_period: Option<Scalar>,
     pub(crate) min_ready: Option<Scalar>,
     pub(crate) update: Option<RawUpdate>,
+    pub(crate) placement: Option<RawPlacement>,
+}
+
+/// `placement` as written (ext): which cluster nodes may run the service's replicas.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlacement {
+    pub(crate) nodes: Option<Vec<Scalar>>,
+    pub(crate) spread: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -10,8 +10,8 @@ use crate::init;
 use crate::keywords::{self, ScaleMode};
 use crate::location::{child, item};
 use crate::model::{
-    Backoff, Command, Dependency, Endpoint, Network, PullPolicy, RestartSpec, Scale, Service,
-    ServiceKind, StopSignal,
+    Backoff, Command, Dependency, Endpoint, Network, Placement, PullPolicy, RestartSpec, Scale,
+    Service, ServiceKind, StopSignal,
 };
 use crate::raw::{
     RawBackoff, RawCommand, RawDependency, RawEndpoint, RawRestart, RawScale, RawService, Scalar,
@@ -131,6 +131,7 @@ pub(crate) fn service(
             true,
         ),
         update: crate::update::update(issues, &p("update"), raw.update.as_ref()),
+        placement: placement(issues, &p("placement"), raw.placement.as_ref()),
         endpoints,
         network,
     };
@@ -509,4 +510,39 @@ fn stop_signal(issues: &mut Issues, path: &str, raw: Option<&Scalar>) -> StopSig
             defaults::STOP_SIGNAL
         }
     }
+}
+
+/// `placement` (ext): node names as `--node` accepts them, each listed once.
+fn placement(issues: &mut Issues, path: &str, raw: Option<&crate::raw::RawPlacement>) -> Placement {
+    let Some(raw) = raw else {
+        return Placement::default();
+    };
+    let mut nodes: Vec<String> = Vec::new();
+    for (i, n) in raw.nodes.iter().flatten().enumerate() {
+        let at = item(&child(path, "nodes"), i);
+        let name = n.as_str().trim();
+        if let Err(why) = crate::values::node_name(name) {
+            issues.add(at, why);
+        } else if nodes.iter().any(|k| k == name) {
+            issues.add(
+                at,
+                format!("node {name:?} listed twice (expected each node once)"),
+            );
+        } else {
+            nodes.push(name.to_string());
+        }
+    }
+    if raw.nodes.as_ref().is_some_and(Vec::is_empty) {
+        issues.add(
+            child(path, "nodes"),
+            "empty list (expected at least one node name, or no nodes for every node)",
+        );
+    }
+    let spread = issues.keyword(
+        &child(path, "spread"),
+        raw.spread.as_ref(),
+        &keywords::BOOLEAN,
+        true,
+    );
+    Placement { nodes, spread }
 }

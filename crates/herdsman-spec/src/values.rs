@@ -201,6 +201,23 @@ pub(crate) fn template(text: &str, scope: &Scope<'_>) -> Result<Template, String
     Ok(t)
 }
 
+/// A cluster node name: 1-63 chars of `[A-Za-z0-9._-]`, starting with a letter or digit.
+pub fn node_name(text: &str) -> Result<(), String> {
+    let ok_first = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if text.is_empty() || text.len() > 63 || !ok_first || !ok_rest {
+        return Err(format!(
+            "invalid node name {text:?} (expected 1-63 chars of [A-Za-z0-9._-], starting with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
 /// A port given as a number or as a template (`${PORT}`); a literal must be a valid port.
 /// ZLayer's `0` ("the first endpoint") is read as `${PORT}`.
 pub(crate) fn port_template(text: &str, scope: &Scope<'_>) -> Result<Template, String> {

@@ -296,3 +296,19 @@ fn update_defaults_to_a_rolling_surge_of_one_and_reads_percentages() {
     let round = parse_str(&again, "again.yaml", Path::new("/srv/shop")).expect("round trip");
     assert_eq!(round.services[1].update, d.services[1].update);
 }
+
+#[test]
+fn placement_defaults_to_every_node_spread_and_reads_its_nodes() {
+    let d = parse(
+        "  a:\n    command: {entrypoint: [x]}\n  b:\n    command: {entrypoint: [x]}\n    placement: {nodes: [n2, node-3.example], spread: false}\n",
+    );
+    assert_eq!(d.services[0].placement, herdsman_spec::Placement::default());
+    assert!(d.services[0].placement.spread && d.services[0].placement.nodes.is_empty());
+    assert_eq!(
+        d.services[1].placement,
+        herdsman_spec::Placement {
+            nodes: vec!["n2".into(), "node-3.example".into()],
+            spread: false
+        }
+    );
+}

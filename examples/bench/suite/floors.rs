@@ -22,6 +22,10 @@ enum ChildMsg {
     Fail,
 }
 
+// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
+// feature is on workspace-wide and requires the impl to be explicit).
+impl ractor::Message for ChildMsg {}
+
 impl Actor for Child {
     type Msg = ChildMsg;
     type State = ();

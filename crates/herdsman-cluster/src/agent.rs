@@ -1,0 +1,198 @@
+//! The agent: joins a coordinator, reports its replicas with every heartbeat and on every
+//! change, runs what it is assigned, stops everything when fenced, and keeps supervising
+//! (and reconnecting with backoff) while the coordinator is away.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ractor::{ActorRef, MessagingErr, RactorErr};
+use ractor_cluster::NodeServerMessage;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::node_server::{SessionEvent, COORDINATOR_GROUP, SCOPE};
+use crate::node_worker::NodeWorker;
+use crate::wire::{Assignment, CoordinatorMsg, NodeReport, Wire};
+
+/// First reconnect delay; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// An agent's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Its name.
+    pub node: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The coordinator's address.
+    pub join: String,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+/// What the agent tells its operator (the CLI prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentNotice {
+    /// Joined the coordinator.
+    Joined,
+    /// The coordinator refused the session (a wrong cookie on one side).
+    Refused(String),
+    /// The coordinator is gone; replicas keep running, reconnecting.
+    CoordinatorLost,
+    /// Fenced: everything it ran was stopped, it runs the new epoch's share.
+    Fenced {
+        /// The new epoch.
+        epoch: u64,
+    },
+}
+
+/// Run the agent until `stop` resolves; returns the worker so the caller can stop what
+/// it runs.
+pub async fn run_agent(
+    config: AgentConfig,
+    server: ActorRef<NodeServerMessage>,
+    mut sessions: mpsc::UnboundedReceiver<SessionEvent>,
+    mut worker: NodeWorker,
+    notices: mpsc::UnboundedSender<AgentNotice>,
+    stop: impl std::future::Future,
+) -> NodeWorker {
+    tokio::pin!(stop);
+    let mut membership = Membership::default();
+    let mut backoff = FIRST_BACKOFF;
+    let mut next_connect = Instant::now();
+    let mut joined = false;
+    // One subscription per local deployment, kept across iterations so that no change
+    // between two reports goes unreported until the next heartbeat.
+    let mut events: Option<(u64, herdsman_core::EventStream)> = None;
+    loop {
+        let coordinator = find_coordinator();
+        match &coordinator {
+            None => {
+                if joined {
+                    joined = false;
+                    let _ = notices.send(AgentNotice::CoordinatorLost);
+                }
+                if Instant::now() >= next_connect {
+                    if let Err(e) =
+                        ractor_cluster::client_connect(&server, config.join.as_str()).await
+                    {
+                        tracing::debug!(error = %e, "cannot reach the coordinator");
+                    }
+                    next_connect = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            Some(c) => {
+                let report = membership.report(&config, &worker);
+                let timeout = u64::try_from(config.heartbeat.as_millis())
+                    .unwrap_or(1000)
+                    .max(200);
+                match ractor::call_t!(c, CoordinatorMsg::Report, timeout, Wire::Known(report)) {
+                    Ok(Wire::Known(assignment)) => {
+                        if !joined {
+                            joined = true;
+                            backoff = FIRST_BACKOFF;
+                            let _ = notices.send(AgentNotice::Joined);
+                        }
+                        if let Some(epoch) = membership.apply(&mut worker, &assignment).await {
+                            let _ = notices.send(AgentNotice::Fenced { epoch });
+                        }
+                    }
+                    Ok(Wire::Unreadable(why)) => {
+                        tracing::warn!(%why, "unreadable assignment");
+                    }
+                    Err(RactorErr::Messaging(MessagingErr::SendErr(_))) | Err(_) => {
+                        tracing::debug!("no answer from the coordinator");
+                    }
+                }
+            }
+        }
+        let wait = if coordinator.is_some() {
+            config.heartbeat
+        } else {
+            Duration::from_millis(50)
+        };
+        if events.as_ref().map(|(i, _)| *i) != Some(worker.incarnation()) {
+            events = worker.subscribe().map(|e| (worker.incarnation(), e));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            Some(e) = sessions.recv() => {
+                if let SessionEvent::Closed { peer, authenticated: false } = e {
+                    let _ = notices.send(AgentNotice::Refused(peer));
+                }
+            }
+            received = async {
+                match &mut events {
+                    Some((_, e)) => e.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if coordinator.is_some() => {
+                if let Some(herdsman_core::Received::Event(e)) = received {
+                    if matches!(e.kind, herdsman_core::EventKind::HealthChanged { healthy: true, .. }) {
+                        // For examples/cluster_latency: when the coordinator hears of it.
+                        tracing::info!(target: "herdsman_cluster::latency", "replica healthy");
+                    }
+                }
+            }
+            _ = &mut stop => return worker,
+        }
+    }
+}
+
+/// What a node knows of its place in the cluster: the epoch of the assignment it runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    epoch: u64,
+}
+
+impl Membership {
+    /// The epoch it runs under (0: none yet).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Its report: what `worker` runs, under its epoch.
+    pub fn report(&self, config: &AgentConfig, worker: &NodeWorker) -> NodeReport {
+        let (rows, stable) = worker.rows();
+        NodeReport {
+            node: config.node.clone(),
+            labels: config.labels.clone(),
+            epoch: self.epoch,
+            deployment: None,
+            slots: worker.slots(),
+            rows,
+            stable,
+        }
+    }
+
+    /// Carry out an assignment. An epoch other than its own means it was fenced (its
+    /// work was given to others while it was away): it stops everything it runs before
+    /// it takes the new share, and the new epoch is returned.
+    pub async fn apply(&mut self, worker: &mut NodeWorker, assignment: &Assignment) -> Option<u64> {
+        let mut fenced = None;
+        if assignment.epoch != self.epoch {
+            if self.epoch != 0 {
+                worker.stop_all().await;
+                fenced = Some(assignment.epoch);
+            }
+            self.epoch = assignment.epoch;
+        }
+        if let Some(spec) = &assignment.deployment {
+            if let Err(e) = worker.apply(spec, &assignment.slots).await {
+                tracing::warn!(error = %e, "cannot run this node's share");
+            }
+        }
+        fenced
+    }
+}
+
+/// The coordinator's actor on another node, once a session to it is ready.
+fn find_coordinator() -> Option<ActorRef<CoordinatorMsg>> {
+    ractor::pg::get_scoped_members(&SCOPE.to_string(), &COORDINATOR_GROUP.to_string())
+        .into_iter()
+        .find(|c| !c.get_id().is_local())
+        .map(ActorRef::from)
+}
