@@ -116,12 +116,26 @@ impl SupervisorState {
         let now = Instant::now();
         let min_ready = r.update.min_ready;
         let mut wake: Option<Instant> = None;
+        // Slots share their spec's `Arc` (a handful of distinct specs over any number of
+        // slots): compare each distinct spec with the target once, not once per slot per
+        // message, which made a rollout quadratic in the replica count.
+        let mut current: Vec<(usize, bool)> = Vec::new();
+        for slot in self.slots.values() {
+            let ptr = Arc::as_ptr(&slot.spec) as usize;
+            if !current.iter().any(|(p, _)| *p == ptr) {
+                current.push((ptr, rollout::same_but_scale(&slot.spec, &self.target)));
+            }
+        }
+        let is_current = |spec: &Arc<Service>| {
+            let ptr = Arc::as_ptr(spec) as usize;
+            current.iter().any(|&(p, same)| p == ptr && same)
+        };
         let view = |(&index, slot): (&u32, &Slot)| {
             let ready_at = slot.ready_since.map(|t| t + min_ready);
             let available = slot.ready && ready_at.is_some_and(|t| t <= now);
             SlotView {
                 index,
-                current: rollout::same_but_scale(&slot.spec, &self.target),
+                current: is_current(&slot.spec),
                 available,
                 troubled: matches!(slot.state, SlotState::Backoff | SlotState::Failed),
             }
