@@ -47,7 +47,7 @@ fn open_bug(failure: &Failure) -> Option<&'static OpenBug> {
 }
 
 /// Seeds run by default: thousands, in well under a minute of a debug build on 2 cores.
-const DEFAULT_SEEDS: u64 = 2000;
+const DEFAULT_SEEDS: u64 = 1600;
 /// Threads the seeds are split over (each runs its own single-threaded tokio runtimes).
 const THREADS: u64 = 2;
 

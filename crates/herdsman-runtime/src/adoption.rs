@@ -164,7 +164,8 @@ pub(crate) fn adopt(
     tokio::spawn(async move {
         // A pidfd becomes readable when its process exits.
         let _ = watched.readable().await;
-        incarnation.ended(ExitReason::Unknown).await;
+        // Boxed, as in `process::reap`.
+        Box::pin(incarnation.ended(ExitReason::Unknown)).await;
     });
     Ok(Started {
         pid: Some(record.pid),

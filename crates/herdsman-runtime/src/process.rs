@@ -445,7 +445,9 @@ async fn reap(mut child: Child, incarnation: Incarnation) {
             ExitReason::Lost
         }
     };
-    incarnation.ended(reason).await;
+    // Boxed: the task waits on `child` for the replica's whole life, and with the end's
+    // future inline it would hold that future's space (a cgroup's watch) all along.
+    Box::pin(incarnation.ended(reason)).await;
 }
 
 #[async_trait::async_trait]
