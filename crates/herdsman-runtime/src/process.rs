@@ -428,15 +428,18 @@ async fn reap(mut child: Child, incarnation: Incarnation) {
         // Wait for the exit without reaping, then kill what the process left in its group:
         // until it is reaped, its pid, which is the group's id, cannot be another
         // process's, whatever the kernel.
+        // Killed only once the exit is seen; otherwise (no descriptor to watch with) after
+        // the reap, by `ended`, through the pidfd.
         match group.leader_fd().and_then(registered) {
             Ok(exited) => {
-                let _ = exited.readable().await;
+                if exited.readable().await.is_ok() {
+                    group.kill();
+                }
             }
             Err(e) => {
                 tracing::warn!(id = %incarnation.id, error = %e, "cannot watch the process's exit before reaping it");
             }
         }
-        group.kill();
     }
     let reason = match child.wait().await {
         Ok(status) => exit_reason(status),
