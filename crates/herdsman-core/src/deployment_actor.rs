@@ -117,6 +117,11 @@ pub(crate) struct DeploymentArgs {
 
 struct ServiceEntry {
     supervisor: Option<ActorRef<SupervisorMsg>>,
+    /// The replica count asked for last (spec, scale, apply): what a replacement
+    /// supervisor starts with. Not `counts.desired`, which a scale-down lowers only with
+    /// the supervisor's next report; a supervisor that fails before it handles the scale
+    /// never sends that report, and its replacement would run the old count.
+    desired: u32,
     counts: ServiceCounts,
     /// Failed before it could start (dependency timeout) or its supervisor failed.
     failed: bool,
@@ -174,6 +179,7 @@ impl Actor for DeploymentActor {
                     Arc::from(s.name.as_str()),
                     ServiceEntry {
                         supervisor: None,
+                        desired: counts.desired,
                         counts,
                         failed: false,
                         respawns: Vec::new(),
@@ -487,7 +493,7 @@ impl DeploymentState {
             seed: self.args.seed ^ hash_name(name),
             init_runs: self.args.init_runs.clone(),
             generations: self.args.generations.clone(),
-            desired: entry.counts.desired,
+            desired: entry.desired,
             recover,
             survivors: self.survivors.remove(name).unwrap_or_default(),
             resume_at: self.resume_at.remove(name).unwrap_or_default(),
@@ -524,7 +530,9 @@ impl DeploymentState {
         }
         entry.respawns.push(now);
         tracing::error!(service = %name, error = %err, "service supervisor failed; replacing it");
-        self.spawn_supervisor(myself, name, true).await
+        self.spawn_supervisor(myself, name, true).await?;
+        self.resume_rollout(name);
+        Ok(())
     }
 
     /// Stop and remove every container a failed, not replaced supervisor left unwatched,
@@ -639,6 +647,7 @@ impl DeploymentState {
         if replicas > entry.counts.desired || entry.supervisor.is_none() {
             entry.counts.desired = replicas;
         }
+        entry.desired = replicas;
         let name: Arc<str> = Arc::from(service);
         self.args.board.set_desired(&name, replicas);
         if let Some(sup) = &entry.supervisor {

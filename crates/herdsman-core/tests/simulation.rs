@@ -28,21 +28,45 @@ struct OpenBug {
     matches: fn(&Breach) -> bool,
 }
 
-/// Empty: the bugs it found (scale-down stability from stale counts, scaled-away replicas
-/// of a shut-down service left on the board, a replacement supervisor's untracked stops,
-/// on_panic: shutdown reporting late, and two kinds of leftovers of a supervisor failing
-/// during shutdown) were fixed in the commit that emptied it.
-const OPEN: &[OpenBug] = &[OpenBug {
-    what: "a service scaled down while a revert rollout of it is in progress keeps the \
-           replica at the old top index running and shown running (seen once in 2000 \
-           schedules, after a supervisor replacement and a rollout that missed its deadline)",
-    seed: 1077,
-    matches: |b| {
-        b.invariant == Invariant::ExitsActedOn
-            && b.what.contains("still runs")
-            && b.what.contains("after scaling to")
+/// Found by one run of 20,000 seeds (6 failures, none among the default seeds), not yet
+/// diagnosed. The bugs found before (scale-down stability from stale counts, scaled-away
+/// replicas of a shut-down service left on the board, a replacement supervisor's
+/// untracked stops, on_panic: shutdown reporting late, leftovers of a supervisor failing
+/// during shutdown, and what 5,000 seeds found) are fixed; see `FIXED`.
+const OPEN: &[OpenBug] = &[
+    OpenBug {
+        what: "DeploymentStable announced while a replica's container exited at the instant \
+               it started (also seeds 17072, 18140)",
+        seed: 12882,
+        matches: |b| {
+            b.invariant == Invariant::StableMeansStable
+                && b.what.contains("exited at the instant it started")
+        },
     },
-}];
+    OpenBug {
+        what: "a replica shown running during shutdown whose container the runtime no longer \
+               runs (after supervisor and container actor panics)",
+        seed: 12503,
+        matches: |b| {
+            b.invariant == Invariant::BoardTruth
+                && b.what.contains("shown running")
+                && b.what.contains("shutting down")
+        },
+    },
+    OpenBug {
+        what: "a replica stuck in backoff after the calm",
+        seed: 18091,
+        matches: |b| b.invariant == Invariant::ExitsActedOn && b.what.contains("stuck backoff"),
+    },
+    OpenBug {
+        what: "a replica shown failed while the runtime runs its container",
+        seed: 19570,
+        matches: |b| {
+            b.invariant == Invariant::BoardTruth
+                && b.what.contains("shown failed while the runtime runs")
+        },
+    },
+];
 
 /// The open bug a failure is wholly made of, if any.
 fn open_bug(failure: &Failure) -> Option<&'static OpenBug> {
@@ -56,7 +80,7 @@ fn open_bug(failure: &Failure) -> Option<&'static OpenBug> {
 }
 
 /// Seeds run by default: thousands, in well under a minute of a debug build on 2 cores.
-const DEFAULT_SEEDS: u64 = 2000;
+const DEFAULT_SEEDS: u64 = 1600;
 /// Threads the seeds are split over (each runs its own single-threaded tokio runtimes).
 const THREADS: u64 = 2;
 
@@ -250,13 +274,56 @@ fn a_seed_replays_exactly() {
 }
 
 /// Schedules that once broke an invariant, kept as regressions: (seed, steps, what broke).
-const FIXED: &[(u64, usize, &str)] = &[(
-    39,
-    60,
-    "a replacement supervisor booted a scaled-back-up index while its predecessor's \
-     container was still stopping (two live incarnations of one slot), and reused a \
-     generation its predecessor had issued",
-)];
+const FIXED: &[(u64, usize, &str)] = &[
+    (
+        39,
+        60,
+        "a replacement supervisor booted a scaled-back-up index while its predecessor's \
+         container was still stopping (two live incarnations of one slot), and reused a \
+         generation its predecessor had issued",
+    ),
+    (
+        1077,
+        30,
+        "the quiescence check took a revert rollout's surge stand-in (kept, as it must be, \
+         until the revert's 60 s progress deadline, since the replicas it reverted were \
+         isolated and never became ready) for a replica left running after scaling away; \
+         the board check beside it already allowed stand-ins, the runtime check did not \
+         (and the checks now wait for a rollout in progress at the calm to end)",
+    ),
+    (
+        2151,
+        30,
+        "a supervisor that failed before it handled a scale-down was replaced with the \
+         count from before the scale (the deployment lowers its counts only with the \
+         supervisor's next report), so the replacement ran an index scaled away",
+    ),
+    (
+        3053,
+        30,
+        "a rollout put a surge stand-in at an index whose container a failed predecessor \
+         left and the replacement was still stopping: two live incarnations of the index, \
+         and the stand-in, removed, took the index off the board while the old one ran",
+    ),
+    (
+        4657,
+        30,
+        "the quiescence checks ran while a rollout that missed its deadline in the calm \
+         was reverting, its new incarnations a moment old (the checker's, like 1077)",
+    ),
+    (
+        49,
+        30,
+        "a rollout of a service shut down by its panic action was dropped without a word \
+         to the deployment, whose rollout then stayed in progress forever",
+    ),
+    (
+        68,
+        30,
+        "a supervisor replaced during a rollout (or before it heard of it) never learnt \
+         of it, and the deployment's rollout stayed in progress forever",
+    ),
+];
 
 #[test]
 fn schedules_that_once_broke_an_invariant_hold_now() {

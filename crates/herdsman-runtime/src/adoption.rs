@@ -93,11 +93,12 @@ fn open_process(record: &Record) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// What contains a recorded incarnation: its cgroup, else its main process's group.
-fn contained(record: &Record) -> Option<Contained> {
+/// What contains a recorded incarnation: its cgroup, else the group its main process
+/// leads, addressed through `pidfd`, that process's (see `process_group`).
+fn contained(record: &Record, pidfd: &OwnedFd) -> Option<Contained> {
     match &record.cgroup {
         Some(path) => Some(Contained::Cgroup(Cgroup::at(path))),
-        None => ProcessGroup::led_by(record.pid).map(Contained::Group),
+        None => ProcessGroup::led_by(record.pid, pidfd.try_clone().ok()?).map(Contained::Group),
     }
 }
 
@@ -118,7 +119,7 @@ pub(crate) fn adopt(
         .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })?;
     let gone = |e: io::Error| start_error(id, format!("cannot adopt it: {e}"));
     let pidfd = open_process(&record).map_err(gone)?;
-    let contained = contained(&record)
+    let contained = contained(&record, &pidfd)
         .ok_or_else(|| start_error(id, format!("unusable pid {}", record.pid)))?;
     let launch = Launch::from_spec(id, spec)?;
     let (reaped_tx, reaped_rx) = watch::channel(None);
@@ -163,7 +164,8 @@ pub(crate) fn adopt(
     tokio::spawn(async move {
         // A pidfd becomes readable when its process exits.
         let _ = watched.readable().await;
-        incarnation.ended(ExitReason::Unknown).await;
+        // Boxed, as in `process::reap`.
+        Box::pin(incarnation.ended(ExitReason::Unknown)).await;
     });
     Ok(Started {
         pid: Some(record.pid),
@@ -194,8 +196,9 @@ pub(crate) async fn discard(
     };
     match open_process(&record) {
         Ok(pidfd) => {
+            let contained = contained(&record, &pidfd);
             let watched = registered(pidfd).map_err(io_error)?;
-            if let Some(contained) = contained(&record) {
+            if let Some(contained) = contained {
                 contained.signal(to_signal(signal));
                 if tokio::time::timeout(grace, watched.readable())
                     .await

@@ -160,7 +160,7 @@ impl Containment {
 }
 
 /// What a running incarnation is contained by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Contained {
     /// Its own cgroup.
     Cgroup(Cgroup),

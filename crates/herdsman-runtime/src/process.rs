@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::containment::{Contained, Containment};
 use crate::launch::{start_error, Launch};
 use crate::log_buffer::{pump, LogBuffer};
-use crate::log_file::{self, Rotator};
+use crate::log_file::{self, registered, Rotator};
 use crate::process_group::{exit_reason, to_signal, ProcessGroup};
 use crate::records::{self, Record, RecordBook};
 use crate::{
@@ -390,8 +390,8 @@ impl Incarnation {
             reason,
             ran_for: self.started_at.elapsed(),
         };
-        // For a group: the leader is gone but its group id stays valid while members
-        // remain, so this reaches every process it forked and left behind.
+        // For a group: the leader is gone, but its pidfd still addresses the group while
+        // members remain, so this reaches every process it forked and left behind.
         self.contained.kill();
         if let Contained::Cgroup(cg) = &self.contained {
             if tokio::time::timeout(REAP_AFTER_KILL, cg.wait_empty())
@@ -424,6 +424,23 @@ impl Incarnation {
 }
 
 async fn reap(mut child: Child, incarnation: Incarnation) {
+    if let Contained::Group(group) = &incarnation.contained {
+        // Wait for the exit without reaping, then kill what the process left in its group:
+        // until it is reaped, its pid, which is the group's id, cannot be another
+        // process's, whatever the kernel.
+        // Killed only once the exit is seen; otherwise (no descriptor to watch with) after
+        // the reap, by `ended`, through the pidfd.
+        match group.leader_fd().and_then(registered) {
+            Ok(exited) => {
+                if exited.readable().await.is_ok() {
+                    group.kill();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(id = %incarnation.id, error = %e, "cannot watch the process's exit before reaping it");
+            }
+        }
+    }
     let reason = match child.wait().await {
         Ok(status) => exit_reason(status),
         Err(e) => {
@@ -431,7 +448,9 @@ async fn reap(mut child: Child, incarnation: Incarnation) {
             ExitReason::Lost
         }
     };
-    incarnation.ended(reason).await;
+    // Boxed: the task waits on `child` for the replica's whole life, and with the end's
+    // future inline it would hold that future's space (a cgroup's watch) all along.
+    Box::pin(incarnation.ended(reason)).await;
 }
 
 #[async_trait::async_trait]
@@ -495,16 +514,25 @@ impl Runtime for ProcessRuntime {
                 return Err(replica.launch.spawn_error(id, &e));
             }
         };
-        let pid = child.id();
-        let Some((pid, group)) = pid.and_then(|p| Some((p, ProcessGroup::led_by(p)?))) else {
+        let Some(pid) = child.id().filter(|p| *p > 1) else {
             // Cannot happen for a freshly spawned child; refuse rather than signal a
             // group that is not ours.
             let _ = child.start_kill();
-            return Err(start_error(id, format!("unusable pid {pid:?}")));
+            return Err(start_error(id, format!("unusable pid {:?}", child.id())));
         };
         let contained = match cgroup {
             Some(cg) => Contained::Cgroup(cg),
-            None => Contained::Group(group),
+            // Not reaped yet, so `pid` is still this child's.
+            None => match ProcessGroup::of_child(pid) {
+                Ok(group) => Contained::Group(group),
+                Err(e) => {
+                    let _ = child.start_kill();
+                    return Err(start_error(
+                        id,
+                        format!("cannot open a pidfd of its main process: {e}"),
+                    ));
+                }
+            },
         };
         let (reaped_tx, reaped_rx) = watch::channel(None);
         let (exit_tx, exit) = ExitWatch::channel();

@@ -169,6 +169,52 @@ async fn a_forked_grandchild_dies_when_the_main_process_exits_by_itself() {
     assert!(!is_alive(grandchild));
 }
 
+/// Without cgroups the reaper kills what the main process left in its group, seen exited
+/// but not reaped yet (its pid, the group's id, still reserved), then reaps it.
+#[tokio::test]
+async fn without_cgroups_a_forked_grandchild_dies_when_the_main_process_exits_by_itself() {
+    let rt = ProcessRuntime::new(ProcessConfig {
+        cgroups: false,
+        ..ProcessConfig::default()
+    });
+    assert_eq!(rt.containment(), "process-group");
+    let script = "sleep 1000 & echo $!; exit 4";
+    let (id, started, pid) = launch(&rt, &service("crasher", Some(shell(script)))).await;
+    let exit = within("exit", started.exit).await;
+    assert_eq!(exit.reason, ExitReason::Code(4));
+    let lines = logs_until(&rt, &id, |l| !l.is_empty()).await;
+    let grandchild: u32 = lines[0].parse().expect("the script prints its child's pid");
+    assert_group_gone(pid).await;
+    assert!(!is_alive(grandchild));
+    rt.remove(&id).await.expect("remove");
+}
+
+/// Without cgroups a stop signals the group through the leader's pidfd.
+#[tokio::test]
+async fn without_cgroups_a_stop_kills_the_forked_grandchild_with_its_replica() {
+    let rt = ProcessRuntime::new(ProcessConfig {
+        cgroups: false,
+        ..ProcessConfig::default()
+    });
+    let script = "sleep 1000 & echo $!; wait";
+    let (id, started, pid) = launch(&rt, &service("forker", Some(shell(script)))).await;
+    let lines = logs_until(&rt, &id, |l| !l.is_empty()).await;
+    let grandchild: u32 = lines[0].parse().expect("the script prints its child's pid");
+    within(
+        "stop",
+        rt.stop(&id, StopSignal::TERM, Duration::from_secs(30)),
+    )
+    .await
+    .expect("stop");
+    assert_eq!(
+        within("exit", started.exit).await.reason,
+        ExitReason::Signal(15)
+    );
+    assert_group_gone(pid).await;
+    assert!(!is_alive(grandchild));
+    rt.remove(&id).await.expect("remove");
+}
+
 #[tokio::test]
 async fn an_exit_is_reported_while_an_escaped_grandchild_still_holds_the_output_pipe() {
     let dir = tempfile::tempdir().expect("tempdir");

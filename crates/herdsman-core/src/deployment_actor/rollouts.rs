@@ -107,6 +107,7 @@ impl DeploymentState {
                         name.clone(),
                         ServiceEntry {
                             supervisor: None,
+                            desired: *replicas,
                             counts,
                             failed: false,
                             respawns: Vec::new(),
@@ -186,6 +187,26 @@ impl DeploymentState {
             let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
             board.forget_removed(&name);
         }));
+    }
+
+    /// A replacement supervisor knows nothing of the rollout its failed predecessor was
+    /// carrying out (or was about to be told of): tell it again, or the rollout would wait
+    /// for its news forever. Its replicas are recreated from the spec in force, the
+    /// rollout's target, so its part is done once they are ready.
+    pub(super) fn resume_rollout(&self, name: &Arc<str>) {
+        let Some(track) = self.rollout.as_ref().filter(|t| t.in_progress()) else {
+            return;
+        };
+        if track.services.get(name).is_none_or(|s| s.done) {
+            return;
+        }
+        let sup = self.services.get(name).and_then(|e| e.supervisor.as_ref());
+        if let (Some(sup), Some(svc)) = (sup, self.args.spec.service(name)) {
+            let _ = sup.cast(SupervisorMsg::Roll {
+                service: Arc::new(svc.clone()),
+                revision: track.revision,
+            });
+        }
     }
 
     /// A supervisor's rollout news: progress, its part done, or failed (then roll back

@@ -107,7 +107,12 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<bool, ActorProcessingErr> {
         if !matches!(self.phase, ServicePhase::Running | ServicePhase::Failed) {
-            self.rollout = None;
+            // Stopped for good (its panic action, or shutdown): nothing runs that could be
+            // replaced, as in a service scaled to 0, and it runs the target if started
+            // again. Said, so the deployment's rollout does not wait for it forever.
+            if self.rollout.is_some() {
+                self.end_rollout(Some(RolloutReport::Done));
+            }
             return Ok(false);
         }
         let Some(r) = &self.rollout else {
@@ -154,10 +159,15 @@ impl SupervisorState {
             .filter(|(i, _)| r.stand_ins.contains(i))
             .map(view)
             .collect();
+        // Above every index in use: slots, replicas scaled away that are still stopping,
+        // and a failed predecessor's replicas being stopped (a stand-in there would be a
+        // second live incarnation of the index, and forget the index on the board while
+        // the old container still runs).
         let next_free = self
             .slots
             .keys()
             .chain(self.retiring.keys())
+            .chain(self.orphan_stops.keys())
             .map(|i| i + 1)
             .max()
             .unwrap_or(0)

@@ -276,6 +276,21 @@ pub async fn bounded<T>(within: Duration, fut: impl Future<Output = T>) -> Optio
 }
 
 /// Let the tree run for `d` of simulated time, then every task made ready at that instant.
+/// Longest a rollout in progress at the calm may take to end: every step of progress
+/// re-arms its deadline (20 s for the schedules' applies, 60 s for the revert to the
+/// original spec), for a handful of replicas.
+const ROLLOUT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Whether a rollout is in progress.
+fn rolling(world: &World) -> bool {
+    world.handle.status().rollout.is_some_and(|r| {
+        matches!(
+            r.phase,
+            herdsman_core::RolloutPhase::Progressing | herdsman_core::RolloutPhase::Reverting
+        )
+    })
+}
+
 pub async fn settle(d: Duration) {
     tokio::time::sleep(d).await;
     drain().await;
@@ -642,6 +657,26 @@ async fn schedule(world: &mut World, options: &Options, shutdown_at: Option<usiz
     }
     world.note(format!("calm for {CALM:?}, then the quiescence checks"));
     settle(CALM).await;
+    // A rollout's progress deadline may fall in the calm and revert it, replacing replicas
+    // a moment before the checks: quiescence is the rollout over and a calm after it.
+    if !world.shutdown_requested() && rolling(world) {
+        let waited = tokio::time::Instant::now();
+        while rolling(world) && waited.elapsed() < ROLLOUT_PATIENCE {
+            settle(Duration::from_secs(5)).await;
+        }
+        if rolling(world) {
+            world.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("a rollout is still in progress {ROLLOUT_PATIENCE:?} into the calm"),
+            });
+        } else {
+            world.note(format!(
+                "the rollout ended {:?} later; calm for {CALM:?} more",
+                waited.elapsed()
+            ));
+            settle(CALM).await;
+        }
+    }
     world.poll_shutdown().await;
     let mut found = std::mem::take(&mut world.pending);
     found.extend(unexpected_panics());
