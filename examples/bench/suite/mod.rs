@@ -288,8 +288,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         push(
             Row {
                 what: format!("{} replicas crash at once → all running again", label(n)),
-                target: "≤ 100 ms",
-                met: judge(ours.p99 <= 100.0),
+                target: "≤ 1.1× floor and ≤ 100 ms",
+                met: judge(ours.p99 <= 100.0 && ours.p50 <= 1.1 * floor.p50),
                 ours,
                 floor_what: format!("ractor {} respawn burst", label(n)),
                 floor: Some(floor),
@@ -322,12 +322,12 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 Row {
                     what: format!("memory per supervised replica at {}", label(n)),
                     target: if at_target {
-                        "≤ 24 KiB"
+                        "≤ 18 KiB"
                     } else {
-                        "(≤ 24 KiB at 100k)"
+                        "(≤ 18 KiB at 100k)"
                     },
                     met: if at_target {
-                        judge(ours_m.p50 <= 24.0)
+                        judge(ours_m.p50 <= 18.0)
                     } else {
                         None
                     },
@@ -352,8 +352,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                             "CPU for {} replicas probed every 1 s (SimRuntime)",
                             label(n)
                         ),
-                        target: "≤ 1 core",
-                        met: judge(c <= 1.0),
+                        target: "≤ 0.3 cores",
+                        met: judge(c <= 0.3),
                         ours: ours_c,
                         floor_what: "tokio interval tasks".into(),
                         floor: Some(Measure::single(f, Unit::Cores)),
@@ -379,8 +379,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         push(
             Row {
                 what: "last replica healthy → deployment reported stable".into(),
-                target: "≤ 1 ms",
-                met: judge(ours.p99 <= 1000.0),
+                target: "p99 ≤ 100 µs",
+                met: judge(ours.p99 <= 100.0),
                 ours,
                 floor_what: "—".into(),
                 floor: None,
@@ -404,8 +404,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         push(
             Row {
                 what: format!("{} replicas from spec to stable (SimRuntime)", label(n)),
-                target: "≤ 1 s",
-                met: judge(ours.p99 <= 1000.0),
+                target: "≤ 100 ms",
+                met: judge(ours.p99 <= 100.0),
                 ours,
                 floor_what: format!("raw spawn of {} ractor actors", label(2 * n)),
                 floor: Some(floor),
