@@ -54,7 +54,11 @@ const OPEN: &[OpenBug] = &[
         },
     },
     OpenBug {
-        what: "a replica stuck in backoff after the calm",
+        what: "a replica stuck in backoff after the calm: diagnosed as the checker's (start \
+               failures injected before the calm stay pending into it, keep failing starts, \
+               and the last backoff, due 1.6 s after the checks, outlasts it); clearing them \
+               at the calm fixes this seed but also hides seed 19570's reproduction, so both \
+               wait for a seed search",
         seed: 18091,
         matches: |b| b.invariant == Invariant::ExitsActedOn && b.what.contains("stuck backoff"),
     },
