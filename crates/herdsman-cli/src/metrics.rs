@@ -442,17 +442,10 @@ mod tests {
 
     fn status() -> DeploymentStatus {
         let replica = |i, state| ReplicaStatus {
-            replica: i,
             state,
             healthy: state == ReplicaState::Running,
             pid: Some(100 + i),
-            restarts: 0,
-            last_exit_code: None,
-            last_exit: None,
-            backoff_ms: None,
-            container: None,
-            last_error: None,
-            probes: Vec::new(),
+            ..ReplicaStatus::new(i)
         };
         DeploymentStatus {
             deployment: "shop".into(),

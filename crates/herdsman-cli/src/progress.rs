@@ -478,17 +478,9 @@ mod tests {
 
     fn replica(i: u32, state: ReplicaState, healthy: bool) -> ReplicaStatus {
         ReplicaStatus {
-            replica: i,
             state,
             healthy,
-            pid: None,
-            restarts: 0,
-            last_exit_code: None,
-            last_exit: None,
-            backoff_ms: None,
-            container: None,
-            last_error: None,
-            probes: Vec::new(),
+            ..ReplicaStatus::new(i)
         }
     }
 

@@ -447,17 +447,10 @@ mod tests {
 
     fn replica(i: u32, state: ReplicaState) -> ReplicaStatus {
         ReplicaStatus {
-            replica: i,
             state,
             healthy: state == ReplicaState::Running,
             pid: state.is_running().then_some(4242 + i),
-            restarts: 0,
-            last_exit_code: None,
-            last_exit: None,
-            backoff_ms: None,
-            container: None,
-            last_error: None,
-            probes: Vec::new(),
+            ..ReplicaStatus::new(i)
         }
     }
 
