@@ -38,6 +38,8 @@ struct Audited {
     inits: Mutex<HashMap<(String, u32), u32>>,
     breaches: Mutex<Vec<String>>,
     init_runs: AtomicU64,
+    /// How many health checks still panic (a bug in a runtime's check).
+    panicking_checks: AtomicU64,
 }
 
 impl Audited {
@@ -48,6 +50,7 @@ impl Audited {
             inits: Mutex::new(HashMap::new()),
             breaches: Mutex::new(Vec::new()),
             init_runs: AtomicU64::new(0),
+            panicking_checks: AtomicU64::new(0),
         })
     }
 
@@ -109,6 +112,11 @@ impl Runtime for Audited {
         vars: &ReplicaVars,
         timeout: Duration,
     ) -> CheckResult {
+        let panics = self
+            .panicking_checks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        assert!(!panics, "injected: a check panics");
         self.sim.check(id, check, vars, timeout).await
     }
     async fn init_step(&self, id: &ContainerId, step: &InitStep, vars: &ReplicaVars) -> StepReport {
@@ -662,6 +670,28 @@ async fn a_first_health_check_heard_before_the_start_still_makes_the_replica_rea
     assert!(
         matches!(outcome, herdsman_core::Stabilization::Ready { .. }),
         "{outcome:?}"
+    );
+    bounded("shutdown", handle.shutdown())
+        .await
+        .expect("shutdown");
+}
+
+/// The probe's check loop runs in a task of its own: a panic there must fail the probe
+/// actor (so its container actor replaces it), not end the checks in silence and leave
+/// the replica never healthy.
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_check_panics_is_replaced_and_its_replica_becomes_healthy() {
+    let runtime = Audited::new(Arc::new(SimRuntime::new(11)), Duration::ZERO);
+    runtime.panicking_checks.store(2, Ordering::Relaxed);
+    let mut svc = service("api", 1);
+    svc.health = Some(health(OnUnhealthy::Isolate));
+    let handle = spawn(runtime.clone(), vec![svc]).await;
+    settle(Duration::from_secs(10)).await;
+    assert_eq!(runtime.panicking_checks.load(Ordering::Relaxed), 0);
+    let r = handle.board().replica("api", 0).expect("on the board");
+    assert!(
+        r.is_ready(),
+        "replica not healthy after its probe panicked: {r:?}"
     );
     bounded("shutdown", handle.shutdown())
         .await
