@@ -50,8 +50,12 @@ pub(crate) enum ContainerMsg {
     /// The probe actor saw a health transition.
     Health { generation: u64, healthy: bool },
     // Self-sent.
-    /// Start the current generation: init steps, then create and start.
-    Boot,
+    /// Start `generation` if it is still the current one: init steps, then create and
+    /// start. Sent to itself once a new actor has cleared what a predecessor left; a
+    /// restart queued meanwhile (a rollout replacing the replica) boots its own
+    /// generation first, and this one must not boot that generation a second time (after
+    /// a failed start, it would start the very container whose failure was reported).
+    Boot { generation: u64 },
 }
 
 // Local only: never sent to another node, so it is not serializable (ractor's `cluster`
@@ -170,7 +174,9 @@ impl Actor for ContainerActor {
                 // first, so the replica is never duplicated and its init never overlaps.
                 state.end_init().await;
                 state.discard_created(true).await;
-                let _ = myself.cast(ContainerMsg::Boot);
+                let _ = myself.cast(ContainerMsg::Boot {
+                    generation: state.id.generation,
+                });
             }
             _ => {}
         }
@@ -222,7 +228,11 @@ async fn dispatch(
     state: &mut ContainerState,
 ) -> Result<(), ActorProcessingErr> {
     match msg {
-        ContainerMsg::Boot => state.boot(&myself).await,
+        ContainerMsg::Boot { generation } => {
+            if generation == state.id.generation {
+                state.boot(&myself).await;
+            }
+        }
         ContainerMsg::Restart {
             generation,
             service,
@@ -483,13 +493,25 @@ impl ContainerState {
         // could overtake the start and be taken for a stale report. The watcher reports
         // to the supervisor, not to this actor, so an exit is never lost if this actor
         // fails and is replaced.
+        // An incarnation that ended at the instant it started (its watch resolved already)
+        // is told in the same message as its start: between two, the supervisor could
+        // count it running, and a deployment call itself stable on it.
         let supervisor = ctx.supervisor.clone();
-        let exit = started.exit;
+        let mut exit = started.exit;
         let (replica, generation) = (id.replica, id.generation);
+        if let Some(ended) = exit.try_exit() {
+            let _ = supervisor.cast(SupervisorMsg::Started {
+                replica,
+                generation,
+                ended: Some(ended),
+            });
+            return;
+        }
         tokio::spawn(async move {
             let _ = supervisor.cast(SupervisorMsg::Started {
                 replica,
                 generation,
+                ended: None,
             });
             let exit = exit.await;
             let _ = supervisor.cast(SupervisorMsg::Exited {
@@ -561,7 +583,17 @@ impl ContainerState {
         let Some(id) = self.created.take() else {
             return;
         };
-        let rt = &self.ctx.runtime;
+        let (rt, board) = (&self.ctx.runtime, &self.ctx.board);
+        // A predecessor's stale container may still be the one the board shows (a
+        // replacement actor discards it before booting): shown stopping while it stops,
+        // and without it once gone, so the board never shows a container that is not
+        // running as running.
+        board.update_incarnation(&id, |r| {
+            if r.state == ReplicaState::Running {
+                r.state = ReplicaState::Stopping;
+            }
+            r.healthy = false;
+        });
         if stop {
             let svc = &self.service;
             if let Err(e) = rt.stop(&id, svc.stop_signal, svc.stop_grace_period).await {
@@ -571,6 +603,12 @@ impl ContainerState {
         if let Err(e) = rt.remove(&id).await {
             tracing::debug!(container = %id, error = %e, "remove");
         }
+        board.update_incarnation(&id, |r| {
+            if r.state == ReplicaState::Stopping {
+                r.state = ReplicaState::Stopped;
+            }
+            r.pid = None;
+        });
     }
 
     async fn stop(&mut self, forget: bool) {

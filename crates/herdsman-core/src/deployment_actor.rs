@@ -379,9 +379,13 @@ impl DeploymentState {
         is_stable(self.services.values().map(|e| &e.counts))
     }
 
-    /// Recompute stability; the moment it becomes true, answer every waiter.
+    /// Recompute stability; the moment it becomes true, answer every waiter. A deployment
+    /// in the middle of a rollout (or of its rollback) has not converged on the spec in
+    /// force, whatever its counts say: the counts of a service the rollout is about to
+    /// replace may still be its old replicas'.
     fn check_stable(&mut self) {
-        let stable = !self.stopping && self.is_stable();
+        let rolling = self.rollout.as_ref().is_some_and(|t| t.in_progress());
+        let stable = !self.stopping && !rolling && self.is_stable();
         self.args.board.set_stable(stable);
         if stable && !self.was_stable {
             let after = self.args.events.since_epoch();
@@ -556,6 +560,7 @@ impl DeploymentState {
                 r.healthy = false;
             });
         }
+        let desired = self.services.get(name).map_or(0, |e| e.desired);
         let (rt, board, name) = (
             self.args.runtime.clone(),
             self.args.board.clone(),
@@ -565,10 +570,16 @@ impl DeploymentState {
         self.orphan_stops.push(tokio::spawn(async move {
             futures::future::join_all(orphans.iter().map(|id| async {
                 let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
-                board.update(&name, id.replica, |r| {
-                    r.state = ReplicaState::Failed;
-                    r.pid = None;
-                });
+                if id.replica >= desired {
+                    // A rollout's surge stand-in (or a replica being scaled away): not one
+                    // of the service's replicas, so not kept on the board as failed.
+                    board.remove(&name, id.replica);
+                } else {
+                    board.update(&name, id.replica, |r| {
+                        r.state = ReplicaState::Failed;
+                        r.pid = None;
+                    });
+                }
             }))
             .await;
         }));
@@ -614,6 +625,7 @@ impl DeploymentState {
             service: service.clone(),
             reason,
         });
+        self.rollout_part_ended(service);
         // Services waiting on this one fail now too, in start order (so a chain fails
         // along its length), rather than each waiting out its dependency timeout.
         let spec = self.args.spec.clone();

@@ -93,6 +93,8 @@ pub(crate) enum SupervisorMsg {
     Started {
         replica: u32,
         generation: u64,
+        /// How it ended, when it had ended already by the time it was started.
+        ended: Option<Exit>,
     },
     Exited {
         replica: u32,
@@ -342,9 +344,12 @@ impl Actor for ServiceSupervisor {
             SupervisorMsg::Started {
                 replica,
                 generation,
+                ended,
             } => {
                 state.started(&myself, replica, generation);
-                if let Some(healthy) = state.early_health(replica, generation) {
+                if let Some(exit) = ended {
+                    state.exited(&myself, replica, generation, exit).await;
+                } else if let Some(healthy) = state.early_health(replica, generation) {
                     state.health(&myself, replica, generation, healthy).await;
                 }
             }

@@ -151,6 +151,19 @@ impl ExitWatch {
         let (tx, rx) = oneshot::channel();
         (tx, ExitWatch { rx })
     }
+
+    /// The exit, if it has happened already (a container may end at the instant it
+    /// starts); `None` while it runs. Once this returns an exit, the watch is spent.
+    pub fn try_exit(&mut self) -> Option<Exit> {
+        match self.rx.try_recv() {
+            Ok(exit) => Some(exit),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Exit {
+                reason: ExitReason::Lost,
+                ran_for: Duration::ZERO,
+            }),
+        }
+    }
 }
 
 impl Future for ExitWatch {

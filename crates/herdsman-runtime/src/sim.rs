@@ -102,6 +102,11 @@ impl SimRuntime {
         *pending = pending.saturating_add(n);
     }
 
+    /// Forget every start failure `fail_starts` asked for that has not happened yet.
+    pub fn clear_start_failures(&self) {
+        self.state().forced_start_failures.clear();
+    }
+
     /// End container `id` now with `exit_code`, as if it crashed. Returns `false` when it
     /// was not running.
     pub fn kill(&self, id: &ContainerId, exit_code: i32) -> bool {

@@ -209,6 +209,27 @@ impl DeploymentState {
         }
     }
 
+    /// A service stopped for good (failed, its supervisor gone) has nothing left to roll:
+    /// it runs the spec in force, the rollout's target, if it is started again. Its part
+    /// is over, or the rollout would wait for news from nobody forever (as a supervisor
+    /// stopped by its panic action says itself).
+    pub(super) fn rollout_part_ended(&mut self, name: &Arc<str>) {
+        let Some(track) = self.rollout.as_mut().filter(|t| t.in_progress()) else {
+            return;
+        };
+        if track.services.get(name).is_none_or(|s| s.done) {
+            return;
+        }
+        let revision = track.revision;
+        let outcome = track.done(name);
+        self.args.board.set_rollout(Some(track.status()));
+        if let ServiceOutcome::Complete = outcome {
+            self.args
+                .events
+                .emit(EventKind::RolloutComplete { revision });
+        }
+    }
+
     /// A supervisor's rollout news: progress, its part done, or failed (then roll back
     /// to the previous spec, or pause, per `auto_revert`).
     pub(super) async fn rollout_report(

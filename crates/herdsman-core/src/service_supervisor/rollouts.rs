@@ -295,6 +295,10 @@ impl SupervisorState {
             }
         }
         self.recount();
+        // The counts without the stand-ins go first: from the same sender, they reach the
+        // deployment before the rollout's end, which would otherwise be weighed against
+        // counts that still include a stand-in.
+        self.report();
         if let Some(report) = report {
             let _ = self.parent.cast(DeploymentMsg::Rollout {
                 service: self.ctx.service_name.clone(),

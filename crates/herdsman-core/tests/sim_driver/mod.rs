@@ -394,7 +394,9 @@ pub fn quiet_injected_panics() {
                 .cloned()
                 .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            if message.contains("injected panic") {
+            // Only the panic itself: a failure report quoting one (an actor failure's
+            // reason in the event log) must still be printed.
+            if message.starts_with("injected panic in ") {
                 return;
             }
             let at = info.location().map(ToString::to_string).unwrap_or_default();
@@ -650,11 +652,13 @@ async fn schedule(world: &mut World, options: &Options, shutdown_at: Option<usiz
         }
     }
 
-    // Calm: faults off, time for every backoff, window and timeout to pass.
+    // Calm: faults off (start failures asked for and not yet used up too), time for every
+    // backoff, window and timeout to pass.
     world.step = options.steps + 1;
     for service in 0..world.services.len() {
         world.turn(service, |k| *k = Knobs::default());
     }
+    world.sim.clear_start_failures();
     world.note(format!("calm for {CALM:?}, then the quiescence checks"));
     settle(CALM).await;
     // A rollout's progress deadline may fall in the calm and revert it, replacing replicas
