@@ -243,6 +243,39 @@ async fn a_rolling_update_never_drops_below_desired_ready_and_keeps_ports() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_deployment_is_not_stable_from_the_start_of_a_rollout_until_it_completes() {
+    let (rt, _sim) = Versioned::new(5);
+    let handle = start(rt.clone(), vec![api("v1", 3)]).await;
+    assert!(handle.status().stable);
+    let mut events = handle.subscribe();
+    handle
+        .apply(spec(vec![api("v2", 3)]), false)
+        .await
+        .expect("apply");
+    // Every old replica is still ready, but the deployment has not converged on v2.
+    assert!(!handle.status().stable, "stable the moment a rollout began");
+    let (_, phase, events) = follow(&handle, &mut events, 2).await;
+    assert_eq!(phase, RolloutPhase::Complete);
+    let at = |want: fn(&EventKind) -> bool| events.iter().position(want);
+    let started = at(|e| matches!(e, EventKind::RolloutStarted { .. })).expect("started");
+    let complete = at(|e| matches!(e, EventKind::RolloutComplete { .. })).expect("complete");
+    let unstable = at(|e| matches!(e, EventKind::DeploymentUnstable)).expect("unstable");
+    assert!(started < unstable && unstable < complete, "{events:?}");
+    assert!(
+        !events[unstable..complete]
+            .iter()
+            .any(|e| matches!(e, EventKind::DeploymentStable { .. })),
+        "stable announced mid-rollout: {events:?}"
+    );
+    let r = bounded("stable", handle.wait_stable(Duration::from_secs(60))).await;
+    assert!(matches!(r, Ok(Stabilization::Ready { .. })), "{r:?}");
+    assert!(handle.status().stable);
+    bounded("shutdown", handle.shutdown())
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_looping_version_is_reverted_and_the_old_replicas_serve_throughout() {
     let (rt, _sim) = Versioned::new(2);
     rt.crashing.lock().expect("lock").push("bad".into());

@@ -400,3 +400,27 @@ pub trait Runtime: Send + Sync + 'static {
         herdsman_probe::run_step(step, vars).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_watch_tells_an_exit_that_has_happened_and_nothing_before() {
+        let (tx, mut watch) = ExitWatch::channel();
+        assert_eq!(watch.try_exit(), None, "no exit yet");
+        let exit = Exit {
+            reason: ExitReason::Code(3),
+            ran_for: Duration::ZERO,
+        };
+        assert!(tx.send(exit.clone()).is_ok());
+        assert_eq!(watch.try_exit(), Some(exit));
+    }
+
+    #[test]
+    fn an_exit_watch_whose_runtime_dropped_it_tells_a_lost_exit() {
+        let (tx, mut watch) = ExitWatch::channel();
+        drop(tx);
+        assert_eq!(watch.try_exit().map(|e| e.reason), Some(ExitReason::Lost));
+    }
+}
