@@ -413,7 +413,7 @@ mod tests {
             reason: ExitReason::Code(3),
             ran_for: Duration::ZERO,
         };
-        assert!(tx.send(exit.clone()).is_ok());
+        assert!(tx.send(exit).is_ok());
         assert_eq!(watch.try_exit(), Some(exit));
     }
 
