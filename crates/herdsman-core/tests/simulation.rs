@@ -8,7 +8,8 @@
 //!   two threads.
 //! - `HERDSMAN_SIM_SEED=N` replays seed N alone and prints its schedule.
 //! - `HERDSMAN_SIM_SEEDS=N` runs seeds 0..N instead, for a longer hunt;
-//!   `HERDSMAN_SIM_STEPS=N` makes each schedule N events long.
+//!   `HERDSMAN_SIM_STEPS=N` makes each schedule N events long;
+//!   `HERDSMAN_SIM_SCHEDULES=N` draws from an older set of event kinds (a `FIXED` seed's).
 
 mod sim_driver;
 
@@ -101,6 +102,9 @@ fn the_trees_invariants_hold_under_thousands_of_seeded_schedules() {
     let mut options = Options::default();
     if let Some(steps) = env_u64("HERDSMAN_SIM_STEPS") {
         options.steps = steps as usize;
+    }
+    if let Some(schedules) = env_u64("HERDSMAN_SIM_SCHEDULES") {
+        options.schedules = schedules as u32;
     }
     if let Some(seed) = env_u64("HERDSMAN_SIM_SEED") {
         match run(seed, &options) {
@@ -238,11 +242,13 @@ fn a_seed_replays_exactly() {
     let _ = Duration::ZERO;
 }
 
-/// Schedules that once broke an invariant, kept as regressions: (seed, steps, what broke).
-const FIXED: &[(u64, usize, &str)] = &[
+/// Schedules that once broke an invariant, kept as regressions: (seed, steps, the set of
+/// event kinds it was found under (`Options::schedules`), what broke).
+const FIXED: &[(u64, usize, u32, &str)] = &[
     (
         39,
         60,
+        1,
         "a replacement supervisor booted a scaled-back-up index while its predecessor's \
          container was still stopping (two live incarnations of one slot), and reused a \
          generation its predecessor had issued",
@@ -250,6 +256,7 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         1077,
         30,
+        1,
         "the quiescence check took a revert rollout's surge stand-in (kept, as it must be, \
          until the revert's 60 s progress deadline, since the replicas it reverted were \
          isolated and never became ready) for a replica left running after scaling away; \
@@ -259,6 +266,7 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         2151,
         30,
+        1,
         "a supervisor that failed before it handled a scale-down was replaced with the \
          count from before the scale (the deployment lowers its counts only with the \
          supervisor's next report), so the replacement ran an index scaled away",
@@ -266,6 +274,7 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         3053,
         30,
+        1,
         "a rollout put a surge stand-in at an index whose container a failed predecessor \
          left and the replacement was still stopping: two live incarnations of the index, \
          and the stand-in, removed, took the index off the board while the old one ran",
@@ -273,24 +282,28 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         4657,
         30,
+        1,
         "the quiescence checks ran while a rollout that missed its deadline in the calm \
          was reverting, its new incarnations a moment old (the checker's, like 1077)",
     ),
     (
         49,
         30,
+        1,
         "a rollout of a service shut down by its panic action was dropped without a word \
          to the deployment, whose rollout then stayed in progress forever",
     ),
     (
         68,
         30,
+        1,
         "a supervisor replaced during a rollout (or before it heard of it) never learnt \
          of it, and the deployment's rollout stayed in progress forever",
     ),
     (
         12882,
         30,
+        1,
         "a rollback began while its service's last report counted the failed rollout's \
          replicas as ready, and the deployment announced itself stable for the instant \
          before the rollback replaced them: a deployment mid-rollout is not stable",
@@ -298,6 +311,7 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         18140,
         30,
+        1,
         "a failed rollout's end reached the deployment before the counts without its \
          stand-ins (a completed job among them), which made the deployment stable for an \
          instant while its base replica crash-looped",
@@ -305,6 +319,7 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         12503,
         30,
+        1,
         "a replacement container actor stopping its failed predecessor's container (5 s of \
          ignored SIGTERM) left it shown running; it exited meanwhile, and the board showed \
          a running replica the runtime no longer ran: discarding a stale container now \
@@ -313,6 +328,7 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         19570,
         30,
+        1,
         "a rollout's restart reached a replacement container actor before the boot it had \
          sent itself; the restart's start failed (reported, replica given up) and the \
          queued boot then started that same incarnation again, running while shown failed: \
@@ -321,18 +337,28 @@ const FIXED: &[(u64, usize, &str)] = &[
     (
         18091,
         30,
+        1,
         "the checker's: start failures asked for before the calm stayed pending into it and \
          kept failing starts, so the last backoff outlasted the calm; the calm now clears \
          them",
+    ),
+    (
+        632,
+        30,
+        1,
+        "a service whose supervisor failed for good during a rollout left the rollout in \
+         progress forever (no supervisor would ever report its part), and its surge \
+         stand-in on the board as failed",
     ),
 ];
 
 #[test]
 fn schedules_that_once_broke_an_invariant_hold_now() {
     sim_driver::quiet_injected_panics();
-    for &(seed, steps, what) in FIXED {
+    for &(seed, steps, schedules, what) in FIXED {
         let options = Options {
             steps,
+            schedules,
             ..Options::default()
         };
         if let Err(failure) = run(seed, &options) {

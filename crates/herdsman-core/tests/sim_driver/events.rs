@@ -60,6 +60,9 @@ pub enum Event {
         surge: u32,
         unavailable: u32,
     },
+    /// An operator's `rollout undo`: back to the spec before the current one (refused
+    /// when there is none), superseding a rollout in progress.
+    Undo,
     /// Shut the deployment down; the schedule goes on meanwhile.
     Shutdown,
     /// Nothing: time passes.
@@ -133,24 +136,26 @@ impl Knobs {
     }
 }
 
-/// The kinds of event and how often each is drawn.
-const WEIGHTS: &[(Kind, u32)] = &[
-    (Kind::Exit, 20),
-    (Kind::ExitAtStart, 5),
-    (Kind::Crashy, 4),
-    (Kind::FailStarts, 7),
-    (Kind::ActorPanic, 13),
-    (Kind::SupervisorPanic, 3),
-    (Kind::Health, 8),
-    (Kind::Scale, 11),
-    (Kind::StartService, 2),
-    (Kind::Restart, 4),
-    (Kind::Apply, 5),
-    (Kind::SlowInit, 5),
-    (Kind::HangingInit, 2),
-    (Kind::FailingInit, 3),
-    (Kind::HangingStops, 6),
-    (Kind::Idle, 5),
+/// The kinds of event, how often each is drawn, and from which set of event kinds on
+/// (`Options::schedules`).
+const WEIGHTS: &[(Kind, u32, u32)] = &[
+    (Kind::Exit, 20, 1),
+    (Kind::ExitAtStart, 5, 1),
+    (Kind::Crashy, 4, 1),
+    (Kind::FailStarts, 7, 1),
+    (Kind::ActorPanic, 13, 1),
+    (Kind::SupervisorPanic, 3, 1),
+    (Kind::Health, 8, 1),
+    (Kind::Scale, 11, 1),
+    (Kind::StartService, 2, 1),
+    (Kind::Restart, 4, 1),
+    (Kind::Apply, 5, 1),
+    (Kind::Undo, 2, 2),
+    (Kind::SlowInit, 5, 1),
+    (Kind::HangingInit, 2, 1),
+    (Kind::FailingInit, 3, 1),
+    (Kind::HangingStops, 6, 1),
+    (Kind::Idle, 5, 1),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +171,7 @@ enum Kind {
     StartService,
     Restart,
     Apply,
+    Undo,
     SlowInit,
     HangingInit,
     FailingInit,
@@ -175,10 +181,17 @@ enum Kind {
 
 /// Draw the next event from the world's generator.
 pub fn draw(world: &mut World) -> Event {
-    let total: u32 = WEIGHTS.iter().map(|(_, w)| w).sum();
+    let schedules = world.schedules;
+    let weights = || {
+        WEIGHTS
+            .iter()
+            .filter(move |(_, _, from)| *from <= schedules)
+            .map(|(k, w, _)| (k, w))
+    };
+    let total: u32 = weights().map(|(_, w)| w).sum();
     let mut n = world.rng.random_range(0..total);
     let mut kind = Kind::Idle;
-    for (k, w) in WEIGHTS {
+    for (k, w) in weights() {
         if n < *w {
             kind = *k;
             break;
@@ -237,6 +250,7 @@ pub fn draw(world: &mut World) -> Event {
                 },
             }
         }
+        Kind::Undo => Event::Undo,
         Kind::SlowInit => Event::SlowInit {
             service,
             on: !knobs.slow_init,
@@ -314,6 +328,7 @@ pub async fn inject(world: &mut World, event: &Event) {
             surge,
             unavailable,
         } => world.apply(service, version, surge, unavailable).await,
+        Event::Undo => world.undo().await,
         Event::SlowInit { service, on } => world.turn(service, |k| k.slow_init = on),
         Event::HangingInit { service, on } => {
             world.services[service].init_ever_hung |= on;
@@ -367,6 +382,7 @@ pub fn describe(world: &World, event: &Event) -> String {
             "apply {} version {version} (max_surge {surge}, max_unavailable {unavailable})",
             name(service)
         ),
+        Event::Undo => "rollout undo".to_string(),
         Event::Shutdown => "shutdown".to_string(),
         Event::Idle => "idle".to_string(),
     }

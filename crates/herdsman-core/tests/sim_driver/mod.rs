@@ -52,13 +52,22 @@ pub struct Options {
     pub steps: usize,
     /// Probability that the shutdown comes at a random step rather than at the end.
     pub early_shutdown: f64,
+    /// Which event kinds schedules are drawn from (`SCHEDULES`, the newest by default).
+    /// A seed found under an older set replays its schedule exactly under that set: an
+    /// event kind added later changes every draw after it.
+    pub schedules: u32,
 }
+
+/// The newest set of event kinds: 1 = the faults, scaling, restarts and applies;
+/// 2 = and `rollout undo`.
+pub const SCHEDULES: u32 = 2;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             steps: 30,
             early_shutdown: 0.35,
+            schedules: SCHEDULES,
         }
     }
 }
@@ -90,6 +99,8 @@ type ShutdownResult = (Result<(), herdsman_core::CoreError>, Vec<ContainerId>);
 /// Everything a schedule acts on.
 pub struct World {
     pub seed: u64,
+    /// The set of event kinds drawn from (`Options::schedules`).
+    pub schedules: u32,
     pub rng: SmallRng,
     pub sim: Arc<SimRuntime>,
     pub handle: DeploymentHandle,
@@ -170,6 +181,24 @@ impl World {
             None => self.pending.push(Breach {
                 invariant: Invariant::Liveness,
                 what: format!("apply of {name} unanswered for {CALL_WITHIN:?}"),
+            }),
+        }
+    }
+
+    /// Undo the current spec. The driver's own copy of the spec is left as it is: it is
+    /// only the base the next apply changes one service's version in, and that apply is
+    /// diffed against the spec the deployment runs.
+    pub async fn undo(&mut self) {
+        match bounded(CALL_WITHIN, self.handle.undo()).await {
+            Some(Ok(_)) | Some(Err(herdsman_core::CoreError::NoPreviousRevision)) => {}
+            Some(Err(_)) if self.shutdown_requested() => {}
+            Some(Err(e)) => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("undo refused: {e}"),
+            }),
+            None => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!("undo unanswered for {CALL_WITHIN:?}"),
             }),
         }
     }
@@ -435,6 +464,7 @@ pub fn run(seed: u64, options: &Options) -> Result<Summary, Failure> {
 
 async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
     let (mut world, observer_task) = setup(seed).await?;
+    world.schedules = options.schedules;
     let shutdown_at = world
         .rng
         .random_bool(options.early_shutdown)
@@ -539,6 +569,7 @@ pub async fn setup(seed: u64) -> Result<(World, JoinHandle<()>), Failure> {
     ));
     let mut world = World {
         seed,
+        schedules: SCHEDULES,
         rng,
         sim,
         handle,
