@@ -85,6 +85,9 @@ pub(crate) enum DeploymentMsg {
         revision: u64,
         report: RolloutReport,
     },
+    /// The survivors of an earlier run that were not adopted are gone: the services
+    /// whose replica indexes they held may start.
+    SurvivorsGone,
     // Timer ticks.
     WaiterDeadline(u64),
     DependencyDeadline {
@@ -143,6 +146,9 @@ pub(crate) struct DeploymentState {
     /// Stops of containers a failed supervisor left behind, run off this actor's handler
     /// (a minute of grace periods must not block stabilization); shutdown waits for them.
     orphan_stops: Vec<JoinHandle<()>>,
+    /// Services that wait for an earlier run's unwanted survivors to be stopped before
+    /// they start (those survivors hold replica indexes the services will boot).
+    held: std::collections::HashSet<Arc<str>>,
     /// Survivors of an earlier run each service adopts when its supervisor first starts.
     survivors: HashMap<Arc<str>, Vec<Survivor>>,
     /// Per service, the generation each replica index resumes at after survivors.
@@ -197,6 +203,7 @@ impl Actor for DeploymentActor {
             was_stable: false,
             stopping: false,
             orphan_stops: Vec::new(),
+            held: std::collections::HashSet::new(),
             survivors: HashMap::new(),
             resume_at: HashMap::new(),
             revisions: Revisions::new(),
@@ -212,7 +219,7 @@ impl Actor for DeploymentActor {
         for svc in state.args.spec.services.clone().iter() {
             arm_dependency_deadlines(&myself, svc);
         }
-        state.take_over_survivors().await;
+        state.take_over_survivors(&myself).await;
         state.start_ready_services(&myself).await?;
         state.check_stable();
         Ok(())
@@ -325,6 +332,12 @@ impl Actor for DeploymentActor {
                     state.next_waiter += 1;
                     state.waiters.insert(id, reply);
                     myself.send_after(timeout, move || DeploymentMsg::WaiterDeadline(id));
+                }
+            }
+            DeploymentMsg::SurvivorsGone => {
+                state.held.clear();
+                if !state.stopping {
+                    state.start_ready_services(&myself).await?;
                 }
             }
             DeploymentMsg::WaiterDeadline(id) => {
@@ -446,9 +459,25 @@ impl DeploymentState {
             if entry.supervisor.is_some() || entry.failed {
                 continue;
             }
+            if self.held.contains(&name) {
+                self.args.board.set_service(
+                    &name,
+                    ServicePhase::Waiting,
+                    Some("waiting for the replicas an earlier run left to stop".into()),
+                );
+                continue;
+            }
+            // Replicas an earlier run left running are adopted at once: that run started
+            // them once their dependencies were met, and waiting again would leave them
+            // running unsupervised (an exit unseen, a crash not restarted).
+            let adopting = self.survivors.get(&name).is_some_and(|s| !s.is_empty());
             // A dependency that failed for good will never be met: fail now rather than
             // wait out the dependency's timeout.
-            if let Some(dep) = svc.depends.iter().find(|d| self.dependency_failed(d)) {
+            if let Some(dep) = svc
+                .depends
+                .iter()
+                .find(|d| !adopting && self.dependency_failed(d))
+            {
                 let reason = format!("dependency {} failed", dep.service);
                 self.fail_service(&name, reason);
                 continue;
@@ -456,7 +485,7 @@ impl DeploymentState {
             let waiting: Vec<&Dependency> = svc
                 .depends
                 .iter()
-                .filter(|d| !self.dependency_met(d))
+                .filter(|d| !adopting && !self.dependency_met(d))
                 .collect();
             if !waiting.is_empty() {
                 let reason = waiting

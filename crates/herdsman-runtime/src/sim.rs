@@ -18,7 +18,7 @@ use crate::sim_state::{
 };
 use crate::{
     ContainerId, ContainerSpec, Exit, ExitReason, ExitWatch, FaultProfile, Runtime, RuntimeError,
-    Started,
+    Started, Survivor,
 };
 
 /// Simulated containers: no processes, no I/O, only state and timers on the tokio clock,
@@ -256,7 +256,8 @@ impl Runtime for SimRuntime {
             st.deployments.push(id.deployment.clone());
         }
         st.init_runs.remove(id);
-        st.containers.insert(id.clone(), SimContainer::new());
+        st.containers
+            .insert(id.clone(), SimContainer::new(spec.service.clone()));
         st.count(&id.service, |s| s.created += 1);
         Ok(())
     }
@@ -406,6 +407,59 @@ impl Runtime for SimRuntime {
         Ok(())
     }
 
+    /// What runs of `deployment`: a later tree over the same simulation (a restarted
+    /// herdsman) finds it here, as a process runtime finds its state directory's records.
+    async fn survivors(&self, deployment: &str) -> Result<Vec<Survivor>, RuntimeError> {
+        let st = self.state();
+        if let Some(session) = st.sessions.get(deployment) {
+            session.send_modify(|n| *n += 1);
+        }
+        Ok(st
+            .containers
+            .iter()
+            .filter(|(id, c)| &*id.deployment == deployment && c.is_running())
+            .map(|(id, c)| Survivor {
+                id: id.clone(),
+                run_hash: c.service.run_hash(),
+                pid: None,
+            })
+            .collect())
+    }
+
+    /// A new exit watch of a running container; the earlier tree's watch resolves as
+    /// `Lost` (its sender is replaced), as a dead herdsman's would never resolve at all.
+    async fn adopt(
+        &self,
+        survivor: &Survivor,
+        _spec: &ContainerSpec,
+    ) -> Result<Started, RuntimeError> {
+        let mut st = self.state();
+        let c =
+            st.containers
+                .get_mut(&survivor.id)
+                .ok_or_else(|| RuntimeError::UnknownContainer {
+                    id: survivor.id.to_string(),
+                })?;
+        let SimPhase::Running { exit_tx, .. } = &mut c.phase else {
+            return Err(RuntimeError::UnknownContainer {
+                id: survivor.id.to_string(),
+            });
+        };
+        let (tx, exit) = ExitWatch::channel();
+        *exit_tx = Some(tx);
+        Ok(Started { pid: None, exit })
+    }
+
+    async fn discard_survivor(
+        &self,
+        survivor: &Survivor,
+        signal: StopSignal,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.stop(&survivor.id, signal, grace).await?;
+        self.remove(&survivor.id).await
+    }
+
     async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError> {
         let mut st = self.state();
         if st.containers.get(id).is_some_and(SimContainer::is_running) {
@@ -519,8 +573,13 @@ impl Runtime for SimRuntime {
         step: &InitStep,
         _vars: &ReplicaVars,
     ) -> StepReport {
-        let (report, took, hangs, _in_flight) = {
+        let (report, took, hangs, _in_flight, mut session) = {
             let mut st = self.state();
+            let session = st
+                .sessions
+                .entry(id.deployment.clone())
+                .or_insert_with(|| tokio::sync::watch::channel(0).0)
+                .subscribe();
             let profile = st.profile(&id.service);
             st.audit.init_began(id, &step.id);
             let in_flight = InitInFlight {
@@ -570,15 +629,25 @@ impl Runtime for SimRuntime {
                     took,
                 )
             };
-            (report, took, profile.init_hangs, in_flight)
+            (report, took, profile.init_hangs, in_flight, session)
         };
-        if hangs {
-            std::future::pending::<()>().await;
+        let work = async {
+            if hangs {
+                std::future::pending::<()>().await;
+            }
+            if !took.is_zero() {
+                tokio::time::sleep(took).await;
+            }
+        };
+        tokio::select! {
+            () = work => report,
+            _ = session.changed() => StepReport::failed(
+                step,
+                1,
+                "killed: a new run of its deployment began",
+                Duration::ZERO,
+            ),
         }
-        if !took.is_zero() {
-            tokio::time::sleep(took).await;
-        }
-        report
     }
 }
 

@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use herdsman_spec::Service;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -63,6 +64,10 @@ pub(crate) struct SimState {
     pub(crate) driver: Option<JoinHandle<()>>,
     /// Contract breaches seen, and what it takes to see them.
     pub(crate) audit: Audit,
+    /// Per deployment, the runtime session its init steps run in: a later tree's
+    /// `survivors` begins a new one, which ends every init step the dead tree left in
+    /// flight (as a process runtime kills the commands a dead herdsman left running).
+    pub(crate) sessions: HashMap<Arc<str>, tokio::sync::watch::Sender<u64>>,
 }
 
 /// One simulated container.
@@ -78,17 +83,20 @@ pub(crate) struct SimContainer {
     pub(crate) execs: u32,
     /// A timer for the current incarnation is in the heap.
     pub(crate) timer_pending: bool,
+    /// The service it was created from, for a later run's adoption (its run hash).
+    pub(crate) service: Arc<Service>,
 }
 
 impl SimContainer {
     /// A container just created.
-    pub(crate) fn new() -> SimContainer {
+    pub(crate) fn new(service: Arc<Service>) -> SimContainer {
         SimContainer {
             phase: SimPhase::Created,
             attempts: 0,
             checks: 0,
             execs: 0,
             timer_pending: false,
+            service,
         }
     }
 

@@ -48,8 +48,16 @@ impl DeploymentState {
         } else {
             self.revisions.advance(old.clone(), plan.revision);
         }
+        // Services the superseded rollout was still rolling.
+        let mut unfinished: Vec<Arc<str>> = Vec::new();
         if let Some(t) = self.rollout.as_mut().filter(|t| t.in_progress()) {
             t.phase = RolloutPhase::Superseded;
+            unfinished = t
+                .services
+                .iter()
+                .filter(|(_, s)| !s.done)
+                .map(|(n, _)| n.clone())
+                .collect();
         }
         self.args.spec = new.clone();
         self.order = new.start_order().into_iter().map(Arc::from).collect();
@@ -118,6 +126,32 @@ impl DeploymentState {
                     }
                 }
                 Change::Remove => self.remove_service(&name, &old),
+            }
+        }
+        // A service the superseded rollout was rolling that this plan leaves unchanged is
+        // still being rolled by its supervisor (to this spec's version of it): it goes on
+        // under this rollout, or it would go on untracked, its surge stand-ins with it.
+        for name in unfinished {
+            if rolled.contains_key(&name) {
+                continue;
+            }
+            let (Some(entry), Some(svc)) = (self.services.get(&name), new.service(&name)) else {
+                continue;
+            };
+            if let Some(sup) = &entry.supervisor {
+                let _ = sup.cast(SupervisorMsg::Roll {
+                    service: Arc::new(svc.clone()),
+                    revision: plan.revision,
+                });
+                rolled.insert(
+                    name.clone(),
+                    ServiceRollout {
+                        service: name.to_string(),
+                        updated: 0,
+                        desired: entry.desired,
+                        done: false,
+                    },
+                );
             }
         }
         let auto_revert = plan

@@ -63,6 +63,8 @@ pub enum Event {
     /// An operator's `rollout undo`: back to the spec before the current one (refused
     /// when there is none), superseding a rollout in progress.
     Undo,
+    /// herdsman is killed and started again on the same runtime, adopting what runs.
+    HerdsmanRestart,
     /// Shut the deployment down; the schedule goes on meanwhile.
     Shutdown,
     /// Nothing: time passes.
@@ -151,6 +153,7 @@ const WEIGHTS: &[(Kind, u32, u32)] = &[
     (Kind::Restart, 4, 1),
     (Kind::Apply, 5, 1),
     (Kind::Undo, 2, 2),
+    (Kind::HerdsmanRestart, 2, 2),
     (Kind::SlowInit, 5, 1),
     (Kind::HangingInit, 2, 1),
     (Kind::FailingInit, 3, 1),
@@ -172,6 +175,7 @@ enum Kind {
     Restart,
     Apply,
     Undo,
+    HerdsmanRestart,
     SlowInit,
     HangingInit,
     FailingInit,
@@ -251,6 +255,7 @@ pub fn draw(world: &mut World) -> Event {
             }
         }
         Kind::Undo => Event::Undo,
+        Kind::HerdsmanRestart => Event::HerdsmanRestart,
         Kind::SlowInit => Event::SlowInit {
             service,
             on: !knobs.slow_init,
@@ -329,6 +334,7 @@ pub async fn inject(world: &mut World, event: &Event) {
             unavailable,
         } => world.apply(service, version, surge, unavailable).await,
         Event::Undo => world.undo().await,
+        Event::HerdsmanRestart => world.restart_herdsman().await,
         Event::SlowInit { service, on } => world.turn(service, |k| k.slow_init = on),
         Event::HangingInit { service, on } => {
             world.services[service].init_ever_hung |= on;
@@ -383,6 +389,7 @@ pub fn describe(world: &World, event: &Event) -> String {
             name(service)
         ),
         Event::Undo => "rollout undo".to_string(),
+        Event::HerdsmanRestart => "herdsman is killed and restarted, adopting".to_string(),
         Event::Shutdown => "shutdown".to_string(),
         Event::Idle => "idle".to_string(),
     }

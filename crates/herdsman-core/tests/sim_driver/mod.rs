@@ -59,7 +59,7 @@ pub struct Options {
 }
 
 /// The newest set of event kinds: 1 = the faults, scaling, restarts and applies;
-/// 2 = and `rollout undo`.
+/// 2 = and `rollout undo`, and herdsman killed and restarted (adoption).
 pub const SCHEDULES: u32 = 2;
 
 impl Default for Options {
@@ -116,6 +116,10 @@ pub struct World {
     pending: Vec<Breach>,
     /// When the run began, for the history's timestamps.
     began: Instant,
+    /// Observers of the trees that replaced the first (herdsman restarts).
+    observers: Vec<JoinHandle<()>>,
+    /// Herdsman restarts so far (each tree gets its own seed from it).
+    restarts: u64,
 }
 
 impl World {
@@ -199,6 +203,51 @@ impl World {
             None => self.pending.push(Breach {
                 invariant: Invariant::Liveness,
                 what: format!("undo unanswered for {CALL_WITHIN:?}"),
+            }),
+        }
+    }
+
+    /// herdsman dies (SIGKILL: its actors are gone at once, its containers run on) and a
+    /// new one starts from the spec last applied, adopting what runs. The desired counts
+    /// are the spec's again: scaling is the running tree's state, not the spec's.
+    pub async fn restart_herdsman(&mut self) {
+        if self.shutdown_requested() {
+            return;
+        }
+        self.handle.actor_cell().kill();
+        // Let every actor of the dead tree go (a killed parent takes its children).
+        settle(Duration::from_millis(1)).await;
+        self.restarts += 1;
+        let options = DeploymentOptions {
+            event_capacity: 1024,
+            seed: self.seed ^ (self.restarts << 48),
+            adopt: true,
+            ..DeploymentOptions::default()
+        };
+        let spawned = bounded(
+            CALL_WITHIN,
+            spawn_deployment(self.spec.clone(), self.sim.clone(), options),
+        )
+        .await;
+        match spawned {
+            Some(Ok(handle)) => {
+                observer::lock(&self.observed).baseline.clear();
+                self.observers.push(tokio::spawn(observer::observe(
+                    handle.clone(),
+                    self.sim.clone(),
+                    self.observed.clone(),
+                )));
+                self.handle = handle;
+                for (model, svc) in self.services.iter_mut().zip(&self.spec.services) {
+                    model.desired = svc.initial_replicas();
+                }
+            }
+            other => self.pending.push(Breach {
+                invariant: Invariant::Liveness,
+                what: format!(
+                    "the restarted herdsman did not spawn: {:?}",
+                    other.map(|r| r.err())
+                ),
             }),
         }
     }
@@ -478,6 +527,9 @@ async fn simulate(seed: u64, options: &Options) -> Result<Summary, Failure> {
         }],
     };
     observer_task.abort();
+    for task in world.observers.drain(..) {
+        task.abort();
+    }
     let observed = observer::lock(&world.observed);
     if !breaches.is_empty() {
         return Err(Failure {
@@ -582,6 +634,8 @@ pub async fn setup(seed: u64) -> Result<(World, JoinHandle<()>), Failure> {
         shutdown: Shutdown::NotAsked,
         pending: Vec::new(),
         began,
+        observers: Vec::new(),
+        restarts: 0,
     };
     let describe_plan = world
         .spec
