@@ -350,6 +350,28 @@ const FIXED: &[(u64, usize, u32, &str)] = &[
          progress forever (no supervisor would ever report its part), and its surge \
          stand-in on the board as failed",
     ),
+    (
+        278,
+        30,
+        2,
+        "after herdsman restarted, the survivors of a service waiting on its dependencies \
+         ran unadopted and unseen, and the dead tree's init steps still ran beside the new \
+         tree's",
+    ),
+    (
+        255,
+        30,
+        2,
+        "after herdsman restarted, stopping a survivor it did not want (5 s of ignored \
+         SIGTERM) held up every adoption; a survivor exited meanwhile, unseen",
+    ),
+    (
+        990,
+        30,
+        2,
+        "rollout undo superseded a rollback and left its service unchanged: that service's \
+         supervisor kept rolling untracked, and its surge stand-in stayed on the board",
+    ),
 ];
 
 #[test]
