@@ -1,4 +1,5 @@
-//! `herdsman run FILE --node NAME --listen ADDR --cookie-file F`: the coordinator of a
+//! `herdsman run FILE --node NAME --listen ADDR --cookie-file F [--tls-cert C --tls-key K
+//! --tls-ca CA]`: the coordinator of a
 //! cluster. It runs its own share of the replicas, answers the agents' reports with
 //! their shares, keeps their leases, and serves the cluster's `/v1/status` and
 //! `/v1/nodes`.
@@ -48,6 +49,8 @@ pub(crate) struct CoordinatorFlags {
     /// A node silent this long is lost: its replicas are placed on live nodes.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "5s")]
     pub(crate) node_lost_after: Duration,
+    #[command(flatten)]
+    pub(crate) tls: crate::node_tls::TlsFlags,
 }
 
 /// Coordinate the deployment in `file` until SIGINT or SIGTERM.
@@ -60,6 +63,7 @@ pub(crate) async fn coordinate(
     api: ApiAddr,
     state_root: Option<PathBuf>,
     flags: &CoordinatorFlags,
+    mut tls_refusals: crate::logging::TlsRefusals,
 ) -> anyhow::Result<ExitCode> {
     let (Some(node), Some(listen), Some(cookie_file)) =
         (&flags.node, flags.listen, &flags.cookie_file)
@@ -82,6 +86,10 @@ pub(crate) async fn coordinate(
         }
     }
     let cookie = read_cookie(cookie_file)?;
+    let tls = match flags.tls.load() {
+        Ok(tls) => tls,
+        Err(code) => return Ok(code),
+    };
     let mut stop = crate::agent::stop_signals()?;
 
     let state_dir = match state_dir::open(&state_dir::root(state_root.as_deref()), &spec.name)? {
@@ -99,7 +107,7 @@ pub(crate) async fn coordinate(
         ),
         ApiAddr::Off => None,
     };
-    let (server, mut sessions) = start_node_server(node, listen, cookie).await?;
+    let (server, mut sessions) = start_node_server(node, listen, cookie, tls.as_ref()).await?;
 
     let process = ProcessConfig {
         log_dir: state_dir.as_ref().map(|d| d.logs()),
@@ -170,8 +178,12 @@ pub(crate) async fn coordinate(
             },
             Some(e) = sessions.recv() => {
                 if let SessionEvent::Closed { peer, authenticated: false } = e {
-                    println!("refused a node session from {peer}: authentication failed (wrong cookie?)");
+                    let hint = if tls.is_some() { "wrong cookie?" } else { "wrong cookie, or TLS on the other node?" };
+                    println!("refused a node session from {peer}: authentication failed ({hint})");
                 }
+            }
+            Some(why) = tls_refusals.recv() => {
+                println!("refused a node session: TLS handshake failed: {why}");
             }
             _ = check.tick() => {}
             _ = view.changed() => {}

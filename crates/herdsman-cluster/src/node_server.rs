@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
 use tokio::sync::mpsc;
 
-use crate::ClusterError;
+use crate::{ClusterError, NodeTls};
 
 /// The process-group scope herdsman's remote actors join.
 pub const SCOPE: &str = "herdsman";
@@ -59,8 +61,8 @@ impl NodeEventSubscription for Events {
     }
 }
 
-/// Start this node's server on `listen` with `cookie`; its session events arrive on the
-/// returned receiver.
+/// Start this node's server on `listen` with `cookie`, accepting only TLS sessions when
+/// `tls` is given; its session events arrive on the returned receiver.
 ///
 /// # Errors
 /// [`ClusterError::Listen`] when the address cannot be bound.
@@ -68,6 +70,7 @@ pub async fn start_node_server(
     name: &str,
     listen: SocketAddr,
     cookie: String,
+    tls: Option<&NodeTls>,
 ) -> Result<
     (
         ActorRef<NodeServerMessage>,
@@ -80,7 +83,7 @@ pub async fn start_node_server(
         cookie,
         name.to_string(),
         listen.ip().to_string(),
-        None,
+        tls.map(|t| IncomingEncryptionMode::Tls(t.acceptor())),
         Some(NodeConnectionMode::Isolated),
     )
     .with_listen_addr(listen.ip());
