@@ -166,6 +166,7 @@ pub(crate) async fn coordinate(
     );
 
     let mut was_stable = false;
+    let mut changes = view.subscribe();
     let mut check = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
@@ -186,7 +187,7 @@ pub(crate) async fn coordinate(
                 println!("refused a node session: TLS handshake failed: {why}");
             }
             _ = check.tick() => {}
-            _ = view.changed() => {}
+            _ = changes.changed() => {}
         }
         {
             let stable = view.lock().status().stable;
@@ -197,6 +198,7 @@ pub(crate) async fn coordinate(
                     herdsman_probe::humanize(started.elapsed())
                 );
             } else if !stable && was_stable {
+                tracing::info!(target: "herdsman_cluster::latency", "cluster no longer stable");
                 println!("deployment \"{name}\" is no longer stable");
             }
             was_stable = stable;

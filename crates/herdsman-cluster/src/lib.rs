@@ -27,7 +27,7 @@ pub use cluster_view::{
     ClusterService, ClusterStatus, ClusterView, NodeInfo, NodeReplica, ViewEvent,
 };
 pub use cookie::read_cookie;
-pub use coordinator::{keep_leases, run_local_node, start_coordinator, SharedView};
+pub use coordinator::{keep_leases, run_local_node, start_coordinator, SharedView, ViewChanges};
 pub use error::ClusterError;
 pub use lease::{Lease, NodeState, Transition};
 pub use node_server::{start_node_server, SessionEvent};
