@@ -97,6 +97,7 @@ pub async fn run_agent(
             }
             Some(c) => {
                 let report = membership.report(&config, &worker);
+                tracing::info!(target: crate::coordinator::LATENCY, stable = report.stable, "report sent");
                 let timeout = u64::try_from(config.heartbeat.as_millis())
                     .unwrap_or(1000)
                     .max(200);
@@ -148,8 +149,8 @@ pub async fn run_agent(
             }, if coordinator.is_some() => {
                 if let Some(herdsman_core::Received::Event(e)) = received {
                     if matches!(e.kind, herdsman_core::EventKind::HealthChanged { healthy: true, .. }) {
-                        // For examples/cluster_latency: when the coordinator hears of it.
-                        tracing::info!(target: "herdsman_cluster::latency", "replica healthy");
+                        // For the benchmark's cluster rows: when the agent hears of it.
+                        tracing::info!(target: crate::coordinator::LATENCY, "replica healthy");
                     }
                 }
             }
