@@ -81,7 +81,7 @@ pub(crate) fn stop_signals() -> anyhow::Result<StopSignals> {
 /// # Errors
 /// The cookie cannot be read or the listen address cannot be bound.
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let mut tls_refusals = crate::logging::init(crate::logging::LogFormat::Text);
+    crate::logging::init(crate::logging::LogFormat::Text);
     if let Err(why) = herdsman_spec::node_name(&args.node) {
         eprintln!("error: --node: {why}");
         return Ok(ExitCode::from(crate::run::EXIT_INVALID));
@@ -128,7 +128,6 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             _ = stop.recv() => break,
-            Some(why) = tls_refusals.recv() => println!("refused a node session: TLS handshake failed: {why}"),
             Some(n) = notices.recv() => match n {
                 AgentNotice::Joined => {
                     refused_said = false;

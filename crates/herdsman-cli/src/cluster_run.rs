@@ -63,7 +63,6 @@ pub(crate) async fn coordinate(
     api: ApiAddr,
     state_root: Option<PathBuf>,
     flags: &CoordinatorFlags,
-    mut tls_refusals: crate::logging::TlsRefusals,
 ) -> anyhow::Result<ExitCode> {
     let (Some(node), Some(listen), Some(cookie_file)) =
         (&flags.node, flags.listen, &flags.cookie_file)
@@ -177,15 +176,14 @@ pub(crate) async fn coordinate(
                 ViewEvent::Returned { node, epoch } => println!("node {node} returned: fenced (epoch {epoch}), its stale replicas are stopped"),
                 ViewEvent::Placing => println!("placing replicas on {} node(s)", view.lock().nodes(Instant::now()).len()),
             },
-            Some(e) = sessions.recv() => {
-                if let SessionEvent::Closed { peer, authenticated: false } = e {
+            Some(e) = sessions.recv() => match e {
+                SessionEvent::Closed { peer, authenticated: false } => {
                     let hint = if tls.is_some() { "wrong cookie?" } else { "wrong cookie, or TLS on the other node?" };
                     println!("refused a node session from {peer}: authentication failed ({hint})");
                 }
-            }
-            Some(why) = tls_refusals.recv() => {
-                println!("refused a node session: TLS handshake failed: {why}");
-            }
+                SessionEvent::Refused { peer, why } => println!("refused a node session from {peer}: {why}"),
+                _ => {}
+            },
             _ = check.tick() => {}
             _ = changes.changed() => {}
         }

@@ -119,7 +119,7 @@ pub(crate) fn put_own_dir_on_path() {
 /// The API address cannot be bound, the state directory cannot be created, signal
 /// handlers cannot be installed, or the deployment cannot start.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let tls_refusals = logging::init(args.log_format);
+    logging::init(args.log_format);
     if args.cluster.node.is_none() && args.cluster.tls.any() {
         eprintln!(
             "error: --tls-cert, --tls-key and --tls-ca encrypt node sessions: they need --node"
@@ -132,14 +132,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
         let state_root = args.state_dir.clone();
-        return crate::cluster_run::coordinate(
-            &args.file,
-            args.api,
-            state_root,
-            &args.cluster,
-            tls_refusals,
-        )
-        .await;
+        return crate::cluster_run::coordinate(&args.file, args.api, state_root, &args.cluster)
+            .await;
     }
     let spec = match herdsman_spec::load(&args.file) {
         Ok(spec) => spec,

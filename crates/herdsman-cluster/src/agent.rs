@@ -131,8 +131,8 @@ pub async fn run_agent(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            Some(e) = sessions.recv() => {
-                if let SessionEvent::Closed { peer, authenticated: false } = e {
+            Some(e) = sessions.recv() => match e {
+                SessionEvent::Closed { peer, authenticated: false } => {
                     let why = if config.tls.is_some() {
                         "the session closed before authenticating (a wrong cookie, or the coordinator does not trust this node's certificate or does not use TLS)"
                     } else {
@@ -140,7 +140,11 @@ pub async fn run_agent(
                     };
                     let _ = notices.send(AgentNotice::Refused { peer, why: why.into() });
                 }
-            }
+                SessionEvent::Refused { peer, why } => {
+                    tracing::warn!(%peer, %why, "refused an incoming node session");
+                }
+                _ => {}
+            },
             received = async {
                 match &mut events {
                     Some((_, e)) => e.recv().await,
