@@ -157,10 +157,47 @@ pub async fn run_agent(
                         tracing::info!(target: crate::coordinator::LATENCY, "replica healthy");
                     }
                 }
+                await_verdict(&worker, &mut events).await;
             }
             _ = &mut stop => return worker,
         }
     }
+}
+
+/// How long a report waits for the node's own stability verdict once every replica it
+/// runs is ready.
+const VERDICT_WAIT: Duration = Duration::from_millis(20);
+
+/// When every replica this node runs is ready but its deployment has not yet said it is
+/// stable, that verdict is on its way (the deployment actor gives it just after the
+/// health event the agent woke for). A report now would tell the coordinator rows it
+/// cannot call stable yet, and the report that can would wait behind its round trip:
+/// wait for the next event (the verdict, usually within microseconds), at most
+/// [`VERDICT_WAIT`], and send one report with both.
+async fn await_verdict(
+    worker: &NodeWorker,
+    events: &mut Option<(u64, herdsman_core::EventStream)>,
+) {
+    let deadline = Instant::now() + VERDICT_WAIT;
+    while verdict_pending(worker) {
+        let Some((_, stream)) = events.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout_at(deadline, stream.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Every replica is running and healthy, and the local verdict is not (yet) stable.
+fn verdict_pending(worker: &NodeWorker) -> bool {
+    let (rows, stable) = worker.rows();
+    !stable
+        && !rows.is_empty()
+        && rows
+            .iter()
+            .all(|r| r.status.state == herdsman_core::ReplicaState::Running && r.status.healthy)
 }
 
 /// Open a session to the coordinator, over TLS when configured. `Err` says why the
