@@ -25,7 +25,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these rows (comma separated): restart, process, idle, burst, memory, cpu,
-    /// healthy, spec; and docker (real containers, run only when named).
+    /// healthy, spec, cli, cluster; and docker (real containers, run only when named).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also print each row as a JSON line.

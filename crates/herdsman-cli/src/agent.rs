@@ -38,6 +38,8 @@ pub(crate) struct AgentArgs {
     /// How often to report to the coordinator (renewing this node's lease).
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "1s")]
     heartbeat: Duration,
+    #[command(flatten)]
+    tls: crate::node_tls::TlsFlags,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -85,8 +87,19 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::run::EXIT_INVALID));
     }
     let cookie = read_cookie(&args.cookie_file)?;
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(code) => return Ok(code),
+    };
+    if tls.is_some() {
+        if let Err(e) = herdsman_cluster::server_name(&args.join) {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(crate::run::EXIT_INVALID));
+        }
+    }
     let mut stop = stop_signals()?;
-    let (server, sessions) = start_node_server(&args.node, args.listen, cookie).await?;
+    let (server, sessions) =
+        start_node_server(&args.node, args.listen, cookie, tls.as_ref()).await?;
     let runtime = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
     let dyn_runtime: Arc<dyn Runtime> = runtime.clone();
     let worker = NodeWorker::new(dyn_runtime, DeploymentOptions::default());
@@ -95,6 +108,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         join: args.join.clone(),
         heartbeat: args.heartbeat,
+        tls,
     };
     println!(
         "agent {} on {} joining {} (Ctrl-C to stop)",
@@ -119,9 +133,9 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     refused_said = false;
                     println!("joined the coordinator at {}", args.join);
                 }
-                AgentNotice::Refused(peer) => {
+                AgentNotice::Refused { peer, why } => {
                     if !refused_said {
-                        eprintln!("error: {peer} refused this node: authentication failed (wrong cookie?); retrying");
+                        eprintln!("error: {peer} refused this node: {why}; retrying");
                         refused_said = true;
                     }
                 }

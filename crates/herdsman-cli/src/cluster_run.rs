@@ -1,4 +1,5 @@
-//! `herdsman run FILE --node NAME --listen ADDR --cookie-file F`: the coordinator of a
+//! `herdsman run FILE --node NAME --listen ADDR --cookie-file F [--tls-cert C --tls-key K
+//! --tls-ca CA]`: the coordinator of a
 //! cluster. It runs its own share of the replicas, answers the agents' reports with
 //! their shares, keeps their leases, and serves the cluster's `/v1/status` and
 //! `/v1/nodes`.
@@ -48,6 +49,8 @@ pub(crate) struct CoordinatorFlags {
     /// A node silent this long is lost: its replicas are placed on live nodes.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "5s")]
     pub(crate) node_lost_after: Duration,
+    #[command(flatten)]
+    pub(crate) tls: crate::node_tls::TlsFlags,
 }
 
 /// Coordinate the deployment in `file` until SIGINT or SIGTERM.
@@ -82,6 +85,10 @@ pub(crate) async fn coordinate(
         }
     }
     let cookie = read_cookie(cookie_file)?;
+    let tls = match flags.tls.load() {
+        Ok(tls) => tls,
+        Err(code) => return Ok(code),
+    };
     let mut stop = crate::agent::stop_signals()?;
 
     let state_dir = match state_dir::open(&state_dir::root(state_root.as_deref()), &spec.name)? {
@@ -99,7 +106,7 @@ pub(crate) async fn coordinate(
         ),
         ApiAddr::Off => None,
     };
-    let (server, mut sessions) = start_node_server(node, listen, cookie).await?;
+    let (server, mut sessions) = start_node_server(node, listen, cookie, tls.as_ref()).await?;
 
     let process = ProcessConfig {
         log_dir: state_dir.as_ref().map(|d| d.logs()),
@@ -158,6 +165,7 @@ pub(crate) async fn coordinate(
     );
 
     let mut was_stable = false;
+    let mut changes = view.subscribe();
     let mut check = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
@@ -168,13 +176,16 @@ pub(crate) async fn coordinate(
                 ViewEvent::Returned { node, epoch } => println!("node {node} returned: fenced (epoch {epoch}), its stale replicas are stopped"),
                 ViewEvent::Placing => println!("placing replicas on {} node(s)", view.lock().nodes(Instant::now()).len()),
             },
-            Some(e) = sessions.recv() => {
-                if let SessionEvent::Closed { peer, authenticated: false } = e {
-                    println!("refused a node session from {peer}: authentication failed (wrong cookie?)");
+            Some(e) = sessions.recv() => match e {
+                SessionEvent::Closed { peer, authenticated: false } => {
+                    let hint = if tls.is_some() { "wrong cookie?" } else { "wrong cookie, or TLS on the other node?" };
+                    println!("refused a node session from {peer}: authentication failed ({hint})");
                 }
-            }
+                SessionEvent::Refused { peer, why } => println!("refused a node session from {peer}: {why}"),
+                _ => {}
+            },
             _ = check.tick() => {}
-            _ = view.changed() => {}
+            _ = changes.changed() => {}
         }
         {
             let stable = view.lock().status().stable;
@@ -185,6 +196,7 @@ pub(crate) async fn coordinate(
                     herdsman_probe::humanize(started.elapsed())
                 );
             } else if !stable && was_stable {
+                tracing::info!(target: "herdsman_cluster::latency", "cluster no longer stable");
                 println!("deployment \"{name}\" is no longer stable");
             }
             was_stable = stable;

@@ -13,7 +13,8 @@
 //! `log_follow` (following output), `operate` (the verbs that act on a running
 //! deployment), `rollout_cmd` (apply, rollout status and undo), `reload` (SIGHUP applies
 //! the spec file again) and `notify` (event notifications to a webhook); `backend` (which
-//! runtime each service runs on); `workload` (the hidden demo workload); `terminal`
+//! runtime each service runs on); `agent` and `cluster_run` (a cluster's agent and
+//! coordinator) with `node_tls` (their TLS flags); `workload` (the hidden demo workload); `terminal`
 //! (escaping untrusted text before it is printed); in tests, `test_terminal` (an
 //! emulated terminal).
 
@@ -35,6 +36,7 @@ mod control_server;
 mod log_follow;
 mod logging;
 mod metrics;
+mod node_tls;
 mod notices;
 mod notify;
 mod operate;

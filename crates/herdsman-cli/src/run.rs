@@ -120,6 +120,12 @@ pub(crate) fn put_own_dir_on_path() {
 /// handlers cannot be installed, or the deployment cannot start.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format);
+    if args.cluster.node.is_none() && args.cluster.tls.any() {
+        eprintln!(
+            "error: --tls-cert, --tls-key and --tls-ca encrypt node sessions: they need --node"
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     if args.cluster.node.is_some() {
         if let Some(flag) = not_for_a_cluster(&args) {
             eprintln!("error: {flag} is not supported with --node (a cluster coordinator)");

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr, RactorErr};
+use ractor_cluster::node::client::ClientConnectErr;
 use ractor_cluster::NodeServerMessage;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use crate::node_server::{SessionEvent, COORDINATOR_GROUP, SCOPE};
 use crate::node_worker::NodeWorker;
 use crate::wire::{Assignment, CoordinatorMsg, NodeReport, Wire};
+use crate::NodeTls;
 
 /// First reconnect delay; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -30,6 +32,8 @@ pub struct AgentConfig {
     pub join: String,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Join over mutual TLS with these settings (`None`: a plain session).
+    pub tls: Option<NodeTls>,
 }
 
 /// What the agent tells its operator (the CLI prints it).
@@ -37,8 +41,14 @@ pub struct AgentConfig {
 pub enum AgentNotice {
     /// Joined the coordinator.
     Joined,
-    /// The coordinator refused the session (a wrong cookie on one side).
-    Refused(String),
+    /// The coordinator refused the session: a wrong cookie, TLS on one side only, or a
+    /// certificate one side does not trust.
+    Refused {
+        /// The coordinator's address.
+        peer: String,
+        /// What is known of why.
+        why: String,
+    },
     /// The coordinator is gone; replicas keep running, reconnecting.
     CoordinatorLost,
     /// Fenced: everything it ran was stopped, it runs the new epoch's share.
@@ -75,10 +85,11 @@ pub async fn run_agent(
                     let _ = notices.send(AgentNotice::CoordinatorLost);
                 }
                 if Instant::now() >= next_connect {
-                    if let Err(e) =
-                        ractor_cluster::client_connect(&server, config.join.as_str()).await
-                    {
-                        tracing::debug!(error = %e, "cannot reach the coordinator");
+                    if let Err(why) = connect(&server, &config).await {
+                        let _ = notices.send(AgentNotice::Refused {
+                            peer: config.join.clone(),
+                            why,
+                        });
                     }
                     next_connect = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -86,6 +97,7 @@ pub async fn run_agent(
             }
             Some(c) => {
                 let report = membership.report(&config, &worker);
+                tracing::info!(target: crate::coordinator::LATENCY, stable = report.stable, "report sent");
                 let timeout = u64::try_from(config.heartbeat.as_millis())
                     .unwrap_or(1000)
                     .max(200);
@@ -119,11 +131,20 @@ pub async fn run_agent(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            Some(e) = sessions.recv() => {
-                if let SessionEvent::Closed { peer, authenticated: false } = e {
-                    let _ = notices.send(AgentNotice::Refused(peer));
+            Some(e) = sessions.recv() => match e {
+                SessionEvent::Closed { peer, authenticated: false } => {
+                    let why = if config.tls.is_some() {
+                        "the session closed before authenticating (a wrong cookie, or the coordinator does not trust this node's certificate or does not use TLS)"
+                    } else {
+                        "authentication failed (a wrong cookie, or the coordinator requires TLS)"
+                    };
+                    let _ = notices.send(AgentNotice::Refused { peer, why: why.into() });
                 }
-            }
+                SessionEvent::Refused { peer, why } => {
+                    tracing::warn!(%peer, %why, "refused an incoming node session");
+                }
+                _ => {}
+            },
             received = async {
                 match &mut events {
                     Some((_, e)) => e.recv().await,
@@ -132,12 +153,71 @@ pub async fn run_agent(
             }, if coordinator.is_some() => {
                 if let Some(herdsman_core::Received::Event(e)) = received {
                     if matches!(e.kind, herdsman_core::EventKind::HealthChanged { healthy: true, .. }) {
-                        // For examples/cluster_latency: when the coordinator hears of it.
-                        tracing::info!(target: "herdsman_cluster::latency", "replica healthy");
+                        // For the benchmark's cluster rows: when the agent hears of it.
+                        tracing::info!(target: crate::coordinator::LATENCY, "replica healthy");
                     }
                 }
+                await_verdict(&worker, &mut events).await;
             }
             _ = &mut stop => return worker,
+        }
+    }
+}
+
+/// How long a report waits for the node's own stability verdict once every replica it
+/// runs is ready.
+const VERDICT_WAIT: Duration = Duration::from_millis(20);
+
+/// When every replica this node runs is ready but its deployment has not yet said it is
+/// stable, that verdict is on its way (the deployment actor gives it just after the
+/// health event the agent woke for). A report now would tell the coordinator rows it
+/// cannot call stable yet, and the report that can would wait behind its round trip:
+/// wait for the next event (the verdict, usually within microseconds), at most
+/// [`VERDICT_WAIT`], and send one report with both.
+async fn await_verdict(
+    worker: &NodeWorker,
+    events: &mut Option<(u64, herdsman_core::EventStream)>,
+) {
+    let deadline = Instant::now() + VERDICT_WAIT;
+    while verdict_pending(worker) {
+        let Some((_, stream)) = events.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout_at(deadline, stream.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Every replica is running and healthy, and the local verdict is not (yet) stable.
+fn verdict_pending(worker: &NodeWorker) -> bool {
+    let (rows, stable) = worker.rows();
+    !stable
+        && !rows.is_empty()
+        && rows
+            .iter()
+            .all(|r| r.status.state == herdsman_core::ReplicaState::Running && r.status.healthy)
+}
+
+/// Open a session to the coordinator, over TLS when configured. `Err` says why the
+/// coordinator refused it (a failed TLS handshake); an unreachable coordinator is only
+/// logged, since it is expected while it restarts.
+async fn connect(server: &ActorRef<NodeServerMessage>, config: &AgentConfig) -> Result<(), String> {
+    let result = match &config.tls {
+        None => ractor_cluster::client_connect(server, config.join.as_str()).await,
+        Some(tls) => {
+            let name = crate::server_name(&config.join).map_err(|e| e.to_string())?;
+            ractor_cluster::client_connect_enc(server, config.join.as_str(), tls.connector(), name)
+                .await
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(ClientConnectErr::Encryption(e)) => Err(format!("TLS handshake failed: {e}")),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot reach the coordinator");
+            Ok(())
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cluster_view::ClusterView;
@@ -14,12 +14,35 @@ use crate::node_worker::NodeWorker;
 use crate::wire::{CoordinatorMsg, NodeReport, Wire};
 use crate::ClusterError;
 
+/// The log target of the timestamps along the path from a replica's health to the
+/// coordinator's verdict (for the benchmark's cluster rows; off unless asked for).
+pub(crate) const LATENCY: &str = "herdsman_cluster::latency";
+
 /// The view, shared by the actor, the local node and the API. Locked briefly, never
 /// across an await.
 #[derive(Clone)]
 pub struct SharedView {
     view: Arc<Mutex<ClusterView>>,
-    changed: Arc<Notify>,
+    // A version, not a `Notify`: `notify_waiters` wakes only the waits already begun, so
+    // a change made while a loop was between two waits went unseen until its next tick
+    // (up to 20 ms on the coordinator's stability check). A watch remembers it.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+/// One waiter's place in the view's changes: every change after it last looked wakes it.
+pub struct ViewChanges(watch::Receiver<u64>);
+
+impl ViewChanges {
+    /// Wait until the view has changed since this was created or last woke.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a change seen by a cancelled wait is still reported by the next.
+    pub async fn changed(&mut self) {
+        if self.0.changed().await.is_err() {
+            // Every sender is gone: nothing will change again.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl SharedView {
@@ -27,7 +50,7 @@ impl SharedView {
     pub fn new(view: ClusterView) -> SharedView {
         SharedView {
             view: Arc::new(Mutex::new(view)),
-            changed: Arc::new(Notify::new()),
+            changed: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -36,14 +59,14 @@ impl SharedView {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wake whoever waits for a change.
+    /// Tell every waiter the view changed.
     pub fn notify(&self) {
-        self.changed.notify_waiters();
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Wait for the next change.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Follow the changes from now on.
+    pub fn subscribe(&self) -> ViewChanges {
+        ViewChanges(self.changed.subscribe())
     }
 }
 
@@ -76,8 +99,10 @@ impl Actor for CoordinatorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             CoordinatorMsg::Report(Wire::Known(report), reply) => {
+                tracing::info!(target: LATENCY, node = %report.node, "report received");
                 let assignment = view.lock().report(Instant::now(), report);
                 view.notify();
+                tracing::info!(target: LATENCY, "view updated");
                 let _ = reply.send(Wire::Known(assignment));
             }
             CoordinatorMsg::Report(Wire::Unreadable(why), _) => {
@@ -153,6 +178,7 @@ pub async fn run_local_node(
         epoch = 1;
     }
     tokio::pin!(stop);
+    let mut changes = view.subscribe();
     loop {
         let (rows, stable) = worker.rows();
         let report = NodeReport {
@@ -176,7 +202,7 @@ pub async fn run_local_node(
         let mut events = worker.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(heartbeat) => {}
-            _ = view.changed() => {}
+            _ = changes.changed() => {}
             _ = async {
                 match &mut events {
                     Some(e) => { e.recv().await; }

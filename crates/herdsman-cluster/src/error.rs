@@ -12,6 +12,15 @@ pub enum ClusterError {
         /// What is wrong with it.
         why: String,
     },
+    /// A TLS file (`--tls-cert`, `--tls-key`, `--tls-ca`) cannot be read or does not
+    /// hold what it should. Retrying helps only once the file is fixed.
+    #[error("tls: {path}: {why}")]
+    Tls {
+        /// The file (or files) at fault.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The node server (listener) cannot start, e.g. the address is taken. Retrying may
     /// help once the address is free.
     #[error("cannot start the node server on {addr}: {why}")]

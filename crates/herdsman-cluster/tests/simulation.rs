@@ -81,6 +81,7 @@ async fn run(seed: u64) -> (usize, usize) {
                     labels: BTreeMap::new(),
                     join: String::new(),
                     heartbeat: HEARTBEAT,
+                    tls: None,
                 },
                 runtime,
                 worker: NodeWorker::new(dyn_runtime, DeploymentOptions::default()),

@@ -9,9 +9,11 @@
 //! wrapper that timestamps what the tree asks of it), `floors` (the raw ractor and tokio
 //! baselines), `sim_rows`, `process_rows`, `scale_rows` and `rollout_rows` (herdsman's
 //! measurements), `cli_rows` (the `herdsman` binary measured from outside: RSS, adoption
-//! on restart).
+//! on restart), `cluster_rows` (a coordinator and agents as real processes: a frozen node,
+//! and health → stable across the session).
 
 mod cli_rows;
+mod cluster_rows;
 mod docker_rows;
 mod fixtures;
 mod floors;
@@ -36,8 +38,9 @@ pub(crate) struct Options {
     /// Small sizes, no verdicts: a smoke run.
     pub(crate) quick: bool,
     /// Only the rows whose key contains one of these (`restart`, `process`, `idle`, `burst`,
-    /// `memory`, `cpu`, `healthy`, `spec`, `cli`); all when empty. The `cli` rows need the
-    /// release `herdsman` binary and are left out of quick runs.
+    /// `memory`, `cpu`, `healthy`, `spec`, `cli`, `cluster`); all when empty. The `cli`
+    /// and `cluster` rows need the release `herdsman` binary and are left out of quick
+    /// runs.
     pub(crate) only: Vec<String>,
     /// Run the memory, CPU and idle-process measurements in fresh processes of this
     /// executable (`--child`), so earlier rows leave no allocator state behind.
@@ -278,6 +281,12 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         }
     }
 
+    if opts.wants("cluster") && !opts.quick {
+        if let Some(bin) = cli_rows::binary() {
+            cluster(&bin, &mut |row| push(row, &mut rows)).await;
+        }
+    }
+
     if opts.wants("burst") {
         let n = sizes.burst;
         let burst = sim_rows::burst(n, sizes.burst_rounds).await;
@@ -504,6 +513,65 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         }
     }
     rows
+}
+
+/// The cluster rows, on real processes of `bin`.
+async fn cluster(bin: &std::path::Path, push: &mut impl FnMut(Row)) {
+    const FREEZES: usize = 5;
+    const FLIPS: usize = 200;
+    let lease = cluster_rows::LEASE;
+    let f = cluster_rows::freeze(bin, FREEZES).await;
+    let lost = Measure::of_durations(&f.lost, Unit::Millis);
+    let elsewhere = Measure::of_durations(&f.elsewhere, Unit::Millis);
+    let lease_ms = lease.as_secs_f64() * 1000.0;
+    push(Row {
+        what: "cluster: agent frozen (SIGSTOP) → reported lost".into(),
+        target: "≤ lease + 1 s",
+        met: Some(lost.p99 <= lease_ms + 1000.0),
+        ours: lost,
+        floor_what: "the lease".into(),
+        floor: Some(Measure::single(lease_ms, Unit::Millis)),
+        notes: format!(
+            "{FREEZES} rounds, each a fresh cluster of real `herdsman` processes on loopback \
+             (coordinator + 2 agents, heartbeat 500 ms, --node-lost-after {lease:?}, 3 portless \
+             replicas, one per node): SIGSTOP of an agent until /v1/nodes (polled every 1 ms) \
+             shows it lost"
+        ),
+    });
+    push(Row {
+        what: "cluster: frozen agent → its replicas running elsewhere".into(),
+        target: "≤ lease + 2 s",
+        met: Some(elsewhere.p99 <= lease_ms + 2000.0),
+        ours: elsewhere,
+        floor_what: "the lease".into(),
+        floor: Some(Measure::single(lease_ms, Unit::Millis)),
+        notes: "the same rounds: SIGSTOP until /v1/status shows all 3 replicas with a pid on \
+                another node and healthy"
+            .into(),
+    });
+    let h = cluster_rows::healthy_to_stable(bin, FLIPS).await;
+    let ours = Measure::of_durations(&h.total, Unit::Millis);
+    let part = |d: &[Duration]| Measure::of_durations(d, Unit::Micros).to_string();
+    push(Row {
+        what: "cluster: last replica healthy on an agent → coordinator reports stable".into(),
+        target: "p99 ≤ 2 ms (loopback)",
+        met: Some(ours.p99 <= 2.0),
+        ours,
+        floor_what: "—".into(),
+        floor: None,
+        notes: format!(
+            "{FLIPS} health flips of the one replica, placed on the agent (a `test -f` check \
+             every 10 ms), real coordinator and agent processes on loopback: from the agent's \
+             log line when its replica turns healthy to the coordinator's when the cluster \
+             turns stable (wall clock, same host). Where the time goes (p50 / p99): agent \
+             event → report sent {}; report on the wire → coordinator's actor {}; view \
+             updated {}; view updated → stable announced {}",
+            part(&h.to_report),
+            part(&h.wire),
+            part(&h.view),
+            part(&h.announce),
+        ),
+    });
 }
 
 /// Memory (and CPU) at `n`, herdsman then the floor, each in a fresh process if asked.
