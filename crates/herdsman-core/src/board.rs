@@ -474,6 +474,21 @@ impl StatusBoard {
         }
     }
 
+    /// The desired replica count shown for `service`.
+    pub(crate) fn desired_of(&self, service: &Arc<str>) -> Option<u32> {
+        self.inner.services.get(service).map(|m| m.desired)
+    }
+
+    /// Forget the rows of `service` at `from` and above that show no live container
+    /// (a service without a supervisor scaled down: nobody else would).
+    pub(crate) fn forget_idle_from(&self, service: &Arc<str>, from: u32) {
+        self.inner.replicas.retain(|(s, replica), r| {
+            s != service
+                || *replica < from
+                || matches!(r.state, ReplicaState::Running | ReplicaState::Stopping)
+        });
+    }
+
     pub(crate) fn set_desired(&self, service: &Arc<str>, desired: u32) {
         if let Some(mut m) = self.inner.services.get_mut(service) {
             m.desired = desired;

@@ -497,6 +497,7 @@ impl ContainerState {
         // is told in the same message as its start: between two, the supervisor could
         // count it running, and a deployment call itself stable on it.
         let supervisor = ctx.supervisor.clone();
+        let (board, incarnation) = (ctx.board.clone(), id.clone());
         let mut exit = started.exit;
         let (replica, generation) = (id.replica, id.generation);
         if let Some(ended) = exit.try_exit() {
@@ -514,11 +515,24 @@ impl ContainerState {
                 ended: None,
             });
             let exit = exit.await;
-            let _ = supervisor.cast(SupervisorMsg::Exited {
+            let told = supervisor.cast(SupervisorMsg::Exited {
                 replica,
                 generation,
                 exit,
             });
+            if told.is_err() {
+                // Its supervisor is gone (failed while the deployment shuts down, and is
+                // not replaced): nobody else will ever say this incarnation ended.
+                board.update_incarnation(&incarnation, |r| {
+                    if r.state == ReplicaState::Running {
+                        r.state = ReplicaState::Failed;
+                    }
+                    r.pid = None;
+                    r.healthy = false;
+                    r.last_exit = Some(exit);
+                    r.last_exit_code = exit.code();
+                });
+            }
         });
         self.spawn_probe(myself).await;
     }

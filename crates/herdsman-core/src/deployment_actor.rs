@@ -31,6 +31,8 @@ use crate::CoreError;
 mod rollouts;
 mod survivors;
 
+pub(crate) use survivors::discard_one;
+
 /// A service supervisor that failed this often within `SUPERVISOR_PERIOD` is not
 /// replaced again: the service is failed (OTP's restart intensity).
 const SUPERVISOR_RESTARTS: usize = 3;
@@ -85,9 +87,11 @@ pub(crate) enum DeploymentMsg {
         revision: u64,
         report: RolloutReport,
     },
-    /// The survivors of an earlier run that were not adopted are gone: the services
-    /// whose replica indexes they held may start.
-    SurvivorsGone,
+    /// The survivors of an earlier run that `service` does not adopt are gone: it may
+    /// start (it would boot the indexes they held).
+    SurvivorsGone {
+        service: Arc<str>,
+    },
     // Timer ticks.
     WaiterDeadline(u64),
     DependencyDeadline {
@@ -149,6 +153,8 @@ pub(crate) struct DeploymentState {
     /// Services that wait for an earlier run's unwanted survivors to be stopped before
     /// they start (those survivors hold replica indexes the services will boot).
     held: std::collections::HashSet<Arc<str>>,
+    /// Per adopting service, the survivors of an earlier run its supervisor stops.
+    discards: HashMap<Arc<str>, Vec<Survivor>>,
     /// Survivors of an earlier run each service adopts when its supervisor first starts.
     survivors: HashMap<Arc<str>, Vec<Survivor>>,
     /// Per service, the generation each replica index resumes at after survivors.
@@ -204,6 +210,7 @@ impl Actor for DeploymentActor {
             stopping: false,
             orphan_stops: Vec::new(),
             held: std::collections::HashSet::new(),
+            discards: HashMap::new(),
             survivors: HashMap::new(),
             resume_at: HashMap::new(),
             revisions: Revisions::new(),
@@ -334,8 +341,8 @@ impl Actor for DeploymentActor {
                     myself.send_after(timeout, move || DeploymentMsg::WaiterDeadline(id));
                 }
             }
-            DeploymentMsg::SurvivorsGone => {
-                state.held.clear();
+            DeploymentMsg::SurvivorsGone { service } => {
+                state.held.remove(&service);
                 if !state.stopping {
                     state.start_ready_services(&myself).await?;
                 }
@@ -529,6 +536,7 @@ impl DeploymentState {
             desired: entry.desired,
             recover,
             survivors: self.survivors.remove(name).unwrap_or_default(),
+            discards: self.discards.remove(name).unwrap_or_default(),
             resume_at: self.resume_at.remove(name).unwrap_or_default(),
         };
         let (sup, _) =
@@ -589,7 +597,6 @@ impl DeploymentState {
                 r.healthy = false;
             });
         }
-        let desired = self.services.get(name).map_or(0, |e| e.desired);
         let (rt, board, name) = (
             self.args.runtime.clone(),
             self.args.board.clone(),
@@ -599,7 +606,8 @@ impl DeploymentState {
         self.orphan_stops.push(tokio::spawn(async move {
             futures::future::join_all(orphans.iter().map(|id| async {
                 let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
-                if id.replica >= desired {
+                // The count in force now: the service may have been scaled meanwhile.
+                if id.replica >= board.desired_of(&name).unwrap_or(0) {
                     // A rollout's surge stand-in (or a replica being scaled away): not one
                     // of the service's replicas, so not kept on the board as failed.
                     board.remove(&name, id.replica);
@@ -691,8 +699,13 @@ impl DeploymentState {
         entry.desired = replicas;
         let name: Arc<str> = Arc::from(service);
         self.args.board.set_desired(&name, replicas);
-        if let Some(sup) = &entry.supervisor {
-            let _ = sup.cast(SupervisorMsg::Scale { replicas });
+        match &entry.supervisor {
+            Some(sup) => {
+                let _ = sup.cast(SupervisorMsg::Scale { replicas });
+            }
+            // A failed service's replicas that are already gone are scaled away here;
+            // one still stopping goes when its stop is done (`stop_orphans`).
+            None => self.args.board.forget_idle_from(&name, replicas),
         }
         Ok(())
     }

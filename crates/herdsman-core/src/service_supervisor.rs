@@ -172,6 +172,10 @@ pub(crate) struct SupervisorArgs {
     /// Containers an earlier run of herdsman left running that this service adopts, one
     /// per replica index below `desired`, each still running what the spec asks for.
     pub(crate) survivors: Vec<Survivor>,
+    /// Survivors of an earlier run this service does not adopt (a changed spec, an
+    /// older incarnation of an adopted slot, an index scaled away): stopped with their
+    /// signal and grace, each index booted once its survivor is gone.
+    pub(crate) discards: Vec<Survivor>,
     /// The generation each replica index resumes at (after survivors that were stopped
     /// rather than adopted), so no container id of an earlier run is reused.
     pub(crate) resume_at: HashMap<u32, u64>,
@@ -210,6 +214,8 @@ pub(crate) struct SupervisorState {
     /// waits for them.
     /// By replica index: the index is not booted again until the stop is done.
     orphan_stops: HashMap<u32, tokio::task::JoinHandle<()>>,
+    /// Survivors of an earlier run to stop before their indexes boot (taken at start).
+    discards: Vec<Survivor>,
     /// The spec new replicas run: the service's spec, or a rollout's target.
     target: Arc<Service>,
     rollout: Option<ActiveRollout>,
@@ -240,7 +246,9 @@ impl Actor for ServiceSupervisor {
             generations: args.generations,
             stopping: AtomicBool::new(false),
         });
+        let discards = args.discards;
         Ok(SupervisorState {
+            discards,
             ctx,
             parent: args.parent,
             desired: args.desired,
@@ -276,8 +284,13 @@ impl Actor for ServiceSupervisor {
         if state.recover {
             state.recover_orphans();
         }
+        state.discard_survivors();
         for replica in 0..state.desired {
-            state.add_slot(&myself, replica).await?;
+            // An index a survivor being stopped still holds boots once it is gone.
+            if state.survivors.contains_key(&replica) || !state.orphan_stops.contains_key(&replica)
+            {
+                state.add_slot(&myself, replica).await?;
+            }
         }
         state.recount();
         state.report();
@@ -392,6 +405,13 @@ impl Actor for ServiceSupervisor {
                     && !state.retiring.contains_key(&replica);
                 if wanted {
                     state.add_slot(&myself, replica).await?;
+                } else if replica >= state.desired
+                    && !state.slots.contains_key(&replica)
+                    && !state.retiring.contains_key(&replica)
+                {
+                    // Scaled away while its predecessor was being stopped: nothing is
+                    // left of the index.
+                    state.ctx.board.remove(&state.ctx.service_name, replica);
                 }
             }
             SupervisorMsg::Report => {
@@ -578,6 +598,35 @@ impl SupervisorState {
                     .await;
                 let _ = ctx.runtime.remove(&id).await;
                 ctx.board.remove(&ctx.service_name, replica);
+                let _ = ctx.supervisor.cast(SupervisorMsg::OrphanGone { replica });
+            });
+            self.orphan_stops.insert(replica, task);
+        }
+    }
+
+    /// Stop the survivors of an earlier run this service does not adopt, each off the
+    /// actor's handler; its index is booted (`OrphanGone`) once it is gone, and a shutdown
+    /// waits for it.
+    fn discard_survivors(&mut self) {
+        let mut by_index: HashMap<u32, Vec<Survivor>> = HashMap::new();
+        for s in std::mem::take(&mut self.discards) {
+            by_index.entry(s.id.replica).or_default().push(s);
+        }
+        let how = (self.target.stop_signal, self.target.stop_grace_period);
+        for (replica, stops) in by_index {
+            let (ctx, desired) = (self.ctx.clone(), self.desired);
+            let task = tokio::spawn(async move {
+                let runtime = ctx.runtime.clone();
+                futures::future::join_all(stops.iter().map(|s| {
+                    crate::deployment_actor::discard_one(
+                        &runtime,
+                        &ctx.board,
+                        s,
+                        how,
+                        replica >= desired,
+                    )
+                }))
+                .await;
                 let _ = ctx.supervisor.cast(SupervisorMsg::OrphanGone { replica });
             });
             self.orphan_stops.insert(replica, task);

@@ -372,6 +372,36 @@ const FIXED: &[(u64, usize, u32, &str)] = &[
         "rollout undo superseded a rollback and left its service unchanged: that service's \
          supervisor kept rolling untracked, and its surge stand-in stayed on the board",
     ),
+    (
+        3047,
+        30,
+        2,
+        "a restarted herdsman held a whole service until the survivors it did not want \
+         were stopped, and the survivor it did want exited meanwhile, unseen: an adopting \
+         service now starts at once and its supervisor stops the unwanted ones, booting \
+         each index once it is free",
+    ),
+    (
+        2651,
+        30,
+        2,
+        "an index whose unwanted survivor was being stopped was scaled away meanwhile, and \
+         its row stayed on the board",
+    ),
+    (
+        7910,
+        30,
+        2,
+        "a supervisor failed during shutdown, and its replica's exit, with nobody to tell, \
+         left the replica shown running: the exit watcher now says it on the board",
+    ),
+    (
+        2729,
+        30,
+        2,
+        "a failed service (its supervisor gone for good) scaled down kept the rows of the \
+         indexes scaled away, shown failed",
+    ),
 ];
 
 #[test]

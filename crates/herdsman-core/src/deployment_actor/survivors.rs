@@ -8,10 +8,12 @@ use std::time::Duration;
 use herdsman_runtime::Survivor;
 use herdsman_spec::StopSignal;
 
+use herdsman_runtime::Runtime;
+use herdsman_spec::Deployment;
 use ractor::ActorRef;
 
 use super::{DeploymentMsg, DeploymentState};
-use crate::board::ReplicaState;
+use crate::board::{ReplicaState, StatusBoard};
 
 impl DeploymentState {
     /// Find what an earlier run of this deployment left running. Each survivor that still
@@ -95,43 +97,74 @@ impl DeploymentState {
             adopt = self.args.adopt,
             "stopping replicas left running by an earlier run"
         );
-        for s in &discard {
-            let blocks = spec
-                .service(&s.id.service)
-                .is_some_and(|svc| s.id.replica < svc.initial_replicas())
-                && !self
-                    .survivors
-                    .get(&s.id.service)
-                    .is_some_and(|kept| kept.iter().any(|k| k.id.replica == s.id.replica));
-            if blocks {
-                self.held.insert(s.id.service.clone());
+        // A service that adopts starts at once: its supervisor stops its unwanted
+        // survivors itself, booting each of their indexes once it is free. Every other
+        // one is stopped from here, per service, and a service waits for its own (it would
+        // boot their indexes) while the others start.
+        let mut background: BTreeMap<Arc<str>, Vec<Survivor>> = BTreeMap::new();
+        for s in discard {
+            if self.survivors.contains_key(&s.id.service) {
+                self.discards
+                    .entry(s.id.service.clone())
+                    .or_default()
+                    .push(s);
+            } else {
+                background.entry(s.id.service.clone()).or_default().push(s);
             }
         }
-        let me = myself.clone();
-        let stops = futures::future::join_all(discard.into_iter().map(move |s| {
-            let (signal, grace) = spec
-                .service(&s.id.service)
-                .map_or((StopSignal::TERM, Duration::from_secs(10)), |svc| {
-                    (svc.stop_signal, svc.stop_grace_period)
-                });
-            let (runtime, board) = (runtime.clone(), board.clone());
-            async move {
-                let s = &s;
-                if let Err(e) = runtime.discard_survivor(s, signal, grace).await {
-                    tracing::warn!(container = %s.id, error = %e, "cannot stop a replica left by an earlier run");
-                }
-                // Its row goes with it, unless an adopted survivor of the slot took it.
-                if board
-                    .replica(&s.id.service, s.id.replica)
-                    .is_some_and(|r| r.container.as_ref() == Some(&s.id))
-                {
-                    board.remove(&s.id.service, s.id.replica);
-                }
+        for (service, stops) in background {
+            if spec.service(&service).is_some() {
+                self.held.insert(service.clone());
             }
-        }));
-        self.orphan_stops.push(tokio::spawn(async move {
-            stops.await;
-            let _ = me.cast(DeploymentMsg::SurvivorsGone);
-        }));
+            let (runtime, board, me) = (runtime.clone(), board.clone(), myself.clone());
+            let how = stop_of(&spec, &service);
+            self.orphan_stops.push(tokio::spawn(async move {
+                futures::future::join_all(
+                    stops
+                        .iter()
+                        .map(|s| discard_one(&runtime, &board, s, how, true)),
+                )
+                .await;
+                let _ = me.cast(DeploymentMsg::SurvivorsGone { service });
+            }));
+        }
+    }
+}
+
+/// The stop signal and grace period of `service`'s replicas (a service no longer in the
+/// spec: SIGTERM and 10 s).
+pub(crate) fn stop_of(spec: &Deployment, service: &str) -> (StopSignal, Duration) {
+    spec.service(service)
+        .map_or((StopSignal::TERM, Duration::from_secs(10)), |svc| {
+            (svc.stop_signal, svc.stop_grace_period)
+        })
+}
+
+/// Stop and remove one survivor of an earlier run that is not adopted, with its signal
+/// and grace. Its row, while it still names it, goes with it (`forget`) or shows it
+/// stopped, for the slot that will boot in its place.
+pub(crate) async fn discard_one(
+    runtime: &Arc<dyn Runtime>,
+    board: &StatusBoard,
+    s: &Survivor,
+    (signal, grace): (StopSignal, Duration),
+    forget: bool,
+) {
+    if let Err(e) = runtime.discard_survivor(s, signal, grace).await {
+        tracing::warn!(container = %s.id, error = %e, "cannot stop a replica left by an earlier run");
+    }
+    let named = board
+        .replica(&s.id.service, s.id.replica)
+        .is_some_and(|r| r.container.as_ref() == Some(&s.id));
+    if !named {
+        return;
+    }
+    if forget {
+        board.remove(&s.id.service, s.id.replica);
+    } else {
+        board.update_incarnation(&s.id, |r| {
+            r.state = ReplicaState::Stopped;
+            r.pid = None;
+        });
     }
 }
