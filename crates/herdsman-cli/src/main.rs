@@ -118,14 +118,14 @@ fn main() -> ExitCode {
             if let Err(e) = connections::raise_open_file_limit() {
                 eprintln!("warning: cannot raise the open-file limit: {e}");
             }
-            block_on(Builder::new_multi_thread(), run::run(*args))
+            block_on(supervisor_runtime(), run::run(*args))
         }
         Command::Agent(args) => {
             run::put_own_dir_on_path();
             if let Err(e) = connections::raise_open_file_limit() {
                 eprintln!("warning: cannot raise the open-file limit: {e}");
             }
-            block_on(Builder::new_multi_thread(), agent::run(args))
+            block_on(supervisor_runtime(), agent::run(args))
         }
         Command::Status(args) => block_on(Builder::new_current_thread(), status_cmd::run(args)),
         Command::Logs(args) => operate_on(operate::logs(args)),
@@ -143,6 +143,23 @@ fn main() -> ExitCode {
         }
         Command::Workload(args) => block_on(Builder::new_current_thread(), workload::run(args)),
     }
+}
+
+/// Most worker threads a supervising process starts: its work is waking on exits, timers
+/// and sockets, which a few threads keep up with for thousands of replicas, while every
+/// worker costs its stack and its own malloc arena (tokio starts one per core by default:
+/// 64 on a 64-core host). `TOKIO_WORKER_THREADS` still overrides it.
+const MAX_WORKERS: usize = 4;
+
+/// The multi-threaded runtime of `run` and `agent`: one worker per core, at most
+/// [`MAX_WORKERS`].
+fn supervisor_runtime() -> Builder {
+    let mut builder = Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cores.clamp(1, MAX_WORKERS));
+    }
+    builder
 }
 
 /// Run a verb on a running deployment (which prints its own errors).

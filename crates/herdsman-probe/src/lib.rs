@@ -3,7 +3,8 @@
 //!
 //! Layout: `outcome` (check and command results), `command` (commands in their own
 //! process group, and optionally their own cgroup, with a hard timeout), `cgroup` (a
-//! cgroup v2 directory as the container of a command and all it forks), `tcp` and `http` (network checks), `tracker`
+//! cgroup v2 directory as the container of a command and all it forks), `cgroup_child`
+//! (a process born inside a cgroup with `clone3(CLONE_INTO_CGROUP)`), `tcp` and `http` (network checks), `tracker`
 //! (consecutive-threshold health state machine), `init` (running one init step with its
 //! timeout and retries), `sequence` (what a step's failure does to the init sequence, and
 //! whether a failed sequence is tried again), `error` (the crate's error type).
@@ -25,6 +26,7 @@
 //! ```
 
 mod cgroup;
+mod cgroup_child;
 mod command;
 mod error;
 mod http;
@@ -35,6 +37,7 @@ mod tcp;
 mod tracker;
 
 pub use cgroup::Cgroup;
+pub use cgroup_child::{CgroupChild, ChildOutput, ChildSpec};
 pub use command::{run_command, CommandRequest};
 pub use error::ProbeError;
 pub use http::{HttpProber, BODY_CAP, MAX_REDIRECTS};

@@ -2,10 +2,11 @@
 //! at create, and the clear errors given when it cannot be started.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use herdsman_probe::CommandRequest;
+use herdsman_probe::{ChildOutput, ChildSpec, CommandRequest};
 
 use crate::{ContainerId, ContainerSpec, RuntimeError};
 
@@ -123,6 +124,21 @@ impl Launch {
             cmd.current_dir(dir);
         }
         Ok(cmd)
+    }
+
+    /// The same command for a child born in its cgroup
+    /// ([`herdsman_probe::Cgroup::spawn_into`]): its own process group, stdin closed,
+    /// stdout and stderr to `log` or, without one, to pipes.
+    pub(crate) fn child_spec<'a>(&'a self, log: Option<&'a std::fs::File>) -> ChildSpec<'a> {
+        ChildSpec {
+            argv: &self.argv,
+            env: &self.env,
+            workdir: self.workdir.as_deref(),
+            output: match log {
+                Some(file) => ChildOutput::File(file.as_fd()),
+                None => ChildOutput::Pipes,
+            },
+        }
     }
 
     /// The error for a failed spawn, naming the program.

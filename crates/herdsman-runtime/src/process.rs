@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use herdsman_probe::{CommandOutput, StepReport};
 use herdsman_spec::{InitStep, ReplicaVars, StopSignal};
+use tokio::io::AsyncRead;
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -79,15 +80,16 @@ impl Default for ProcessConfig {
 ///   `PORT_<NAME>`, `SERVICE`, `DEPLOYMENT`), plus the service's `env` (which wins).
 /// - Each incarnation runs in its own cgroup v2
 ///   (`herdsman/<deployment>.<scope>/<service>-<replica>-g<generation>`, the scope naming
-///   the state directory; joined before `exec`)
+///   the state directory; born in it with `clone3(CLONE_INTO_CGROUP)`, which costs no
+///   cgroup migration, or on kernels before 5.7 joined before `exec`)
 ///   where a writable hierarchy exists, and its main process leads its own process group
 ///   either way. [`Runtime::stop`] signals every member, waits up to the grace period for
 ///   the main process, then kills the cgroup (`cgroup.kill`), or the group where there is
 ///   no cgroup. When the main process exits by itself, whatever it left is killed at once.
 ///   Only with a cgroup is a process that called `setsid` or double-forked contained;
 ///   [`ProcessRuntime::containment`] says which mode is in force (said once at start).
-/// - Exits are reported the moment the main process is reaped (tokio's SIGCHLD handling,
-///   one task per process) and its cgroup is empty (`cgroup.events`, watched by
+/// - Exits are reported the moment the main process is reaped (its pidfd becoming
+///   readable, or tokio's SIGCHLD handling for a forked one; one task per process) and its cgroup is empty (`cgroup.events`, watched by
 ///   inotify), never by polling. Command probes and `init.run` get cgroups of their own.
 /// - With a log directory, stdout and stderr go to the replica's own log file, rotated at
 ///   [`ProcessConfig::log_file_limit`], and `logs` reads its tail; without one, into a
@@ -349,17 +351,72 @@ impl ProcessRuntime {
     }
 
     /// Start the reader tasks for the child's piped stdout and stderr.
-    fn capture_output(&self, child: &mut Child, logs: &Arc<LogBuffer>) -> Vec<AbortHandle> {
+    fn capture_output(&self, child: &mut MainProcess, logs: &Arc<LogBuffer>) -> Vec<AbortHandle> {
         let max_line = self.config.log_bytes;
         let mut readers = Vec::with_capacity(2);
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(pump(out, logs.clone(), None, max_line)).abort_handle());
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(pump(err, logs.clone(), None, max_line)).abort_handle());
+        let mut read = |pipe: Option<Box<dyn AsyncRead + Send + Unpin>>| {
+            if let Some(pipe) = pipe {
+                readers.push(tokio::spawn(pump(pipe, logs.clone(), None, max_line)).abort_handle());
+            }
+        };
+        match child {
+            MainProcess::Forked(child) => {
+                read(child.stdout.take().map(|p| Box::new(p) as _));
+                read(child.stderr.take().map(|p| Box::new(p) as _));
+            }
+            MainProcess::Born(child) => {
+                read(child.stdout.take().map(|p| Box::new(p) as _));
+                read(child.stderr.take().map(|p| Box::new(p) as _));
+            }
         }
         readers
     }
+}
+
+/// A replica's main process: born in its cgroup (`clone3`), or forked by tokio (no cgroup,
+/// or a kernel without `CLONE_INTO_CGROUP`, where it joins its cgroup before `exec`).
+#[derive(Debug)]
+pub(crate) enum MainProcess {
+    Born(herdsman_probe::CgroupChild),
+    Forked(Child),
+}
+
+impl MainProcess {
+    fn id(&self) -> Option<u32> {
+        match self {
+            MainProcess::Born(child) => Some(child.id()),
+            MainProcess::Forked(child) => child.id(),
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            MainProcess::Born(child) => child.start_kill(),
+            MainProcess::Forked(child) => {
+                let _ = child.start_kill();
+            }
+        }
+    }
+
+    async fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        match self {
+            MainProcess::Born(child) => child.wait().await,
+            MainProcess::Forked(child) => child.wait().await,
+        }
+    }
+}
+
+/// Fork the replica's command with tokio, joining `cgroup` before `exec` when given.
+fn fork_into(
+    replica: &Replica,
+    log: Option<&std::fs::File>,
+    cgroup: Option<&herdsman_probe::Cgroup>,
+) -> io::Result<MainProcess> {
+    let mut cmd = replica.launch.command(log)?;
+    if let Some(cg) = cgroup {
+        cg.join_on_spawn(&mut cmd)?;
+    }
+    cmd.spawn().map(MainProcess::Forked)
 }
 
 /// Wait until the main process has been reaped. Also returns when the reaper task is gone
@@ -390,9 +447,20 @@ impl Incarnation {
             reason,
             ran_for: self.started_at.elapsed(),
         };
-        // For a group: the leader is gone, but its pidfd still addresses the group while
-        // members remain, so this reaches every process it forked and left behind.
-        self.contained.kill();
+        match &self.contained {
+            // Only a cgroup with members left is killed: most often the main process was
+            // its only one, and reading `cgroup.events` takes no kernel lock where writing
+            // `cgroup.kill` takes the cgroup mutex, which another process's migration on
+            // the host may hold for an RCU grace period.
+            Contained::Cgroup(cg) => {
+                if cg.populated().unwrap_or(true) {
+                    cg.kill();
+                }
+            }
+            // The leader is gone, but its pidfd still addresses the group while members
+            // remain, so this reaches every process it forked and left behind.
+            Contained::Group(group) => group.kill(),
+        }
         if let Contained::Cgroup(cg) = &self.contained {
             if tokio::time::timeout(REAP_AFTER_KILL, cg.wait_empty())
                 .await
@@ -423,7 +491,7 @@ impl Incarnation {
     }
 }
 
-async fn reap(mut child: Child, incarnation: Incarnation) {
+async fn reap(mut child: MainProcess, incarnation: Incarnation) {
     if let Contained::Group(group) = &incarnation.contained {
         // Wait for the exit without reaping, then kill what the process left in its group:
         // until it is reaped, its pid, which is the group's id, cannot be another
@@ -496,15 +564,18 @@ impl Runtime for ProcessRuntime {
         let log = self.open_log_file(id);
         let cgroup = self.incarnation_cgroup(id);
         let started_at = Instant::now();
-        let spawned = replica
-            .launch
-            .command(log.as_ref().map(|(_, f)| f))
-            .and_then(|mut cmd| {
-                if let Some(cg) = &cgroup {
-                    cg.join_on_spawn(&mut cmd)?;
+        let spawned = match &cgroup {
+            Some(cg) => {
+                match cg.spawn_into(&replica.launch.child_spec(log.as_ref().map(|(_, f)| f))) {
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        tracing::debug!(%id, error = %e, "joining the cgroup before exec instead");
+                        fork_into(&replica, log.as_ref().map(|(_, f)| f), Some(cg))
+                    }
+                    born => born.map(MainProcess::Born),
                 }
-                cmd.spawn()
-            });
+            }
+            None => fork_into(&replica, log.as_ref().map(|(_, f)| f), None),
+        };
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -517,7 +588,7 @@ impl Runtime for ProcessRuntime {
         let Some(pid) = child.id().filter(|p| *p > 1) else {
             // Cannot happen for a freshly spawned child; refuse rather than signal a
             // group that is not ours.
-            let _ = child.start_kill();
+            child.start_kill();
             return Err(start_error(id, format!("unusable pid {:?}", child.id())));
         };
         let contained = match cgroup {
@@ -526,7 +597,7 @@ impl Runtime for ProcessRuntime {
             None => match ProcessGroup::of_child(pid) {
                 Ok(group) => Contained::Group(group),
                 Err(e) => {
-                    let _ = child.start_kill();
+                    child.start_kill();
                     return Err(start_error(
                         id,
                         format!("cannot open a pidfd of its main process: {e}"),

@@ -101,6 +101,56 @@ async fn the_runtime_uses_cgroups_exactly_where_a_writable_hierarchy_exists() {
 }
 
 #[tokio::test]
+async fn a_replica_is_born_in_its_own_cgroup_leading_its_own_group_with_its_environment() {
+    let rt = ProcessRuntime::new(ProcessConfig::default());
+    if rt.containment() != "cgroup" {
+        assert!(!host_has_writable_cgroup2());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("env");
+    let script = format!(
+        "echo \"$REPLICA $SERVICE $(pwd)\" > {}; exec sleep 1000",
+        env_file.display()
+    );
+    let (id, started, pid) = launch(&rt, &service("born", Some(shell(&script)))).await;
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let v2 = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("");
+    let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
+    let deadline = Instant::now() + PATIENCE;
+    let env = loop {
+        match std::fs::read_to_string(&env_file) {
+            Ok(t) if t.ends_with('\n') => break t,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the replica never wrote its environment"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    within("remove", rt.remove(&id)).await.expect("remove");
+    assert!(
+        v2.ends_with("/born-0-g0"),
+        "replica {pid} is in cgroup {v2:?}, not its incarnation's"
+    );
+    assert_eq!(
+        pgid.ok().map(|p| p.as_raw() as u32),
+        Some(pid),
+        "it leads its own group"
+    );
+    let cwd = std::env::current_dir().expect("cwd");
+    assert_eq!(env.trim(), format!("0 born {}", cwd.display()));
+    assert_eq!(
+        within("exit", started.exit).await.reason,
+        ExitReason::Signal(9)
+    );
+    assert_gone(pid).await;
+}
+
+#[tokio::test]
 async fn a_setsid_escapee_dies_when_its_replica_is_stopped() {
     let rt = ProcessRuntime::new(ProcessConfig::default());
     if rt.containment() != "cgroup" {

@@ -86,16 +86,35 @@ fn restarts(status: &Value) -> u64 {
         .sum()
 }
 
-/// VmRSS of another process, in bytes.
-fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .unwrap_or(0)
-        * 1024
+/// Resident memory of another process as `ps` sees it, from /proc/PID/status.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Resident {
+    /// VmRSS, bytes.
+    pub(crate) rss: u64,
+    /// RssAnon (heap, stacks, written data), bytes.
+    pub(crate) anon: u64,
+    /// RssFile (the binary's and libraries' pages mapped in), bytes.
+    pub(crate) file: u64,
+    /// Threads.
+    pub(crate) threads: u64,
+}
+
+fn resident_of(pid: u32) -> Resident {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Resident {
+        rss: field("VmRSS:") * 1024,
+        anon: field("RssAnon:") * 1024,
+        file: field("RssFile:") * 1024,
+        threads: field("Threads:"),
+    }
 }
 
 /// Ctrl-C a run and wait for it, then check that no replica is left.
@@ -140,8 +159,10 @@ fn free_api() -> String {
 
 /// What one run of both measurements found.
 pub(crate) struct CliResult {
-    /// VmRSS of `herdsman run` with the replicas stable, 0.5 s later.
-    pub(crate) rss: u64,
+    /// Resident memory of `herdsman run` with the replicas stable, 1 s later.
+    pub(crate) rss: Resident,
+    /// The same with no replica (the same spec scaled to 0): the floor.
+    pub(crate) floor: Resident,
     /// SIGKILL of herdsman → new `herdsman run` spawned → every replica adopted and the
     /// deployment stable, seen on its API (polled every 1 ms).
     pub(crate) adopt: Duration,
@@ -151,8 +172,24 @@ pub(crate) struct CliResult {
     pub(crate) same_pids: bool,
 }
 
-/// Both measurements with `n` idle replicas.
+/// Resident memory of a `herdsman run` of `n` idle replicas, stable, 1 s later; stopped
+/// afterwards.
+async fn resident_with(bin: &Path, n: u32) -> Resident {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec(dir.path(), n);
+    let state = dir.path().join("state");
+    let api = free_api();
+    let run = start(bin, &spec, &state, &api);
+    let status = stable(&client(), &api, n as usize, Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resident = resident_of(run.id());
+    stop(run, &pids(&status)).await;
+    resident
+}
+
+/// Both measurements with `n` idle replicas, and the resident floor (0 replicas).
 pub(crate) async fn measure(bin: &Path, n: u32) -> CliResult {
+    let floor = resident_with(bin, 0).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec(dir.path(), n);
     let state = dir.path().join("state");
@@ -160,8 +197,8 @@ pub(crate) async fn measure(bin: &Path, n: u32) -> CliResult {
     let client = client();
     let first = start(bin, &spec, &state, &api);
     let status = stable(&client, &api, n as usize, Duration::from_millis(20)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_of(first.id());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = resident_of(first.id());
     let before = pids(&status);
 
     // herdsman dies; its replicas do not.
@@ -175,6 +212,7 @@ pub(crate) async fn measure(bin: &Path, n: u32) -> CliResult {
     let after = pids(&status);
     let result = CliResult {
         rss,
+        floor,
         adopt,
         restarts: restarts(&status),
         same_pids: after == before,

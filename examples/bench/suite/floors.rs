@@ -253,15 +253,93 @@ pub(crate) struct FloorBreakdown {
     pub(crate) spawn: Vec<Duration>,
 }
 
+/// How the floor puts each process in its fresh cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CgroupEntry {
+    /// Born in it: `clone3(CLONE_INTO_CGROUP)`, as herdsman spawns replicas.
+    Born,
+    /// Joined between fork and `exec` by writing `cgroup.procs` (a migration), as
+    /// herdsman did before, and still does on kernels without `CLONE_INTO_CGROUP`.
+    Joined,
+}
+
+/// The floor's running process, whichever way it was spawned.
+enum FloorChild {
+    Tokio(tokio::process::Child),
+    Born(herdsman::probe::CgroupChild),
+}
+
+impl FloorChild {
+    fn id(&self) -> u32 {
+        match self {
+            FloorChild::Tokio(c) => c.id().unwrap_or(0),
+            FloorChild::Born(c) => c.id(),
+        }
+    }
+
+    async fn wait(&mut self) {
+        match self {
+            FloorChild::Tokio(c) => {
+                let _ = c.wait().await;
+            }
+            FloorChild::Born(c) => {
+                let _ = c.wait().await;
+            }
+        }
+    }
+
+    async fn kill(&mut self) {
+        match self {
+            FloorChild::Tokio(c) => {
+                let _ = c.kill().await;
+            }
+            FloorChild::Born(c) => {
+                c.start_kill();
+                let _ = c.wait().await;
+            }
+        }
+    }
+}
+
+/// Spawn `sleep 1000` for the floor, into `cgroup` (created here) if given.
+fn floor_spawn(cgroup: Option<&herdsman::probe::Cgroup>, entry: CgroupEntry) -> FloorChild {
+    let devnull = std::fs::File::open("/dev/null").expect("/dev/null opens");
+    if let (Some(cg), CgroupEntry::Born) = (cgroup, entry) {
+        cg.create().expect("a cgroup can be created");
+        let argv = ["sleep".to_string(), "1000".to_string()];
+        let spec = herdsman::probe::ChildSpec {
+            argv: &argv,
+            env: &[],
+            workdir: None,
+            output: herdsman::probe::ChildOutput::File(std::os::fd::AsFd::as_fd(&devnull)),
+        };
+        return FloorChild::Born(cg.spawn_into(&spec).expect("sleep is born in its cgroup"));
+    }
+    let mut cmd = tokio::process::Command::new("sleep");
+    cmd.arg("1000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cg) = cgroup {
+        cg.create().expect("a cgroup can be created");
+        cg.join_on_spawn(&mut cmd)
+            .expect("the cgroup can be joined");
+    }
+    FloorChild::Tokio(cmd.spawn().expect("sleep can be spawned"))
+}
+
 /// The tokio floor for a process restart: spawn `sleep 1000`, wait for it, respawn it at
 /// once when it dies; from SIGKILL of the running one to its replacement spawned. With
 /// `cgroups` (the directory herdsman makes its cgroups in, when containment is on), it does
-/// the same kernel work as herdsman: each process is spawned into a fresh cgroup, joined
-/// before exec, and the cgroup is watched empty (inotify) before the respawn and removed
+/// the same kernel work as herdsman: each process is put in a fresh cgroup (`entry`
+/// says how), and the cgroup is watched empty (inotify) before the respawn and removed
 /// after it.
 pub(crate) async fn tokio_respawn(
     samples: usize,
     cgroups: Option<std::path::PathBuf>,
+    entry: CgroupEntry,
 ) -> (Vec<Duration>, FloorBreakdown) {
     // (pid, when its predecessor's exit was seen, when the spawn began, when it returned)
     type Spawned = (u32, Option<Instant>, Instant, Instant);
@@ -272,25 +350,14 @@ pub(crate) async fn tokio_respawn(
         let mut previous: Option<herdsman::probe::Cgroup> = None;
         for i in 0u64.. {
             let spawn_at = Instant::now();
-            let mut cmd = tokio::process::Command::new("sleep");
-            cmd.arg("1000")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .kill_on_drop(true);
             let cgroup = cgroups.as_ref().map(|base| {
-                let cg = herdsman::probe::Cgroup::at(
+                herdsman::probe::Cgroup::at(
                     base.join(format!("bench-floor-{}", std::process::id()))
                         .join(format!("g{i}")),
-                );
-                cg.create().expect("a cgroup can be created");
-                cg.join_on_spawn(&mut cmd)
-                    .expect("the cgroup can be joined");
-                cg
+                )
             });
-            let mut child = cmd.spawn().expect("sleep can be spawned");
-            let spawned = (child.id().unwrap_or(0), exited_at, spawn_at, Instant::now());
+            let mut child = floor_spawn(cgroup.as_ref(), entry);
+            let spawned = (child.id(), exited_at, spawn_at, Instant::now());
             let _ = pid_tx.send(spawned);
             if let Some(old) = previous.take() {
                 let _ = old.remove();
@@ -298,7 +365,7 @@ pub(crate) async fn tokio_respawn(
             tokio::select! {
                 _ = child.wait() => exited_at = Some(Instant::now()),
                 _ = &mut stop_rx => {
-                    let _ = child.kill().await;
+                    child.kill().await;
                     if let Some(cg) = &cgroup {
                         let _ = cg.kill_and_remove(Duration::from_secs(5)).await;
                         if let Some(dir) = cg.path().parent() {

@@ -173,7 +173,21 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         } else {
             "process groups only (no writable cgroup v2)"
         };
-        let (floor_samples, floor_parts) = floors::tokio_respawn(n, cgroups).await;
+        let joined = match &cgroups {
+            Some(_) => {
+                let (samples, _) =
+                    floors::tokio_respawn(n, cgroups.clone(), floors::CgroupEntry::Joined).await;
+                format!(
+                    " A second floor, joining each fresh cgroup between fork and exec by \
+                     writing cgroup.procs (a migration, which waits for an RCU grace period; \
+                     how herdsman spawned before): {}.",
+                    Measure::of_durations(&samples, Unit::Millis)
+                )
+            }
+            None => String::new(),
+        };
+        let (floor_samples, floor_parts) =
+            floors::tokio_respawn(n, cgroups, floors::CgroupEntry::Born).await;
         let floor = Measure::of_durations(&floor_samples, Unit::Millis);
         push(
             Row {
@@ -186,12 +200,13 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 notes: format!(
                     "{n} SIGKILLs of `sleep 1000` replicas (4, round robin) on ProcessRuntime, \
                      {contained}, each to the replacement's ReplicaStarted event (new pid) \
-                     received; floor: a tokio task that spawns `sleep 1000` (into a fresh \
-                     cgroup, watched empty before the respawn, when containment is on), \
-                     awaits it and respawns it, to the new pid received. Where the time goes (p50 / p99): exit reaped, reported \
+                     received; floor: a tokio task that spawns `sleep 1000` (born in a fresh \
+                     cgroup with clone3(CLONE_INTO_CGROUP), watched empty before the respawn, \
+                     when containment is on), awaits it and respawns it, to the new pid \
+                     received. Where the time goes (p50 / p99): exit reaped, reported \
                      and decided until the container actor tears down {}; old removed and new \
                      created {}; spawn {}; event received {}. The floor's: exit seen {}; \
-                     spawn {}",
+                     spawn {}.{joined}",
                     part(&parts.detect_and_decide),
                     part(&parts.replace),
                     part(&parts.spawn),
@@ -239,19 +254,33 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
             let n = sizes.idle_processes;
             let r = cli_rows::measure(&bin, n).await;
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-            let rss = Measure::single(mib(r.rss), Unit::MiB);
+            let rss = Measure::single(mib(r.rss.rss), Unit::MiB);
+            let parts = |m: &cli_rows::Resident| {
+                format!(
+                    "{:.1} MiB file-backed (the binary's code and data paged in, libraries), \
+                     {:.1} MiB anonymous, {} threads",
+                    mib(m.file),
+                    mib(m.anon),
+                    m.threads
+                )
+            };
             push(
                 Row {
                     what: format!("RSS of `herdsman run` with {n} idle real processes"),
                     target: "≤ 10 MiB",
                     met: judge(rss.p50 <= 10.0),
                     ours: rss,
-                    floor_what: "—".into(),
-                    floor: None,
+                    floor_what: "same binary and flags, 0 replicas".into(),
+                    floor: Some(Measure::single(mib(r.floor.rss), Unit::MiB)),
                     notes: format!(
-                        "VmRSS of the `herdsman run` process, read from /proc/PID/status by \
-                         the bench, {n} `sleep 1000` replicas stable for 0.5 s, API on, state \
-                         directory, lock, log files and adoption records kept"
+                        "VmRSS of the `herdsman run` process (release binary), read from \
+                         /proc/PID/status by the bench, {n} `sleep 1000` replicas stable for \
+                         1 s, API on, state directory, lock, log files and adoption records \
+                         kept: {}; {:.1} KiB per replica over the floor. Floor, the same spec \
+                         scaled to 0: {}",
+                        parts(&r.rss),
+                        r.rss.rss.saturating_sub(r.floor.rss) as f64 / 1024.0 / f64::from(n),
+                        parts(&r.floor)
                     ),
                 },
                 &mut rows,
