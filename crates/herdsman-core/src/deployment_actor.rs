@@ -79,6 +79,8 @@ pub(crate) enum DeploymentMsg {
         service: Arc<str>,
         from: ActorId,
         counts: ServiceCounts,
+        /// The last of this actor's requests the supervisor had handled.
+        acked: u64,
     },
     /// A supervisor's rollout progress or outcome.
     Rollout {
@@ -134,6 +136,11 @@ struct ServiceEntry {
     failed: bool,
     /// When its supervisor was last replaced, for the restart intensity limit.
     respawns: Vec<tokio::time::Instant>,
+    /// This actor's requests to the supervisor that change its counts without a word
+    /// here (an operator's restart), numbered, and the last one its reports say it has
+    /// handled: while one is unanswered, the counts in hand are older than the request.
+    asked: u64,
+    acked: u64,
 }
 
 pub(crate) struct DeploymentState {
@@ -195,6 +202,8 @@ impl Actor for DeploymentActor {
                         counts,
                         failed: false,
                         respawns: Vec::new(),
+                        asked: 0,
+                        acked: 0,
                     },
                 )
             })
@@ -256,7 +265,17 @@ impl Actor for DeploymentActor {
                 }
                 Some(e) => match &e.supervisor {
                     Some(sup) => {
-                        let _ = sup.cast(SupervisorMsg::RestartReplica { replica, reply });
+                        // Not ready until the supervisor's counts include the restart:
+                        // those in hand may count the replica it is about to replace.
+                        let seq = e.asked + 1;
+                        let _ = sup.cast(SupervisorMsg::RestartReplica {
+                            replica,
+                            reply,
+                            seq,
+                        });
+                        if let Some(e) = state.services.get_mut(service.as_str()) {
+                            e.asked = seq;
+                        }
                     }
                     None => {
                         let _ = reply.send(Err(CoreError::UnknownReplica { service, replica }));
@@ -318,6 +337,7 @@ impl Actor for DeploymentActor {
                 service,
                 from,
                 counts,
+                acked,
             } => {
                 if let Some(e) = state.services.get_mut(&service) {
                     // Only the current supervisor speaks for the service: a failed one's
@@ -325,6 +345,7 @@ impl Actor for DeploymentActor {
                     let current = e.supervisor.as_ref().is_some_and(|s| s.get_id() == from);
                     if current && !e.failed {
                         e.counts = counts;
+                        e.acked = e.acked.max(acked);
                     }
                 }
                 if !state.stopping {
@@ -396,7 +417,8 @@ impl Actor for DeploymentActor {
 
 impl DeploymentState {
     fn is_stable(&self) -> bool {
-        is_stable(self.services.values().map(|e| &e.counts))
+        self.services.values().all(|e| e.acked >= e.asked)
+            && is_stable(self.services.values().map(|e| &e.counts))
     }
 
     /// Recompute stability; the moment it becomes true, answer every waiter. A deployment
@@ -543,6 +565,9 @@ impl DeploymentState {
             Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
         if let Some(e) = self.services.get_mut(name) {
             e.supervisor = Some(sup);
+            // A request its failed predecessor never answered is not this one's to
+            // answer: it reports its own counts from scratch.
+            e.acked = e.asked;
         }
         Ok(())
     }

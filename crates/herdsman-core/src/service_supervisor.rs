@@ -83,6 +83,9 @@ pub(crate) enum SupervisorMsg {
     RestartReplica {
         replica: u32,
         reply: RpcReplyPort<Result<u64, CoreError>>,
+        /// The deployment's number for this request, echoed in the next report: until
+        /// then the deployment does not count the service ready on older counts.
+        seq: u64,
     },
     /// Fault injection: make a replica's container actor panic, or (`None`) this
     /// supervisor itself.
@@ -196,7 +199,9 @@ pub(crate) struct SupervisorState {
     /// own).
     resume_generation: HashMap<u32, u64>,
     phase: ServicePhase,
-    reported: Option<ServiceCounts>,
+    reported: Option<(ServiceCounts, u64)>,
+    /// The deployment's last request number handled (see `RestartReplica::seq`).
+    acked: u64,
     /// A `Report` is queued.
     report_queued: bool,
     /// The sum of every slot's share. A message about one replica updates it by that
@@ -268,6 +273,7 @@ impl Actor for ServiceSupervisor {
             resume_generation: args.resume_at,
             phase: ServicePhase::Running,
             reported: None,
+            acked: 0,
             report_queued: false,
             tally: Share::default(),
         })
@@ -338,8 +344,13 @@ impl Actor for ServiceSupervisor {
                     state.end_rollout(None);
                 }
             }
-            SupervisorMsg::RestartReplica { replica, reply } => {
+            SupervisorMsg::RestartReplica {
+                replica,
+                reply,
+                seq,
+            } => {
                 let _ = reply.send(state.restart_replica(replica));
+                state.acked = seq;
             }
             SupervisorMsg::InjectPanic { replica: None } => {
                 panic!(
@@ -941,12 +952,13 @@ impl SupervisorState {
             healthy: self.tally.healthy,
             ready: self.tally.ready,
         };
-        if self.reported != Some(c) {
-            self.reported = Some(c);
+        if self.reported != Some((c, self.acked)) {
+            self.reported = Some((c, self.acked));
             let _ = self.parent.cast(DeploymentMsg::ServiceHealth {
                 service: self.ctx.service_name.clone(),
                 from: self.ctx.supervisor.get_id(),
                 counts: c,
+                acked: self.acked,
             });
         }
     }

@@ -402,6 +402,15 @@ const FIXED: &[(u64, usize, u32, &str)] = &[
         "a failed service (its supervisor gone for good) scaled down kept the rows of the \
          indexes scaled away, shown failed",
     ),
+    (
+        13583,
+        30,
+        2,
+        "the deployment forwarded an operator's restart of a completed replica and, before \
+         the supervisor's counts included it, announced itself stable on the older counts: \
+         a forwarded restart is now numbered and the service not ready until a report \
+         acknowledges it",
+    ),
 ];
 
 #[test]

@@ -119,6 +119,8 @@ impl DeploymentState {
                             counts,
                             failed: false,
                             respawns: Vec::new(),
+                            asked: 0,
+                            acked: 0,
                         },
                     );
                     if let Some(svc) = new.service(&name) {
