@@ -84,25 +84,10 @@ impl DeploymentState {
                     if rescaled {
                         let _ = self.scale(&name, *replicas);
                     }
-                    let (Some(entry), Some(svc)) = (self.services.get(&name), new.service(&name))
-                    else {
-                        continue;
-                    };
                     // A service not started yet simply starts with the new spec.
-                    if let Some(sup) = &entry.supervisor {
-                        let _ = sup.cast(SupervisorMsg::Roll {
-                            service: Arc::new(svc.clone()),
-                            revision: plan.revision,
-                        });
-                        rolled.insert(
-                            name.clone(),
-                            ServiceRollout {
-                                service: c.service.clone(),
-                                updated: 0,
-                                desired: *replicas,
-                                done: false,
-                            },
-                        );
+                    if let Some(r) = self.roll_service(&name, &new, plan.revision, Some(*replicas))
+                    {
+                        rolled.insert(name.clone(), r);
                     }
                 }
                 Change::Add { replicas } => {
@@ -137,23 +122,8 @@ impl DeploymentState {
             if rolled.contains_key(&name) {
                 continue;
             }
-            let (Some(entry), Some(svc)) = (self.services.get(&name), new.service(&name)) else {
-                continue;
-            };
-            if let Some(sup) = &entry.supervisor {
-                let _ = sup.cast(SupervisorMsg::Roll {
-                    service: Arc::new(svc.clone()),
-                    revision: plan.revision,
-                });
-                rolled.insert(
-                    name.clone(),
-                    ServiceRollout {
-                        service: name.to_string(),
-                        updated: 0,
-                        desired: entry.desired,
-                        done: false,
-                    },
-                );
+            if let Some(r) = self.roll_service(&name, &new, plan.revision, None) {
+                rolled.insert(name, r);
             }
         }
         let auto_revert = plan
@@ -236,13 +206,33 @@ impl DeploymentState {
         if track.services.get(name).is_none_or(|s| s.done) {
             return;
         }
-        let sup = self.services.get(name).and_then(|e| e.supervisor.as_ref());
-        if let (Some(sup), Some(svc)) = (sup, self.args.spec.service(name)) {
-            let _ = sup.cast(SupervisorMsg::Roll {
-                service: Arc::new(svc.clone()),
-                revision: track.revision,
-            });
-        }
+        let _ = self.roll_service(name, &self.args.spec, track.revision, None);
+    }
+
+    /// Tell `name`'s supervisor to roll to its spec in `new` under `revision`. The
+    /// rollout's record of the service (`desired` replicas to update, else the count in
+    /// force), if it has a supervisor to tell: one not started yet simply starts with
+    /// the new spec.
+    fn roll_service(
+        &self,
+        name: &Arc<str>,
+        new: &Deployment,
+        revision: u64,
+        desired: Option<u32>,
+    ) -> Option<ServiceRollout> {
+        let entry = self.services.get(name)?;
+        let svc = new.service(name)?;
+        let sup = entry.supervisor.as_ref()?;
+        let _ = sup.cast(SupervisorMsg::Roll {
+            service: Arc::new(svc.clone()),
+            revision,
+        });
+        Some(ServiceRollout {
+            service: name.to_string(),
+            updated: 0,
+            desired: desired.unwrap_or(entry.desired),
+            done: false,
+        })
     }
 
     /// A service stopped for good (failed, its supervisor gone) has nothing left to roll:
