@@ -44,6 +44,19 @@ fn restarts(status: &Value) -> u64 {
         .sum()
 }
 
+/// Wait until every one of `pids` is in the deployment's replica records (written at
+/// most every 100 ms, later on a loaded machine): a kill before that leaves replicas no
+/// later run can know of, which it stops rather than adopts, by design.
+async fn recorded(state: &Path, pids: &BTreeSet<u32>) {
+    let records = state.join("durable/replicas.json");
+    eventually(LIMIT, "the replicas are recorded", || {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        let all = pids.iter().all(|p| text.contains(&format!("\"pid\":{p}")));
+        async move { all.then_some(()) }
+    })
+    .await;
+}
+
 /// The size of each chatty replica's log file.
 fn log_sizes(state: &Path) -> Vec<u64> {
     (0..5)
@@ -91,7 +104,7 @@ async fn replicas_outlive_a_sigkilled_herdsman_and_the_next_run_adopts_them_all(
     let _reap = Reap(before.iter().copied().collect());
     assert_eq!(before.len(), 20, "{status}");
     // Let the replicas be recorded (debounced) before the kill.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    recorded(state.path(), &before).await;
 
     first.signal(Signal::SIGKILL);
     first.wait(LIMIT).await;
@@ -143,7 +156,7 @@ async fn with_no_adopt_the_survivors_are_stopped_and_replaced() {
     let (mut first, status) = run_until_stable(&spec, state.path(), &api, &[]).await;
     let before: BTreeSet<u32> = pids(&status).into_iter().collect();
     let _reap = Reap(before.iter().copied().collect());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    recorded(state.path(), &before).await;
     first.signal(Signal::SIGKILL);
     first.wait(LIMIT).await;
 
