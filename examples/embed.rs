@@ -45,9 +45,8 @@ enum HostMsg {
     Finish(RpcReplyPort<Vec<String>>),
 }
 
-// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
-// feature is on workspace-wide and requires the impl to be explicit).
-impl ractor::Message for HostMsg {}
+// Local only: never sent to another node, so it is not serializable.
+herdsman::core::local_message!(HostMsg);
 
 struct HostState {
     deployments: Vec<DeploymentHandle>,

@@ -107,9 +107,8 @@ pub(crate) enum DeploymentMsg {
     },
 }
 
-// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
-// feature is on workspace-wide and requires the impl to be explicit).
-impl ractor::Message for DeploymentMsg {}
+// Local only: never sent to another node, so it is not serializable.
+crate::local_message!(DeploymentMsg);
 
 pub(crate) struct DeploymentArgs {
     pub(crate) spec: Arc<Deployment>,

@@ -43,5 +43,28 @@ pub use event::{Event, EventKind, EventStream, Received};
 pub use handle::{spawn_deployment, spawn_deployment_linked, DeploymentHandle, DeploymentOptions};
 pub use stabilization::{FailingReplica, FailingService, Stabilization};
 
+/// Makes a local-only type an actor message: `impl ractor::Message for T {}` when ractor's
+/// `cluster` feature is on (this crate's `cluster` feature: every message type then needs
+/// an explicit impl), nothing otherwise (ractor's blanket impl covers it). Use it for
+/// every actor message in a build that may link herdsman-cluster.
+#[cfg(feature = "cluster")]
+#[macro_export]
+macro_rules! local_message {
+    ($($t:ty),+ $(,)?) => { $(impl $crate::__ractor::Message for $t {})+ };
+}
+
+/// Makes a local-only type an actor message: `impl ractor::Message for T {}` when ractor's
+/// `cluster` feature is on (this crate's `cluster` feature: every message type then needs
+/// an explicit impl), nothing otherwise (ractor's blanket impl covers it). Use it for
+/// every actor message in a build that may link herdsman-cluster.
+#[cfg(not(feature = "cluster"))]
+#[macro_export]
+macro_rules! local_message {
+    ($($t:ty),+ $(,)?) => {};
+}
+
+#[doc(hidden)]
+pub use ractor as __ractor;
+
 /// Most replicas a service may have.
 pub const MAX_REPLICAS: u32 = 100_000;

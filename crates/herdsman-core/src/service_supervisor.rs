@@ -151,9 +151,8 @@ pub(crate) enum SupervisorMsg {
     },
 }
 
-// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
-// feature is on workspace-wide and requires the impl to be explicit).
-impl ractor::Message for SupervisorMsg {}
+// Local only: never sent to another node, so it is not serializable.
+crate::local_message!(SupervisorMsg);
 
 pub(crate) struct SupervisorArgs {
     pub(crate) deployment: Arc<Deployment>,

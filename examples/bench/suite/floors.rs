@@ -22,9 +22,8 @@ enum ChildMsg {
     Fail,
 }
 
-// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
-// feature is on workspace-wide and requires the impl to be explicit).
-impl ractor::Message for ChildMsg {}
+// Local only: never sent to another node, so it is not serializable.
+herdsman::core::local_message!(ChildMsg);
 
 impl Actor for Child {
     type Msg = ChildMsg;

@@ -6,7 +6,7 @@
 //! JSON line on stdout.
 //!
 //! ```text
-//! cargo run --release --example cluster_fleet -- --nodes 5 --replicas 200 --lease 2s
+//! cargo run --release -p herdsman-cluster --example cluster_fleet -- --nodes 5 --replicas 200 --lease 2s
 //! ```
 //!
 //! The nodes share the coordinator's view in-process (`run_local_node`, the path the
@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use herdsman::core::DeploymentOptions;
-use herdsman::runtime::{Runtime, SimRuntime};
-use herdsman::spec::{Command, Deployment, Scale, Service, ServiceKind, Template};
 use herdsman_cluster::{keep_leases, run_local_node, ClusterView, NodeWorker, SharedView};
+use herdsman_core::DeploymentOptions;
+use herdsman_runtime::{Runtime, SimRuntime};
+use herdsman_spec::{Command, Deployment, Scale, Service, ServiceKind, Template};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -140,7 +140,7 @@ async fn main() {
         v.lock().status().services.iter().all(|s| {
             s.replicas.iter().all(|r| {
                 r.node.as_deref() != Some(victim.as_str())
-                    && r.status.state == herdsman::core::ReplicaState::Running
+                    && r.status.state == herdsman_core::ReplicaState::Running
             })
         })
     };
