@@ -58,9 +58,8 @@ pub(crate) enum ContainerMsg {
     Boot { generation: u64 },
 }
 
-// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
-// feature is on workspace-wide and requires the impl to be explicit).
-impl ractor::Message for ContainerMsg {}
+// Local only: never sent to another node, so it is not serializable.
+crate::local_message!(ContainerMsg);
 
 /// How a container actor begins.
 #[derive(Debug, Clone)]
@@ -106,7 +105,8 @@ pub(crate) struct ContainerState {
     ctx: Arc<ServiceContext>,
     service: Arc<Service>,
     id: ContainerId,
-    vars: ReplicaVars,
+    /// Shared with the probe, which templates its checks with them.
+    vars: Arc<ReplicaVars>,
     phase: Phase,
     probe: Option<ActorRef<crate::probe_actor::ProbeMsg>>,
     /// Container id created in the runtime and not yet removed.
@@ -135,7 +135,11 @@ impl Actor for ContainerActor {
             replica: args.replica,
             generation: args.generation,
         };
-        let vars = ReplicaVars::new(&ctx.deployment, &args.service, args.replica);
+        let vars = Arc::new(ReplicaVars::new(
+            &ctx.deployment,
+            &args.service,
+            args.replica,
+        ));
         let (phase, created) = match &args.mode {
             Mode::AdoptRunning => (Phase::Running, Some(id.clone())),
             Mode::AdoptHeld => (Phase::Held, Some(id.clone())),
@@ -241,7 +245,11 @@ async fn dispatch(
             state.end_init().await;
             state.discard_created(true).await;
             if let Some(service) = service {
-                state.vars = ReplicaVars::new(&state.ctx.deployment, &service, state.id.replica);
+                state.vars = Arc::new(ReplicaVars::new(
+                    &state.ctx.deployment,
+                    &service,
+                    state.id.replica,
+                ));
                 state.service = service;
             }
             state.id.generation = generation;
@@ -406,7 +414,7 @@ impl ContainerState {
         let ctx = self.ctx.clone();
         let spec = ContainerSpec {
             service: self.service.clone(),
-            vars: self.vars.clone(),
+            vars: ReplicaVars::clone(&self.vars),
         };
         ctx.board.update(&ctx.service_name, self.id.replica, |r| {
             r.state = ReplicaState::Starting;
@@ -441,7 +449,7 @@ impl ContainerState {
         });
         let spec = ContainerSpec {
             service: self.service.clone(),
-            vars: self.vars.clone(),
+            vars: ReplicaVars::clone(&self.vars),
         };
         let started = match ctx.runtime.create(&id, &spec).await {
             Ok(()) => {
@@ -538,14 +546,14 @@ impl ContainerState {
     }
 
     async fn spawn_probe(&mut self, myself: &ActorRef<ContainerMsg>) {
-        let Some(health) = self.service.health.clone() else {
+        if self.service.health.is_none() {
             return;
-        };
+        }
         let args = ProbeArgs {
             ctx: self.ctx.clone(),
             id: self.id.clone(),
             vars: self.vars.clone(),
-            health,
+            service: self.service.clone(),
             parent: myself.clone(),
         };
         match Actor::spawn_linked(None, ProbeActor, args, myself.get_cell()).await {

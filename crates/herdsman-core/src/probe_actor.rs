@@ -2,6 +2,7 @@
 //! period (through the pure `HealthTracker`), keeps the last results on the status board
 //! and reports transitions to its container actor.
 
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use herdsman_probe::{HealthTracker, Outcome, Transition};
 use herdsman_runtime::ContainerId;
-use herdsman_spec::{Health, ReplicaVars};
+use herdsman_spec::{ReplicaVars, Service};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -28,15 +29,16 @@ pub(crate) enum ProbeMsg {
     LoopFailed(String),
 }
 
-// Local only: never sent to another node, so it is not serializable (ractor's `cluster`
-// feature is on workspace-wide and requires the impl to be explicit).
-impl ractor::Message for ProbeMsg {}
+// Local only: never sent to another node, so it is not serializable.
+crate::local_message!(ProbeMsg);
 
 pub(crate) struct ProbeArgs {
     pub(crate) ctx: Arc<ServiceContext>,
     pub(crate) id: ContainerId,
-    pub(crate) vars: ReplicaVars,
-    pub(crate) health: Health,
+    /// Shared with the container actor.
+    pub(crate) vars: Arc<ReplicaVars>,
+    /// The service's spec, shared: its health check is what this probe runs.
+    pub(crate) service: Arc<Service>,
     pub(crate) parent: ActorRef<ContainerMsg>,
 }
 
@@ -72,23 +74,31 @@ impl Actor for ProbeActor {
         myself: ActorRef<ProbeMsg>,
         args: ProbeArgs,
     ) -> Result<ProbeLoop, ActorProcessingErr> {
-        let tracker = HealthTracker::new(&args.health);
+        let Some(health) = args.service.health.as_ref() else {
+            return Err(format!("service {} has no health check to probe", args.id.service).into());
+        };
+        let tracker = HealthTracker::new(health);
         let state = ProbeState {
             args,
             tracker,
             started_at: Instant::now(),
         };
-        let run = AssertUnwindSafe(state.run()).catch_unwind();
-        Ok(ProbeLoop(tokio::spawn(async move {
-            if let Err(panic) = run.await {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "probe loop panicked".to_string());
-                let _ = myself.cast(ProbeMsg::LoopFailed(why));
-            }
-        })))
+        // A combinator, not an `async move` block awaiting `run`: such a block keeps the
+        // captured future and the awaited one side by side, doubling the task (2.5 KiB
+        // per probed replica, measured).
+        let run = AssertUnwindSafe(state.run())
+            .catch_unwind()
+            .map(move |ended| {
+                if let Err(panic) = ended {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "probe loop panicked".to_string());
+                    let _ = myself.cast(ProbeMsg::LoopFailed(why));
+                }
+            });
+        Ok(ProbeLoop(tokio::spawn(run)))
     }
 
     async fn handle(
@@ -107,30 +117,42 @@ impl ProbeState {
     /// Check forever: the first check after a jitter (seeded per container, so a fleet
     /// started together does not probe in lockstep and simulations stay deterministic),
     /// each next one an interval after the last finished.
-    async fn run(mut self) {
-        let mut h = DefaultHasher::new();
-        (self.args.ctx.seed, &self.args.id).hash(&mut h);
-        let unit: f64 = SmallRng::seed_from_u64(h.finish()).random();
-        let sleep = tokio::time::sleep(self.tracker.first_delay(unit));
-        tokio::pin!(sleep);
-        loop {
-            sleep.as_mut().await;
-            self.tick().await;
-            let now = Instant::now();
-            let next = self.tracker.next_interval(now, self.started_at);
-            sleep.as_mut().reset(now + next);
+    ///
+    /// Not an `async fn`: its argument would be kept twice in the future (the argument,
+    /// then the local it moves into); the block below uses the captured state in place.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let unit: f64 = {
+                let mut h = DefaultHasher::new();
+                (self.args.ctx.seed, &self.args.id).hash(&mut h);
+                SmallRng::seed_from_u64(h.finish()).random()
+            };
+            let sleep = tokio::time::sleep(self.tracker.first_delay(unit));
+            tokio::pin!(sleep);
+            loop {
+                sleep.as_mut().await;
+                self.tick().await;
+                let now = Instant::now();
+                let next = self.tracker.next_interval(now, self.started_at);
+                sleep.as_mut().reset(now + next);
+            }
         }
     }
 
     async fn tick(&mut self) {
         let a = &self.args;
         let ctx = &a.ctx;
-        let timeout = a.health.timeout;
+        // Checked when the probe started; a probe's service spec never changes.
+        let Some(health) = a.service.health.as_ref() else {
+            return;
+        };
+        let timeout = health.timeout;
         // The runtime's check owns the hard timeout; this outer bound only guards against a
         // runtime that ignores it.
         let result = match tokio::time::timeout(
             timeout + Duration::from_secs(1),
-            ctx.runtime.check(&a.id, &a.health.check, &a.vars, timeout),
+            ctx.runtime.check(&a.id, &health.check, &a.vars, timeout),
         )
         .await
         {
@@ -153,6 +175,9 @@ impl ProbeState {
         ctx.board.update_incarnation(&a.id, |r| {
             if r.probes.len() >= PROBE_HISTORY {
                 r.probes.remove(0);
+            } else if r.probes.capacity() == 0 {
+                // Exactly the history's size: growing by doubling would leave room for 8.
+                r.probes.reserve_exact(PROBE_HISTORY);
             }
             r.probes.push(record);
         });
