@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
 
+use super::floors::kill9;
 use super::report::{Measure, Row, Unit};
 
 /// The supervised program's source.
@@ -231,10 +232,6 @@ fn alive(pid: u32) -> bool {
         !s.rsplit_once(')')
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
     })
-}
-
-fn kill9(pid: u32) {
-    super::floors::kill9(pid);
 }
 
 /// RSS and PSS of one process, bytes, from /proc/PID/smaps_rollup.
@@ -623,7 +620,8 @@ async fn crash(peer: &Peer, sleeper: &Path, dir: &Path, samples: usize) -> Crash
 struct Memory {
     rss: u64,
     pss: u64,
-    processes: usize,
+    /// The supervisor's processes, by name: `runsv ×200`.
+    processes: Vec<String>,
     n: u32,
 }
 
@@ -646,16 +644,15 @@ async fn memory(peer: &Peer, sleeper: &Path, dir: &Path, n: u32) -> Result<Memor
         .iter()
         .map(|p| rss_pss(p.pid))
         .fold((0, 0), |(r, p), (r1, p1)| (r + r1, p + p1));
-    let comms: BTreeSet<&str> = own.iter().map(|p| p.comm.as_str()).collect();
-    eprintln!(
-        "{}: {} supervisor processes ({comms:?}) for {n} sleepers",
-        peer.label(),
-        own.len()
-    );
+    let mut count = std::collections::BTreeMap::<&str, usize>::new();
+    for p in &own {
+        *count.entry(p.comm.as_str()).or_default() += 1;
+    }
+    let processes = count.iter().map(|(c, k)| format!("{c} ×{k}")).collect();
     let m = Memory {
         rss,
         pss,
-        processes: own.len(),
+        processes,
         n,
     };
     fleet.stop().await?;
@@ -735,10 +732,10 @@ fn memory_rows(peer: &Peer, m: &Memory, load: &str) -> [Row; 2] {
         floor: None,
         met: None,
         notes: format!(
-            "{kind} summed over {whose}: {} processes, the sleepers themselves not counted; \
+            "{kind} summed over {whose} ({}), the sleepers themselves not counted; \
              {:.1} KiB per supervised process; read from /proc/PID/smaps_rollup 1 s after all \
              {} sleepers ran; load average {load}",
-            m.processes,
+            m.processes.join(", "),
             per(bytes),
             m.n
         ),
