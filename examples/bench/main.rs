@@ -7,6 +7,7 @@
 //! cargo run --release --example bench -- --quick      # small sizes, no verdicts
 //! cargo run --release --example bench -- --only restart,burst --json
 //! cargo run --release --example bench -- --only docker   # needs dockerd + the test image
+//! cargo run --release --example bench -- --only peers    # runit, s6, supervisord, Docker
 //! ```
 //!
 //! The memory, CPU and idle-process rows run in fresh child processes of this binary
@@ -25,7 +26,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these rows (comma separated): restart, process, idle, burst, memory, cpu,
-    /// healthy, spec, cli, cluster; and docker (real containers, run only when named).
+    /// healthy, spec, cli, cluster; and docker (real containers) and peers (runit, s6,
+    /// supervisord, Docker's restart policy), run only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also print each row as a JSON line.

@@ -18,6 +18,7 @@ mod docker_rows;
 mod fixtures;
 mod floors;
 mod instrumented;
+mod peer_rows;
 mod process_rows;
 pub(crate) mod procfs;
 pub(crate) mod report;
@@ -540,6 +541,10 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 &mut rows,
             );
         }
+    }
+    // Only when asked for by name: they need runit, s6, supervisord and Docker installed.
+    if opts.only.iter().any(|o| o == "peers") {
+        peer_rows::rows(cli_rows::binary(), &mut |row| push(row, &mut rows)).await;
     }
     rows
 }
