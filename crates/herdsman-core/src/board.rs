@@ -377,11 +377,23 @@ impl StatusBoard {
         f: impl FnOnce(&mut ReplicaStatus),
     ) {
         let key = (container.service.clone(), container.replica);
-        if let Some(mut row) = self.inner.replicas.get_mut(&key) {
+        self.update_incarnation_at(&key, container.generation, f);
+    }
+
+    /// [`update_incarnation`](Self::update_incarnation) for a caller that keeps the row's
+    /// key: a probe, 100,000 times a second at scale, would otherwise clone the service
+    /// name's `Arc` per check (a reference count every replica of the service shares).
+    pub(crate) fn update_incarnation_at(
+        &self,
+        key: &(Arc<str>, u32),
+        generation: u64,
+        f: impl FnOnce(&mut ReplicaStatus),
+    ) {
+        if let Some(mut row) = self.inner.replicas.get_mut(key) {
             if row
                 .container
                 .as_ref()
-                .is_some_and(|c| c.generation == container.generation)
+                .is_some_and(|c| c.generation == generation)
             {
                 f(row.value_mut());
             }

@@ -255,7 +255,12 @@ impl EventBus {
     }
 
     pub(crate) fn since_epoch(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.epoch)
+        self.since_epoch_at(Instant::now())
+    }
+
+    /// `at` as time since the deployment was spawned.
+    pub(crate) fn since_epoch_at(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.epoch)
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {

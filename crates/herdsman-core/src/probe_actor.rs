@@ -46,6 +46,8 @@ pub(crate) struct ProbeState {
     args: ProbeArgs,
     tracker: HealthTracker,
     started_at: Instant,
+    /// The replica's row on the board, kept rather than built per check.
+    row: (Arc<str>, u32),
 }
 
 /// The actor owns one long-lived task that sleeps, checks and records, in a loop: a
@@ -78,10 +80,12 @@ impl Actor for ProbeActor {
             return Err(format!("service {} has no health check to probe", args.id.service).into());
         };
         let tracker = HealthTracker::new(health);
+        let row = (args.id.service.clone(), args.id.replica);
         let state = ProbeState {
             args,
             tracker,
             started_at: Instant::now(),
+            row,
         };
         // A combinator, not an `async move` block awaiting `run`: such a block keeps the
         // captured future and the awaited one side by side, doubling the task (2.5 KiB
@@ -132,20 +136,21 @@ impl ProbeState {
             tokio::pin!(sleep);
             loop {
                 sleep.as_mut().await;
-                self.tick().await;
-                let now = Instant::now();
+                let now = self.tick().await;
                 let next = self.tracker.next_interval(now, self.started_at);
                 sleep.as_mut().reset(now + next);
             }
         }
     }
 
-    async fn tick(&mut self) {
+    /// One check, recorded; returns when it finished (one clock read serves the record,
+    /// the thresholds and the next check's schedule).
+    async fn tick(&mut self) -> Instant {
         let a = &self.args;
         let ctx = &a.ctx;
         // Checked when the probe started; a probe's service spec never changes.
         let Some(health) = a.service.health.as_ref() else {
-            return;
+            return Instant::now();
         };
         let timeout = health.timeout;
         // The runtime's check owns the hard timeout; this outer bound only guards against a
@@ -166,21 +171,23 @@ impl ProbeState {
                 "",
             ),
         };
-        let at_ms = ctx.events.since_epoch().as_millis() as u64;
+        let now = Instant::now();
+        let at_ms = ctx.events.since_epoch_at(now).as_millis() as u64;
         let record = ProbeRecord::new(at_ms, &result);
         ctx.board
             .record_probe(&ctx.service_name, &result.outcome, result.duration);
         // An abort lands only at an await: a check that finished just as this probe was
         // dropped still records, but only on its own incarnation's row.
-        ctx.board.update_incarnation(&a.id, |r| {
-            if r.probes.len() >= PROBE_HISTORY {
-                r.probes.remove(0);
-            } else if r.probes.capacity() == 0 {
-                // Exactly the history's size: growing by doubling would leave room for 8.
-                r.probes.reserve_exact(PROBE_HISTORY);
-            }
-            r.probes.push(record);
-        });
+        ctx.board
+            .update_incarnation_at(&self.row, a.id.generation, |r| {
+                if r.probes.len() >= PROBE_HISTORY {
+                    r.probes.remove(0);
+                } else if r.probes.capacity() == 0 {
+                    // Exactly the history's size: growing by doubling would leave room for 8.
+                    r.probes.reserve_exact(PROBE_HISTORY);
+                }
+                r.probes.push(record);
+            });
         if let Outcome::Failure(reason) | Outcome::Unknown(reason) = &result.outcome {
             ctx.events.emit(EventKind::ProbeFailed {
                 service: ctx.service_name.clone(),
@@ -188,7 +195,6 @@ impl ProbeState {
                 reason: reason.clone(),
             });
         }
-        let now = Instant::now();
         if let Some(t) = self.tracker.record(result, now, self.started_at) {
             let healthy = matches!(t, Transition::BecameHealthy);
             let _ = a.parent.cast(ContainerMsg::Health {
@@ -196,5 +202,6 @@ impl ProbeState {
                 healthy,
             });
         }
+        now
     }
 }

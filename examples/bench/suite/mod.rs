@@ -345,7 +345,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         );
     }
 
-    if opts.wants("memory") {
+    // The CPU row runs on the largest memory row's fleet: asking for either runs both.
+    if opts.wants("memory") || opts.wants("cpu") {
         let window = opts.wants("cpu").then_some(sizes.cpu_window);
         for &n in &sizes.memory {
             let cpu = (n == sizes.cpu).then_some(window).flatten();
