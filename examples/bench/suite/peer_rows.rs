@@ -22,6 +22,7 @@ use tokio::net::UnixDatagram;
 use tokio::time::Instant;
 
 use super::floors::kill9;
+use super::procfs::{alive, descendants, processes, rss_pss, Proc};
 use super::report::{Measure, Row, Unit};
 
 /// The supervised program's source.
@@ -158,93 +159,10 @@ fn compile_sleeper(dir: &Path) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-// ---------------------------------------------------------------------------------------
-// Processes, from /proc.
-
-/// One process as /proc shows it.
-#[derive(Debug, Clone)]
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    comm: String,
-    zombie: bool,
-    /// The executable, or argv[0] where the link cannot be read.
-    exe: Option<PathBuf>,
-    argv0: String,
-}
-
-fn processes() -> Vec<Proc> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1.to_string();
-            let mut fields = rest.split_whitespace();
-            let zombie = fields.next()? == "Z";
-            let ppid = fields.next()?.parse().ok()?;
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let argv0 = cmdline
-                .split(|b| *b == 0)
-                .next()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .unwrap_or_default();
-            Some(Proc {
-                pid,
-                ppid,
-                comm,
-                zombie,
-                exe,
-                argv0,
-            })
-        })
-        .collect()
-}
-
-/// Live (not zombie) descendants of `root`, not including it.
-fn descendants(all: &[Proc], root: u32) -> Vec<Proc> {
-    let mut found: BTreeSet<u32> = BTreeSet::from([root]);
-    let mut out = Vec::new();
-    loop {
-        let before = found.len();
-        for p in all {
-            if found.contains(&p.ppid) && found.insert(p.pid) && !p.zombie {
-                out.push(p.clone());
-            }
-        }
-        if found.len() == before {
-            return out;
-        }
-    }
-}
-
 /// Whether `p` is an incarnation of the sleeper at `bin` (in a container, the exe link may
 /// not resolve; its argv[0] is the bind-mounted path).
 fn is_sleeper(p: &Proc, bin: &Path) -> bool {
     !p.zombie && (p.exe.as_deref() == Some(bin) || Path::new(&p.argv0) == bin)
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-    })
-}
-
-/// RSS and PSS of one process, bytes, from /proc/PID/smaps_rollup.
-fn rss_pss(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("Rss:"), field("Pss:"))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
-//! What this process costs, read from /proc: resident memory and CPU time.
+//! Read from /proc: what this process costs (resident memory, CPU time), and other
+//! processes (the peer rows' supervisors and their children).
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A `kB` field of /proc/self/status, in bytes.
@@ -59,4 +62,84 @@ pub(crate) fn machine() -> String {
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
     format!("{cores} cores, {model}, {mem_gib:.1} GiB")
+}
+
+/// One process as /proc shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Proc {
+    pub(crate) pid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) comm: String,
+    pub(crate) zombie: bool,
+    /// The executable, or argv[0] where the link cannot be read.
+    pub(crate) exe: Option<PathBuf>,
+    pub(crate) argv0: String,
+}
+
+pub(crate) fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let mut fields = rest.split_whitespace();
+            let zombie = fields.next()? == "Z";
+            let ppid = fields.next()?.parse().ok()?;
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmdline
+                .split(|b| *b == 0)
+                .next()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default();
+            Some(Proc {
+                pid,
+                ppid,
+                comm,
+                zombie,
+                exe,
+                argv0,
+            })
+        })
+        .collect()
+}
+
+/// Live (not zombie) descendants of `root`, not including it.
+pub(crate) fn descendants(all: &[Proc], root: u32) -> Vec<Proc> {
+    let mut found: BTreeSet<u32> = BTreeSet::from([root]);
+    let mut out = Vec::new();
+    loop {
+        let before = found.len();
+        for p in all {
+            if found.contains(&p.ppid) && found.insert(p.pid) && !p.zombie {
+                out.push(p.clone());
+            }
+        }
+        if found.len() == before {
+            return out;
+        }
+    }
+}
+
+pub(crate) fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// RSS and PSS of one process, bytes, from /proc/PID/smaps_rollup.
+pub(crate) fn rss_pss(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("Rss:"), field("Pss:"))
 }
