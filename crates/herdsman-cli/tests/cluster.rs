@@ -67,22 +67,12 @@ fn start_coordinator(
 }
 
 fn start_agent(name: &str, join: &str, cookie: &Path) -> Herdsman {
-    let listen = format!("127.0.0.1:{}", free_port());
-    Herdsman::start(&[
-        "agent",
-        "--node",
+    support::start_agent(
         name,
-        "--listen",
-        &listen,
-        "--join",
         join,
-        "--cookie-file",
-        s(cookie),
-        "--heartbeat",
-        HEARTBEAT,
-        "--labels",
-        "zone=test",
-    ])
+        cookie,
+        &["--heartbeat", HEARTBEAT, "--labels", "zone=test"],
+    )
 }
 
 /// A coordinator and two agents running `replicas` web replicas.

@@ -95,22 +95,9 @@ fn tls_args<'a>(cert: &'a Path, key: &'a Path, ca: &'a Path) -> [&'a str; 6] {
 }
 
 fn agent(name: &str, join: &str, cookie: &Path, tls: &[&str]) -> Herdsman {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut args = vec![
-        "agent",
-        "--node",
-        name,
-        "--listen",
-        &listen,
-        "--join",
-        join,
-        "--cookie-file",
-        s(cookie),
-        "--heartbeat",
-        "200ms",
-    ];
-    args.extend_from_slice(tls);
-    Herdsman::start(&args)
+    let mut extra = vec!["--heartbeat", "200ms"];
+    extra.extend_from_slice(tls);
+    support::start_agent(name, join, cookie, &extra)
 }
 
 /// (node, pid) of every replica in a status.

@@ -323,3 +323,22 @@ pub fn herdsman_once(args: &[&str]) -> (ExitStatus, String, String) {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// `herdsman agent` as node `name` on a free loopback port, joining the coordinator at
+/// `join` with the cookie in `cookie`, plus `extra` flags (heartbeat, labels, TLS).
+pub fn start_agent(name: &str, join: &str, cookie: &Path, extra: &[&str]) -> Herdsman {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "agent",
+        "--node",
+        name,
+        "--listen",
+        &listen,
+        "--join",
+        join,
+        "--cookie-file",
+        s(cookie),
+    ];
+    args.extend_from_slice(extra);
+    Herdsman::start(&args)
+}
