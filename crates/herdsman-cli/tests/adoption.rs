@@ -1,6 +1,7 @@
 //! Replicas outlive a SIGKILLed `herdsman run` and the next run of the deployment adopts
 //! them: the same pids, no restart, output still captured, stable; `--no-adopt` stops
-//! them instead. Then Ctrl-C leaves nothing.
+//! them instead; one that died meanwhile is started afresh, and what it detached is
+//! stopped first. Then Ctrl-C leaves nothing.
 
 mod support;
 
@@ -174,4 +175,86 @@ async fn with_no_adopt_the_survivors_are_stopped_and_replaced() {
         second.output()
     );
     assert!(after.iter().all(|p| !alive(*p)));
+}
+
+#[tokio::test]
+async fn a_replica_that_died_while_herdsman_was_down_is_started_afresh_and_its_leftovers_stopped() {
+    // Orphans are reparented to this process, which can then reap the one it kills.
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let work = tempfile::tempdir().expect("tempdir");
+    let escaped = work.path().join("escaped");
+    // The replica detaches a sleeper into a session of its own (still in its cgroup) and
+    // waits until its pid is written.
+    let spec = spec(&format!(
+        r#"version: v1
+deployment: durable
+services:
+  leaver:
+    command:
+      entrypoint: ["sh", "-c", "setsid sh -c 'echo $$ > {f}; exec sleep 1001' & while [ ! -s {f} ]; do sleep 0.01; done; exec sleep 1000"]
+    stop_grace_period: 1s
+"#,
+        f = escaped.display()
+    ));
+    let state = tempfile::tempdir().expect("tempdir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let (mut first, status) = run_until_stable(&spec, state.path(), &api, &[]).await;
+    let before: BTreeSet<u32> = pids(&status).into_iter().collect();
+    let sleeper = eventually(LIMIT, "the sleeper is detached", || {
+        let found = pids_in(&escaped);
+        async move { found.first().copied() }
+    })
+    .await;
+    let _reap = Reap(before.iter().copied().chain([sleeper]).collect());
+    recorded(state.path(), &before).await;
+    first.signal(Signal::SIGKILL);
+    first.wait(LIMIT).await;
+    // The replica's main process dies while no herdsman watches it, and is reaped (by
+    // this test, its subreaper since herdsman died); its sleeper lives on.
+    for pid in &before {
+        let pid = nix::unistd::Pid::from_raw(*pid as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    eventually(LIMIT, "the main process is reaped", || {
+        let gone = before
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists());
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(alive(sleeper), "the detached sleeper runs");
+    std::fs::remove_file(&escaped).expect("the pid file goes");
+
+    let (mut second, status) = run_until_stable(&spec, state.path(), &api, &[]).await;
+    let after: BTreeSet<u32> = pids(&status).into_iter().collect();
+    second.seen_pids = after.iter().copied().collect();
+    assert!(after.is_disjoint(&before), "{status}");
+    assert_eq!(
+        restarts(&status),
+        0,
+        "a fresh start is no restart: {status}"
+    );
+    if host_has_writable_cgroup2() {
+        assert!(
+            !alive(sleeper),
+            "what the dead incarnation left outlived it\n{}",
+            second.output()
+        );
+    } else {
+        eprintln!("no writable cgroup v2 here: a process that left its group cannot be found");
+    }
+    second.signal(Signal::SIGINT);
+    assert_eq!(
+        second.wait(LIMIT).await.code(),
+        Some(0),
+        "{}",
+        second.output()
+    );
+    assert!(after.iter().all(|p| !alive(*p)));
+    let sleepers = pids_in(&escaped);
+    assert!(
+        sleepers.iter().all(|p| !alive(*p)),
+        "the new incarnation's sleeper outlived Ctrl-C: {sleepers:?}"
+    );
 }

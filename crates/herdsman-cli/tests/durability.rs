@@ -5,40 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The pids listed one per line in `path` (none when it does not exist).
-fn pids_in(path: &Path) -> Vec<u32> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Whether this host has a writable cgroup v2 hierarchy (found independently of
-/// herdsman), which is what contains a process that left its process group.
-fn host_has_writable_cgroup2() -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|l| {
-        let Some((left, right)) = l.split_once(" - ") else {
-            return false;
-        };
-        let Some(mount) = left.split_whitespace().nth(4) else {
-            return false;
-        };
-        right.starts_with("cgroup2 ")
-            && std::fs::create_dir_all(Path::new(mount).join("herdsman")).is_ok()
-    })
-}
 
 /// SIGKILLs the listed pids when dropped: a failed assertion must not leak sleepers.
 struct Reap(Vec<u32>);

@@ -408,8 +408,9 @@ impl ContainerState {
         }
     }
 
-    /// Take over a survivor. If it cannot be watched (it died meanwhile), the supervisor
-    /// is told and boots the replica afresh, without counting a restart.
+    /// Take over a survivor. If it cannot be watched (it died meanwhile), what is left of
+    /// it is stopped, and the supervisor is told and boots the replica afresh, without
+    /// counting a restart.
     async fn adopt(&mut self, myself: &ActorRef<ContainerMsg>, survivor: Survivor) {
         let ctx = self.ctx.clone();
         let spec = ContainerSpec {
@@ -432,7 +433,14 @@ impl ContainerState {
                 self.running(myself, started).await;
             }
             Err(e) => {
-                tracing::warn!(container = %survivor.id, error = %e, "cannot adopt; starting it afresh");
+                // Whatever the incarnation left (its main process, or what it detached
+                // into its cgroup before it died) goes before the replica starts afresh:
+                // neither a duplicate nor an orphan.
+                tracing::warn!(container = %survivor.id, error = %e, "cannot adopt; stopping what is left of it and starting it afresh");
+                let (signal, grace) = (self.service.stop_signal, self.service.stop_grace_period);
+                if let Err(e) = ctx.runtime.discard_survivor(&survivor, signal, grace).await {
+                    tracing::warn!(container = %survivor.id, error = %e, "cannot stop what is left of a replica that was not adopted");
+                }
                 let _ = ctx.supervisor.cast(SupervisorMsg::AdoptFailed {
                     replica: self.id.replica,
                     generation: self.id.generation,

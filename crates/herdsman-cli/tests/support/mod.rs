@@ -303,6 +303,33 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The pids listed one per line in `path` (none when it does not exist).
+pub fn pids_in(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether this host has a writable cgroup v2 hierarchy (found independently of
+/// herdsman), which is what contains a process that left its process group.
+pub fn host_has_writable_cgroup2() -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let Some((left, right)) = l.split_once(" - ") else {
+            return false;
+        };
+        let Some(mount) = left.split_whitespace().nth(4) else {
+            return false;
+        };
+        right.starts_with("cgroup2 ")
+            && std::fs::create_dir_all(Path::new(mount).join("herdsman")).is_ok()
+    })
+}
+
 /// Run `herdsman ARGS...` to completion: exit status, stdout, stderr.
 pub fn herdsman_once(args: &[&str]) -> (ExitStatus, String, String) {
     let state = tempfile::tempdir().expect("tempdir");
