@@ -151,9 +151,31 @@ fn main() -> ExitCode {
 /// 64 on a 64-core host). `TOKIO_WORKER_THREADS` still overrides it.
 const MAX_WORKERS: usize = 4;
 
+/// Malloc arenas of a supervising process. glibc gives every thread that allocates an
+/// arena of its own (up to 8 per core), and what is freed into one arena is reused by
+/// that arena only: the replicas are spawned on one worker and served on the others, and
+/// `herdsman run` with 200 idle replicas kept ~0.2 MiB more resident than with two arenas
+/// shared by all threads (each thread's tcache still serves small allocations without a
+/// lock). `MALLOC_ARENA_MAX` in the environment overrides it.
+const MALLOC_ARENAS: i32 = 2;
+
+/// Cap the malloc arenas at [`MALLOC_ARENAS`], before the runtime's threads exist.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` sets a glibc tunable and touches no Rust-visible memory; it
+        // runs on the main thread before any other thread is started.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 /// The multi-threaded runtime of `run` and `agent`: one worker per core, at most
-/// [`MAX_WORKERS`].
+/// [`MAX_WORKERS`], and at most [`MALLOC_ARENAS`] malloc arenas.
 fn supervisor_runtime() -> Builder {
+    limit_malloc_arenas();
     let mut builder = Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -187,6 +187,31 @@ async fn resident_with(bin: &Path, n: u32) -> Resident {
     resident
 }
 
+/// How many of the functions `crates/herdsman-cli/link/hot-symbols.txt` lists the binary
+/// has (found, listed): the link places those together (see the CLI's build.rs), and a
+/// list older than the code or the dependencies loses its effect. `None` without `nm`.
+pub(crate) fn hot_symbols(bin: &Path) -> Option<(usize, usize)> {
+    let list =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/herdsman-cli/link/hot-symbols.txt");
+    let listed = std::fs::read_to_string(list).ok()?;
+    let out = Command::new("nm")
+        .arg("--defined-only")
+        .arg(bin)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let defined: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let names: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+    let found = names.iter().filter(|n| defined.contains(*n)).count();
+    Some((found, names.len()))
+}
+
 /// Both measurements with `n` idle replicas, and the resident floor (0 replicas).
 pub(crate) async fn measure(bin: &Path, n: u32) -> CliResult {
     let floor = resident_with(bin, 0).await;

@@ -278,10 +278,17 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                          /proc/PID/status by the bench, {n} `sleep 1000` replicas stable for \
                          1 s, API on, state directory, lock, log files and adoption records \
                          kept: {}; {:.1} KiB per replica over the floor. Floor, the same spec \
-                         scaled to 0: {}",
+                         scaled to 0: {}. Link layout: {}",
                         parts(&r.rss),
                         r.rss.rss.saturating_sub(r.floor.rss) as f64 / 1024.0 / f64::from(n),
-                        parts(&r.floor)
+                        parts(&r.floor),
+                        match cli_rows::hot_symbols(&bin) {
+                            Some((found, listed)) => format!(
+                                "{found} of the {listed} functions in link/hot-symbols.txt are \
+                                 in the binary"
+                            ),
+                            None => "not checked (no nm, or no list)".to_string(),
+                        }
                     ),
                 },
                 &mut rows,
