@@ -12,9 +12,10 @@
 //!
 //! Both only where they are known to work: a release build for x86_64 Linux with glibc,
 //! built on the machine it targets, by a rustc that links with its own lld (1.90 and
-//! later) and with no linker chosen by the user. `HERDSMAN_PLAIN_LINK=1` turns them off.
-//! A symbol of the list that the binary does not have (the list is older than the code)
-//! is skipped; the build never fails because of the list.
+//! later, with `gcc-ld/ld.lld` in its sysroot) and with no linker chosen by the user.
+//! `HERDSMAN_PLAIN_LINK=1` turns them off. A symbol of the list that the binary does not
+//! have (the list is older than the code) is skipped; the build never fails because of
+//! the list.
 
 use std::env;
 use std::path::Path;
@@ -63,7 +64,24 @@ fn layout_applies() -> bool {
     if rustflags.contains("linker") || rustflags.contains("fuse-ld") {
         return false;
     }
-    rustc_minor().is_some_and(|minor| minor >= 90)
+    rustc_minor().is_some_and(|minor| minor >= 90) && ships_its_lld(&target)
+}
+
+/// Whether the rustc building this crate has its own lld for `target` (a distribution's
+/// rustc may link with the system's linker, which knows no symbol ordering file).
+fn ships_its_lld(target: &str) -> bool {
+    let Some(rustc) = env::var_os("RUSTC") else {
+        return false;
+    };
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .join("bin/gcc-ld/ld.lld")
+        .is_file()
 }
 
 /// The minor version of the rustc building this crate (`rustc 1.95.0 (…)` → 95).

@@ -4,10 +4,10 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use herdsman_core::{ApplyPlan, CoreError, Event, EventKind, EventStream, Received};
+use herdsman_core::{ApplyPlan, CoreError, Event, EventKind, EventStream, Received, RolloutPhase};
 use herdsman_spec::SpecError;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::watch;
@@ -18,25 +18,59 @@ use crate::control::Answer;
 /// Bound of an `apply` or `undo` (the deployment answers within 30 s itself).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(35);
 
+/// How long a `rollout status` that finds a rollout reverted waits for the failure that
+/// caused it to be remembered (see [`LastFailure::for_rollout`]).
+const FAILURE_WAIT: Duration = Duration::from_secs(2);
+
 /// The last `rollout_failed` event, so a `rollout status` that connects after a failure
 /// can still say why it failed and show the failing replicas' log tails.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LastFailure(Arc<Mutex<Option<Event>>>);
+#[derive(Debug, Clone)]
+pub(crate) struct LastFailure(Arc<watch::Sender<Option<Event>>>);
+
+impl Default for LastFailure {
+    fn default() -> Self {
+        LastFailure(Arc::new(watch::channel(None).0))
+    }
+}
 
 impl LastFailure {
     /// Remember `event` if it is a rollout failure.
     pub(crate) fn observe(&self, event: &Event) {
         if matches!(event.kind, EventKind::RolloutFailed { .. }) {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(event.clone());
+            self.0.send_replace(Some(event.clone()));
         }
     }
 
     /// The last rollout failure, if any.
     pub(crate) fn get(&self) -> Option<Event> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.borrow().clone()
+    }
+
+    /// The last rollout failure, for a status showing `rollout` (its revision and
+    /// phase). The board shows a revert as soon as the deployment starts it, and this
+    /// record learns of the failure from the event bus, another path: a `rollout status`
+    /// connecting in between would see the revert without its cause, and end there. So
+    /// for a revert of revision `r` this waits (at most `wait`) for the failure of
+    /// revision `r - 1`; an `undo`, which has no failure, costs that wait once.
+    pub(crate) async fn for_rollout(
+        &self,
+        rollout: Option<(u64, RolloutPhase)>,
+        wait: Duration,
+    ) -> Option<Event> {
+        let Some((revision, RolloutPhase::Reverting | RolloutPhase::Reverted)) = rollout else {
+            return self.get();
+        };
+        let failed = revision.saturating_sub(1);
+        let mut seen = self.0.subscribe();
+        let covers = |e: &Option<Event>| {
+            matches!(e, Some(Event { kind: EventKind::RolloutFailed { revision, .. }, .. })
+                if *revision >= failed)
+        };
+        let found = match tokio::time::timeout(wait, seen.wait_for(covers)).await {
+            Ok(Ok(event)) => event.clone(),
+            _ => None,
+        };
+        found.or_else(|| self.get())
     }
 
     /// Remember failures from `events` until the deployment is gone or `stop` is set.
@@ -137,7 +171,8 @@ impl Session {
     /// (coalesced), with each new rollout failure sent before the status that shows it.
     pub(super) async fn rollout(&mut self, write: &mut OwnedWriteHalf) -> io::Result<()> {
         let mut events = self.handle.subscribe();
-        if let Some(event) = self.failures.get() {
+        let rollout = self.handle.status().rollout.map(|r| (r.revision, r.phase));
+        if let Some(event) = self.failures.for_rollout(rollout, FAILURE_WAIT).await {
             send(write, &Answer::Event { event }).await?;
         }
         send(write, &self.status_answer()).await?;
@@ -179,6 +214,34 @@ mod tests {
                 failing: Vec::new(),
             },
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_status_of_a_revert_waits_for_the_failure_that_caused_it() {
+        let last = LastFailure::default();
+        let later = last.clone();
+        let t0 = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            later.observe(&failed(2));
+        });
+        let found = last
+            .for_rollout(Some((3, RolloutPhase::Reverted)), Duration::from_secs(2))
+            .await;
+        assert_eq!(found, Some(failed(2)));
+        assert_eq!(t0.elapsed(), Duration::from_millis(50));
+        // An older failure does not explain a later revert; the wait is bounded.
+        let found = last
+            .for_rollout(Some((9, RolloutPhase::Reverted)), Duration::from_secs(2))
+            .await;
+        assert_eq!(found, Some(failed(2)));
+        assert_eq!(t0.elapsed(), Duration::from_millis(2050));
+        // Nothing to wait for while a rollout progresses.
+        let found = last
+            .for_rollout(Some((9, RolloutPhase::Progressing)), Duration::from_secs(2))
+            .await;
+        assert_eq!(found, Some(failed(2)));
+        assert_eq!(t0.elapsed(), Duration::from_millis(2050));
     }
 
     #[test]
