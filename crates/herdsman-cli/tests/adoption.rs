@@ -81,6 +81,12 @@ impl Drop for Reap {
     }
 }
 
+/// Ctrl-C `h` and check that it stops cleanly.
+async fn ctrl_c(h: &mut Herdsman) {
+    h.signal(Signal::SIGINT);
+    assert_eq!(h.wait(LIMIT).await.code(), Some(0), "{}", h.output());
+}
+
 /// Start a run of the spec, wait until it is stable; the run and its status.
 async fn run_until_stable(
     spec: &Spec,
@@ -138,13 +144,7 @@ async fn replicas_outlive_a_sigkilled_herdsman_and_the_next_run_adopts_them_all(
         "the adopted writers' output is no longer captured"
     );
 
-    second.signal(Signal::SIGINT);
-    assert_eq!(
-        second.wait(LIMIT).await.code(),
-        Some(0),
-        "{}",
-        second.output()
-    );
+    ctrl_c(&mut second).await;
     let left: Vec<_> = before.iter().filter(|p| alive(**p)).collect();
     assert!(left.is_empty(), "replicas outlived Ctrl-C: {left:?}");
 }
@@ -167,13 +167,7 @@ async fn with_no_adopt_the_survivors_are_stopped_and_replaced() {
     assert!(after.is_disjoint(&before), "{}", second.output());
     let left: Vec<_> = before.iter().filter(|p| alive(**p)).collect();
     assert!(left.is_empty(), "survivors not stopped: {left:?}");
-    second.signal(Signal::SIGINT);
-    assert_eq!(
-        second.wait(LIMIT).await.code(),
-        Some(0),
-        "{}",
-        second.output()
-    );
+    ctrl_c(&mut second).await;
     assert!(after.iter().all(|p| !alive(*p)));
 }
 
@@ -244,13 +238,7 @@ services:
     } else {
         eprintln!("no writable cgroup v2 here: a process that left its group cannot be found");
     }
-    second.signal(Signal::SIGINT);
-    assert_eq!(
-        second.wait(LIMIT).await.code(),
-        Some(0),
-        "{}",
-        second.output()
-    );
+    ctrl_c(&mut second).await;
     assert!(after.iter().all(|p| !alive(*p)));
     let sleepers = pids_in(&escaped);
     assert!(

@@ -51,7 +51,8 @@ impl LastFailure {
     /// record learns of the failure from the event bus, another path: a `rollout status`
     /// connecting in between would see the revert without its cause, and end there. So
     /// for a revert of revision `r` this waits (at most `wait`) for the failure of
-    /// revision `r - 1`; an `undo`, which has no failure, costs that wait once.
+    /// revision `r - 1`. Only a failed rollout's revert shows these phases (`undo`
+    /// rolls forward to the previous spec), so the wait ends with the failure.
     pub(crate) async fn for_rollout(
         &self,
         rollout: Option<(u64, RolloutPhase)>,
