@@ -49,8 +49,14 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // As the `herdsman` command does: every thread on a short scheduler slice (the
+    // floors run on these threads too).
+    herdsman::runtime::request_short_time_slice();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(|| {
+            herdsman::runtime::request_short_time_slice();
+        })
         .build()
         .expect("a tokio runtime can be built");
     if let Some(kind) = &args.child {

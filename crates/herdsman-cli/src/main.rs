@@ -173,10 +173,16 @@ fn limit_malloc_arenas() {
 }
 
 /// The multi-threaded runtime of `run` and `agent`: one worker per core, at most
-/// [`MAX_WORKERS`], and at most [`MALLOC_ARENAS`] malloc arenas.
+/// [`MAX_WORKERS`], at most [`MALLOC_ARENAS`] malloc arenas, and every thread on a short
+/// scheduler slice, so that a thread woken by a replica's exec or exit runs at once even
+/// when the replicas keep every core busy ([`herdsman_runtime::request_short_time_slice`]).
 fn supervisor_runtime() -> Builder {
     limit_malloc_arenas();
+    herdsman_runtime::request_short_time_slice();
     let mut builder = Builder::new_multi_thread();
+    builder.on_thread_start(|| {
+        herdsman_runtime::request_short_time_slice();
+    });
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         builder.worker_threads(cores.clamp(1, MAX_WORKERS));

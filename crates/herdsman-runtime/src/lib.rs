@@ -46,7 +46,7 @@
 //! directory), `adoption` (survivors of an earlier runtime: adopt or discard), `sim` (the
 //! simulated runtime), `sim_state` (its state and timer driver), `sim_audit` (the
 //! contract breaches it records), `fault` (fault profiles and seeded
-//! randomness).
+//! randomness), `time_slice` (a short scheduler slice for supervising threads).
 
 mod adoption;
 mod containment;
@@ -62,6 +62,7 @@ mod runtime;
 mod sim;
 mod sim_audit;
 mod sim_state;
+mod time_slice;
 
 pub use error::RuntimeError;
 pub use fault::{ExecBehaviour, FaultProfile, HealthBehaviour, Lifetime};
@@ -73,3 +74,4 @@ pub use runtime::{
 pub use sim::SimRuntime;
 pub use sim_audit::{Violation, ViolationKind};
 pub use sim_state::SimStats;
+pub use time_slice::request_short_time_slice;

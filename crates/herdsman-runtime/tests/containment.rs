@@ -513,6 +513,84 @@ fn replicas_a_vanished_runtime_never_recorded_are_killed_not_orphaned() {
     drop(guard);
 }
 
+/// `Cgroup::spawn_into` lets each child run on this process's memory until it `exec`s:
+/// 64 spawns at once from both workers, while another task keeps allocating and freeing,
+/// must each run their own command with their own environment in their own cgroup (a
+/// child reading another spawn's arguments, or memory freed under it, would show here as
+/// a wrong exit code or a failed start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_spawned_at_once_from_every_worker_each_run_their_own_command() {
+    const CHILDREN: usize = 64;
+    let rt = ProcessRuntime::new(ProcessConfig::default());
+    let Some(base) = rt.cgroup_base().map(Path::to_path_buf) else {
+        assert!(!host_has_writable_cgroup2());
+        eprintln!("skipped: no writable cgroup v2 hierarchy on this host");
+        return;
+    };
+    let parent = base.join(format!("spawn-test-{}", std::process::id()));
+    let churn = tokio::spawn(async {
+        for round in 0..2_000usize {
+            let v: Vec<u64> = (0..(round % 64) * 64).map(|x| x as u64).collect();
+            std::hint::black_box(v);
+            tokio::task::yield_now().await;
+        }
+    });
+    let spawns = (0..CHILDREN).map(|i| {
+        let cg = herdsman_probe::Cgroup::at(parent.join(format!("c{i}")));
+        tokio::spawn(async move {
+            cg.create().expect("a cgroup can be made");
+            let argv = [
+                "sh".to_string(),
+                "-c".to_string(),
+                "grep -q \"^0::.*/$CG\\$\" /proc/self/cgroup || exit 200; exit $CODE".to_string(),
+            ];
+            let env = [
+                ("CODE".to_string(), (i + 1).to_string()),
+                ("CG".to_string(), format!("c{i}")),
+            ];
+            let spec = herdsman_probe::ChildSpec {
+                argv: &argv,
+                env: &env,
+                workdir: None,
+                output: herdsman_probe::ChildOutput::Pipes,
+            };
+            let mut child = cg.spawn_into(&spec).expect("the child starts");
+            let status = within("the child's exit", child.wait())
+                .await
+                .expect("waited");
+            let cgroup = cg.path().to_path_buf();
+            within("the cgroup empties", cg.wait_empty())
+                .await
+                .expect("watched");
+            cg.remove().expect("the empty cgroup is removed");
+            (i, status.code(), cgroup)
+        })
+    });
+    let results = futures_join(spawns.collect()).await;
+    within("the churn", churn)
+        .await
+        .expect("the churn task ends");
+    let _ = std::fs::remove_dir(&parent);
+    for (i, code, cgroup) in results {
+        assert_eq!(
+            code,
+            Some(i as i32 + 1),
+            "child {i} (cgroup {}) ran someone else's command or none",
+            cgroup.display()
+        );
+        assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    }
+}
+
+/// Await every task, in order.
+async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(within("a spawn task", task).await.expect("the task ends"));
+    }
+    out
+}
+
 /// SIGKILLs the listed pids when dropped (a failed assertion must not leak sleepers).
 struct Cleanup(Vec<u32>);
 
