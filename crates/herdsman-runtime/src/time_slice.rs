@@ -35,24 +35,13 @@ const SCHED_OTHER: u32 = 0;
 ///
 /// Returns whether the slice was set.
 pub fn request_short_time_slice() -> bool {
-    let size = std::mem::size_of::<libc::sched_attr>();
-    let mut attr = sched_attr(size);
-    #[allow(unsafe_code)]
-    // SAFETY: `attr` is a valid, writable `sched_attr` of the size passed; pid 0 is the
-    // calling thread.
-    let got = unsafe {
-        libc::syscall(
-            libc::SYS_sched_getattr,
-            0,
-            std::ptr::addr_of_mut!(attr),
-            size,
-            0,
-        )
+    let Some(attr) = attributes(0) else {
+        return false;
     };
-    if got != 0 || attr.sched_policy != SCHED_OTHER || attr.sched_nice < 0 {
+    if attr.sched_policy != SCHED_OTHER || attr.sched_nice < 0 {
         return false;
     }
-    let mut wanted = sched_attr(size);
+    let mut wanted = sched_attr(std::mem::size_of::<libc::sched_attr>());
     wanted.sched_policy = SCHED_OTHER;
     wanted.sched_nice = attr.sched_nice;
     wanted.sched_flags = libc::SCHED_FLAG_RESET_ON_FORK as u64;
@@ -62,6 +51,25 @@ pub fn request_short_time_slice() -> bool {
     // the calling thread.
     let set = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, std::ptr::addr_of!(wanted), 0) };
     set == 0
+}
+
+/// The scheduling attributes of thread `tid` (0: the calling one), as the kernel reports
+/// them; `None` where it cannot (no `sched_getattr`, an unknown thread).
+fn attributes(tid: libc::pid_t) -> Option<libc::sched_attr> {
+    let size = std::mem::size_of::<libc::sched_attr>();
+    let mut attr = sched_attr(size);
+    #[allow(unsafe_code)]
+    // SAFETY: `attr` is a valid, writable `sched_attr` of the size passed.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            std::ptr::addr_of_mut!(attr),
+            size,
+            0,
+        )
+    };
+    (got == 0).then_some(attr)
 }
 
 /// An all-zero `sched_attr` that says its size.
@@ -82,35 +90,20 @@ fn sched_attr(size: usize) -> libc::sched_attr {
 mod tests {
     use super::*;
 
-    /// The calling thread's attributes, as the kernel reports them.
-    fn attributes(pid: libc::pid_t) -> libc::sched_attr {
-        let size = std::mem::size_of::<libc::sched_attr>();
-        let mut attr = sched_attr(size);
-        #[allow(unsafe_code)]
-        // SAFETY: as in `request_short_time_slice`.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                pid,
-                std::ptr::addr_of_mut!(attr),
-                size,
-                0,
-            )
-        };
-        assert_eq!(got, 0, "sched_getattr: {}", std::io::Error::last_os_error());
-        attr
+    fn attributes_of(tid: libc::pid_t) -> libc::sched_attr {
+        attributes(tid).expect("sched_getattr answers")
     }
 
     #[test]
     fn a_thread_gets_the_short_slice_and_the_processes_it_spawns_the_default_one() {
         std::thread::spawn(|| {
-            let before = attributes(0);
+            let before = attributes_of(0);
             if before.sched_policy != SCHED_OTHER || before.sched_nice < 0 {
                 assert!(!request_short_time_slice());
                 return;
             }
             assert!(request_short_time_slice());
-            let after = attributes(0);
+            let after = attributes_of(0);
             assert_eq!(after.sched_policy, SCHED_OTHER);
             assert_eq!(
                 after.sched_nice, before.sched_nice,
@@ -122,7 +115,7 @@ mod tests {
                 .spawn()
                 .expect("sleep starts");
             let pid = libc::pid_t::try_from(child.id()).expect("a pid");
-            let theirs = attributes(pid);
+            let theirs = attributes_of(pid);
             let _ = child.kill();
             let _ = child.wait();
             assert_eq!(
