@@ -454,10 +454,11 @@ fn resolve(program: &str, env: &[(OsString, OsString)]) -> io::Result<PathBuf> {
         .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
 }
 
-/// A close-on-exec pipe, both ends blocking: (read end, write end).
+/// A close-on-exec pipe, both ends blocking: (read end, write end). Made with one
+/// `pipe2`, not registered with the reactor: the parent's read ends are registered when
+/// they become `pipe::Receiver`s, the rest never are.
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (tx, rx) = pipe::pipe()?;
-    Ok((rx.into_blocking_fd()?, tx.into_blocking_fd()?))
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// The errno the child reported before exec, or `None` once the pipe closes empty (the

@@ -448,26 +448,24 @@ impl Incarnation {
             ran_for: self.started_at.elapsed(),
         };
         match &self.contained {
-            // Only a cgroup with members left is killed: most often the main process was
-            // its only one, and reading `cgroup.events` takes no kernel lock where writing
-            // `cgroup.kill` takes the cgroup mutex, which another process's migration on
-            // the host may hold for an RCU grace period.
+            // Only a cgroup with members left is killed and waited for: most often the
+            // main process was its only one, and reading `cgroup.events` takes no kernel
+            // lock where writing `cgroup.kill` takes the cgroup mutex, which another
+            // process's migration on the host may hold for an RCU grace period.
             Contained::Cgroup(cg) => {
                 if cg.populated().unwrap_or(true) {
                     cg.kill();
+                    if tokio::time::timeout(REAP_AFTER_KILL, cg.wait_empty())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(id = %self.id, cgroup = %cg.path().display(), "cgroup not empty after cgroup.kill");
+                    }
                 }
             }
             // The leader is gone, but its pidfd still addresses the group while members
             // remain, so this reaches every process it forked and left behind.
             Contained::Group(group) => group.kill(),
-        }
-        if let Contained::Cgroup(cg) = &self.contained {
-            if tokio::time::timeout(REAP_AFTER_KILL, cg.wait_empty())
-                .await
-                .is_err()
-            {
-                tracing::warn!(id = %self.id, cgroup = %cg.path().display(), "cgroup not empty after cgroup.kill");
-            }
         }
         {
             let mut state = self.replica.state();
@@ -482,6 +480,9 @@ impl Incarnation {
         // The exit goes out first (a restart waits for nothing else); a `stop` or
         // `shutdown` waiting on `reaped` returns once the cgroup is gone too.
         let _ = self.exit_tx.send(exit);
+        // Let the exit travel (its watcher, the supervisor, the restart) before the
+        // cgroup's removal, which nothing of a restart waits for.
+        tokio::task::yield_now().await;
         if let Contained::Cgroup(cg) = &self.contained {
             if let Err(e) = cg.remove() {
                 tracing::warn!(id = %self.id, cgroup = %cg.path().display(), error = %e, "cannot remove cgroup");
