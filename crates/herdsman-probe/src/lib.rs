@@ -36,7 +36,7 @@ mod sequence;
 mod tcp;
 mod tracker;
 
-pub use cgroup::Cgroup;
+pub use cgroup::{Cgroup, CgroupEvents};
 pub use cgroup_child::{CgroupChild, ChildOutput, ChildSpec};
 pub use command::{run_command, CommandRequest};
 pub use error::ProbeError;

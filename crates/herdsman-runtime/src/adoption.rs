@@ -162,10 +162,11 @@ pub(crate) fn adopt(
         ends: rt.ends.clone(),
     };
     tokio::spawn(async move {
+        let events = incarnation.contained.events();
         // A pidfd becomes readable when its process exits.
         let _ = watched.readable().await;
         // Boxed, as in `process::reap`.
-        Box::pin(incarnation.ended(ExitReason::Unknown)).await;
+        Box::pin(incarnation.ended(ExitReason::Unknown, events)).await;
     });
     Ok(Started {
         pid: Some(record.pid),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use herdsman_probe::Cgroup;
+use herdsman_probe::{Cgroup, CgroupEvents};
 use nix::sys::signal::Signal;
 
 use crate::process_group::ProcessGroup;
@@ -186,6 +186,16 @@ impl Contained {
         match self {
             Contained::Cgroup(cg) => cg.kill(),
             Contained::Group(group) => group.kill(),
+        }
+    }
+
+    /// Its cgroup's `cgroup.events`, opened while it runs, so that the check for leftovers
+    /// after the main process exits is one read ([`CgroupEvents`]); `None` for a process
+    /// group, or when it cannot be opened (the check then opens the file itself).
+    pub(crate) fn events(&self) -> Option<CgroupEvents> {
+        match self {
+            Contained::Cgroup(cg) => cg.events().ok(),
+            Contained::Group(_) => None,
         }
     }
 }

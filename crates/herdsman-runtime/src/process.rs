@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use herdsman_probe::{CommandOutput, StepReport};
+use herdsman_probe::{CgroupEvents, CommandOutput, StepReport};
 use herdsman_spec::{InitStep, ReplicaVars, StopSignal};
 use tokio::io::AsyncRead;
 use tokio::process::Child;
@@ -442,7 +442,9 @@ impl Incarnation {
     /// The main process ended with `reason`: kill what it left (the whole cgroup, or its
     /// group), wait until the cgroup is empty (watched), forget the record, report the
     /// exit, remove the cgroup, then wake whoever waits for the end (`stop`).
-    pub(crate) async fn ended(self, reason: ExitReason) {
+    ///
+    /// `events` is the cgroup's `cgroup.events` opened while the process ran, if it could be.
+    pub(crate) async fn ended(self, reason: ExitReason, events: Option<CgroupEvents>) {
         let exit = Exit {
             reason,
             ran_for: self.started_at.elapsed(),
@@ -453,7 +455,11 @@ impl Incarnation {
             // lock where writing `cgroup.kill` takes the cgroup mutex, which another
             // process's migration on the host may hold for an RCU grace period.
             Contained::Cgroup(cg) => {
-                if cg.populated().unwrap_or(true) {
+                let populated = match &events {
+                    Some(events) => events.populated(),
+                    None => cg.populated(),
+                };
+                if populated.unwrap_or(true) {
                     cg.kill();
                     if tokio::time::timeout(REAP_AFTER_KILL, cg.wait_empty())
                         .await
@@ -510,6 +516,7 @@ async fn reap(mut child: MainProcess, incarnation: Incarnation) {
             }
         }
     }
+    let events = incarnation.contained.events();
     let reason = match child.wait().await {
         Ok(status) => exit_reason(status),
         Err(e) => {
@@ -519,7 +526,7 @@ async fn reap(mut child: MainProcess, incarnation: Incarnation) {
     };
     // Boxed: the task waits on `child` for the replica's whole life, and with the end's
     // future inline it would hold that future's space (a cgroup's watch) all along.
-    Box::pin(incarnation.ended(reason)).await;
+    Box::pin(incarnation.ended(reason, events)).await;
 }
 
 #[async_trait::async_trait]
