@@ -229,7 +229,6 @@ fn watched(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     registered.map_err(io::Error::from)
 }
 
-/// A control file's text, read to at most [`CONTROL_FILE_CAP`] bytes.
 /// A cgroup's `cgroup.events`, held open. Read right after the cgroup's last process
 /// exited, a file opened afresh took 60 µs at the median on the development host, one held
 /// open 29 µs (the kernel regenerates the text on each read from offset 0).
@@ -257,6 +256,7 @@ fn says_populated(text: &str) -> bool {
         .any(|l| l.split_whitespace().eq(["populated", "1"]))
 }
 
+/// A control file's text, read to at most [`CONTROL_FILE_CAP`] bytes.
 fn read_capped(path: &Path) -> io::Result<String> {
     let mut text = String::new();
     fs::File::open(path)?

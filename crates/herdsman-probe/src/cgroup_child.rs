@@ -327,15 +327,16 @@ unsafe fn clone3_vm(
     let ret: libc::c_long;
     // SAFETY: see the function's contract. The parent's side only makes the system call
     // (`syscall` clobbers rax, rcx and r11 and keeps the rest); the child's side, on its
-    // own stack (the kernel set rsp to its top, 16-byte aligned, so the `call` leaves it
-    // as a function expects), clears the frame pointer and calls `entry(arg)` with the
-    // registers it inherited, then traps should `entry` ever return.
+    // own stack (the kernel set rsp to its top; aligned to 16 bytes again here, so the
+    // `call` leaves it as a function expects), clears the frame pointer and calls
+    // `entry(arg)` with the registers it inherited, then traps should `entry` ever return.
     unsafe {
         std::arch::asm!(
             "syscall",
             "test rax, rax",
             "jnz 2f",
             "xor ebp, ebp",
+            "and rsp, -16",
             "mov rdi, r12",
             "call r13",
             "ud2",
@@ -491,8 +492,9 @@ fn registered(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 /// writes the errno to the report pipe and exits 127.
 ///
 /// It writes no memory but its own stack (and, through libc, the `errno` of the thread
-/// that cloned it, which is suspended and reads it only when the clone failed), so it is
-/// the same whether the child shares the parent's memory or has a copy of it.
+/// that cloned it, which is suspended and reads it only when the clone failed; the report
+/// is written with the raw system call, not libc's `write`, a cancellation point), so it
+/// is the same whether the child shares the parent's memory or has a copy of it.
 #[allow(unsafe_code)]
 unsafe fn exec_child(p: &Prepared, fds: &ChildFds) -> ! {
     // SAFETY (for every call below): plain system calls listed as async-signal-safe by
@@ -503,7 +505,9 @@ unsafe fn exec_child(p: &Prepared, fds: &ChildFds) -> ! {
         let fail = |fds: &ChildFds| -> ! {
             let errno = nix::errno::Errno::last_raw();
             let bytes = errno.to_ne_bytes();
-            libc::write(fds.report, bytes.as_ptr().cast(), bytes.len());
+            // The raw system call: libc's `write` is a cancellation point, which may touch
+            // the (shared) thread state of the parent's thread.
+            libc::syscall(libc::SYS_write, fds.report, bytes.as_ptr(), bytes.len());
             libc::_exit(127)
         };
         for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {

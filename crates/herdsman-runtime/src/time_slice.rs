@@ -31,7 +31,8 @@ const SCHED_OTHER: u32 = 0;
 /// Only a thread under the default policy with a nice value of 0 or more is changed: a
 /// thread someone gave a real-time, batch or idle policy or a raised priority keeps it
 /// (the reset-on-fork flag would otherwise also reset its children's priority). Processes
-/// the thread spawns afterwards start with the default slice.
+/// the thread spawns afterwards start with the default slice; the flag also clears
+/// per-task utilization clamps (`uclamp`) in them, which herdsman's threads do not set.
 ///
 /// Returns whether the slice was set.
 pub fn request_short_time_slice() -> bool {
