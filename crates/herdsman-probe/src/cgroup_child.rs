@@ -78,9 +78,9 @@ struct CloneArgs {
 pub enum ChildOutput<'a> {
     /// Both to this file (which the child then holds open itself).
     File(BorrowedFd<'a>),
-    /// Each to a pipe, whose read ends are [`CgroupChild::stdout`] and
-    /// [`CgroupChild::stderr`].
-    Pipes,
+    /// Both to one pipe, in the order written (as to a file), whose read end is
+    /// [`CgroupChild::output`]: one pipe to read and see closed, not two.
+    Pipe,
 }
 
 /// What to run: the program and arguments, variables added to the inherited environment
@@ -106,10 +106,8 @@ pub struct CgroupChild {
     pid: u32,
     pidfd: AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
-    /// The read end of its stdout, with [`ChildOutput::Pipes`].
-    pub stdout: Option<pipe::Receiver>,
-    /// The read end of its stderr, with [`ChildOutput::Pipes`].
-    pub stderr: Option<pipe::Receiver>,
+    /// The read end of its stdout and stderr, with [`ChildOutput::Pipe`].
+    pub output: Option<pipe::Receiver>,
 }
 
 impl CgroupChild {
@@ -179,12 +177,12 @@ impl Cgroup {
         let prepared = Prepared::new(spec)?;
         let dir: OwnedFd = std::fs::File::open(self.path())?.into();
         let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
-        let (pipes, out_fd, err_fd) = match spec.output {
-            ChildOutput::File(f) => (None, f.as_raw_fd(), f.as_raw_fd()),
-            ChildOutput::Pipes => {
-                let (out, err) = (pipe_pair()?, pipe_pair()?);
-                let (o, e) = (out.1.as_raw_fd(), err.1.as_raw_fd());
-                (Some((out, err)), o, e)
+        let (pipe, out_fd) = match spec.output {
+            ChildOutput::File(f) => (None, f.as_raw_fd()),
+            ChildOutput::Pipe => {
+                let pipe = pipe_pair()?;
+                let w = pipe.1.as_raw_fd();
+                (Some(pipe), w)
             }
         };
         let (report_r, report_w) = pipe_pair()?;
@@ -201,7 +199,7 @@ impl Cgroup {
             fds: ChildFds {
                 stdin: devnull.as_raw_fd(),
                 stdout: out_fd,
-                stderr: err_fd,
+                stderr: out_fd,
                 report: report_w.as_raw_fd(),
             },
         };
@@ -223,13 +221,10 @@ impl Cgroup {
         // The child's ends: the parent must not hold them, or the pipes never see EOF.
         drop(report_w);
         drop(devnull);
-        let (stdout, stderr) = match pipes {
-            Some(((out_r, out_w), (err_r, err_w))) => {
-                drop((out_w, err_w));
-                (Some(out_r), Some(err_r))
-            }
-            None => (None, None),
-        };
+        let output = pipe.map(|(r, w)| {
+            drop(w);
+            r
+        });
         if let Some(errno) = read_report(&report_r) {
             // It failed before exec and has exited (127): reap it now.
             let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
@@ -240,8 +235,7 @@ impl Cgroup {
             pid,
             pidfd: registered(pidfd)?,
             status: None,
-            stdout: stdout.map(pipe::Receiver::from_owned_fd).transpose()?,
-            stderr: stderr.map(pipe::Receiver::from_owned_fd).transpose()?,
+            output: output.map(pipe::Receiver::from_owned_fd).transpose()?,
         })
     }
 }

@@ -136,7 +136,7 @@ impl Launch {
             workdir: self.workdir.as_deref(),
             output: match log {
                 Some(file) => ChildOutput::File(file.as_fd()),
-                None => ChildOutput::Pipes,
+                None => ChildOutput::Pipe,
             },
         }
     }

@@ -364,10 +364,7 @@ impl ProcessRuntime {
                 read(child.stdout.take().map(|p| Box::new(p) as _));
                 read(child.stderr.take().map(|p| Box::new(p) as _));
             }
-            MainProcess::Born(child) => {
-                read(child.stdout.take().map(|p| Box::new(p) as _));
-                read(child.stderr.take().map(|p| Box::new(p) as _));
-            }
+            MainProcess::Born(child) => read(child.output.take().map(|p| Box::new(p) as _)),
         }
         readers
     }

@@ -552,7 +552,7 @@ async fn children_spawned_at_once_from_every_worker_each_run_their_own_command()
                 argv: &argv,
                 env: &env,
                 workdir: None,
-                output: herdsman_probe::ChildOutput::Pipes,
+                output: herdsman_probe::ChildOutput::Pipe,
             };
             let mut child = cg.spawn_into(&spec).expect("the child starts");
             let status = within("the child's exit", child.wait())
