@@ -198,8 +198,7 @@ impl Cgroup {
             prepared: &prepared,
             fds: ChildFds {
                 stdin: devnull.as_raw_fd(),
-                stdout: out_fd,
-                stderr: out_fd,
+                output: out_fd,
                 report: report_w.as_raw_fd(),
             },
         };
@@ -356,8 +355,8 @@ unsafe fn clone3_vm(
 /// Descriptors the child puts in place.
 struct ChildFds {
     stdin: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
+    /// Both stdout and stderr.
+    output: RawFd,
     report: RawFd,
 }
 
@@ -504,7 +503,7 @@ unsafe fn exec_child(p: &Prepared, fds: &ChildFds) -> ! {
             libc::syscall(libc::SYS_write, fds.report, bytes.as_ptr(), bytes.len());
             libc::_exit(127)
         };
-        for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
+        for (from, to) in [(fds.stdin, 0), (fds.output, 1), (fds.output, 2)] {
             if from == to {
                 // dup2 onto itself keeps close-on-exec: clear it instead.
                 if libc::fcntl(to, libc::F_SETFD, 0) < 0 {
