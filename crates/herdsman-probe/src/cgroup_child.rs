@@ -106,8 +106,16 @@ pub struct CgroupChild {
     pid: u32,
     pidfd: AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
-    /// The read end of its stdout and stderr, with [`ChildOutput::Pipe`].
+    /// The read end of its stdout and stderr, with [`ChildOutput::Pipe`]. It sees EOF
+    /// once the child has been reaped by [`CgroupChild::wait`] and nothing it forked
+    /// still holds the pipe.
     pub output: Option<pipe::Receiver>,
+    /// The write end of that pipe, held until the reap. If the child's exit closed the
+    /// last write end, the kernel would wake the reader from inside the exit (the last
+    /// writer's release wakes it), and the reader, woken on the dying process's CPU,
+    /// would preempt the exit before it finished: on the 2-core bench host that happened
+    /// in 3 of 4 crashes, and the exit was seen ~110 µs later (p50).
+    output_writer: Option<OwnedFd>,
 }
 
 impl CgroupChild {
@@ -146,11 +154,11 @@ impl CgroupChild {
                 WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
             ) {
                 Ok(WaitStatus::Exited(_, code)) => {
-                    return Ok(*self.status.insert(ExitStatus::from_raw((code & 0xff) << 8)))
+                    return Ok(self.reaped(ExitStatus::from_raw((code & 0xff) << 8)));
                 }
                 Ok(WaitStatus::Signaled(_, signal, core)) => {
                     let raw = signal as i32 | if core { 0x80 } else { 0 };
-                    return Ok(*self.status.insert(ExitStatus::from_raw(raw)));
+                    return Ok(self.reaped(ExitStatus::from_raw(raw)));
                 }
                 // Not exited yet (a spurious wake-up).
                 Ok(_) => ready.clear_ready(),
@@ -158,6 +166,12 @@ impl CgroupChild {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Remember the status, and let the output's reader see EOF (see `output_writer`).
+    fn reaped(&mut self, status: ExitStatus) -> ExitStatus {
+        self.output_writer = None;
+        *self.status.insert(status)
     }
 }
 
@@ -217,13 +231,14 @@ impl Cgroup {
         // SAFETY: the kernel stored a new pidfd here (CLONE_PIDFD) for the child it made;
         // nothing else owns it.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        // The child's ends: the parent must not hold them, or the pipes never see EOF.
+        // The child's ends: the parent must not hold them, or the pipes never see EOF;
+        // except the output's write end, held until the reap (see `output_writer`).
         drop(report_w);
         drop(devnull);
-        let output = pipe.map(|(r, w)| {
-            drop(w);
-            r
-        });
+        let (output, output_writer) = match pipe {
+            Some((r, w)) => (Some(r), Some(w)),
+            None => (None, None),
+        };
         if let Some(errno) = read_report(&report_r) {
             // It failed before exec and has exited (127): reap it now.
             let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
@@ -235,6 +250,7 @@ impl Cgroup {
             pidfd: registered(pidfd)?,
             status: None,
             output: output.map(pipe::Receiver::from_owned_fd).transpose()?,
+            output_writer,
         })
     }
 }

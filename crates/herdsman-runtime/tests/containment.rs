@@ -601,3 +601,62 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// A replica's captured output ends when the replica is reaped, not when it exits: the
+/// exit of the pipe's last writer would wake the reader from inside the kernel's exit
+/// work, on the dying process's CPU, and the exit would be seen later. Its last output
+/// is still there to read, and the end follows the reap.
+#[tokio::test]
+async fn a_childs_output_pipe_ends_at_its_reap_not_at_its_exit() {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    use tokio::io::AsyncReadExt;
+
+    let rt = ProcessRuntime::new(ProcessConfig::default());
+    let Some(base) = rt.cgroup_base().map(Path::to_path_buf) else {
+        assert!(!host_has_writable_cgroup2());
+        eprintln!("skipped: no writable cgroup v2 hierarchy on this host");
+        return;
+    };
+    let cg = herdsman_probe::Cgroup::at(base.join(format!("pipe-test-{}", std::process::id())));
+    cg.create().expect("a cgroup can be made");
+    let argv = [
+        "sh".to_string(),
+        "-c".to_string(),
+        "echo last words".to_string(),
+    ];
+    let spec = herdsman_probe::ChildSpec {
+        argv: &argv,
+        env: &[],
+        workdir: None,
+        output: herdsman_probe::ChildOutput::Pipe,
+    };
+    let mut child = cg.spawn_into(&spec).expect("the child starts");
+    let mut output = child.output.take().expect("its output is piped");
+    // Exited, not reaped (WNOWAIT): `echo` ends at once, so this blocks only briefly.
+    waitid(
+        Id::PIDFd(child.pidfd()),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+    )
+    .expect("the child exits");
+    let mut buf = [0u8; 64];
+    within("its output", output.readable())
+        .await
+        .expect("the pipe is watched");
+    let n = output
+        .try_read(&mut buf)
+        .expect("its output is in the pipe");
+    assert_eq!(&buf[..n], b"last words\n");
+    let before_reap = output.try_read(&mut buf);
+    assert!(
+        matches!(&before_reap, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the pipe ended at the child's exit, before its reap: {before_reap:?}"
+    );
+    let status = within("the reap", child.wait()).await.expect("reaped");
+    assert_eq!(status.code(), Some(0));
+    let after_reap = within("the end of the output", output.read(&mut buf)).await;
+    assert_eq!(after_reap.expect("the pipe reads"), 0, "EOF after the reap");
+    within("the cgroup empties", cg.wait_empty())
+        .await
+        .expect("watched");
+    cg.remove().expect("the empty cgroup is removed");
+}
