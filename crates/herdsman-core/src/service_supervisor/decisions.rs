@@ -135,8 +135,6 @@ impl SupervisorState {
         slot.tracker = RestartTracker::new(svc.kind, svc.restart, svc.on_panic, seed);
         slot.init_retry = InitRetry::new(svc.on_init_failure);
         let may_run = matches!(slot.state, SlotState::Running | SlotState::Unhealthy);
-        Self::restart(&ctx, replica, slot);
-        let generation = slot.generation;
         let shown = if may_run {
             ReplicaState::Stopping
         } else {
@@ -146,6 +144,8 @@ impl SupervisorState {
             r.state = shown;
             r.backoff_ms = None;
         });
+        Self::restart(&ctx, replica, slot);
+        let generation = slot.generation;
         // A service failed by this replica's give-up runs again once no replica is failed.
         let still_failed = self.slots.values().any(|s| s.state == SlotState::Failed);
         if self.phase == ServicePhase::Failed && !still_failed {
@@ -309,13 +309,17 @@ impl SupervisorState {
         slot.healthy = false;
         slot.ready = false;
         slot.token += 1;
+        let restarts = slot.tracker.total();
+        ctx.board
+            .update(&ctx.service_name, replica, |r| r.restarts = restarts);
+        // The command goes last, after the board and the events: the container actor may
+        // run at once on another worker, and then never has the state it shows overwritten
+        // by this older one, nor its `ReplicaStarted` told before the events of this
+        // decision.
         let _ = slot.actor.cast(ContainerMsg::Restart {
             generation: slot.generation,
             service: None,
         });
-        let restarts = slot.tracker.total();
-        ctx.board
-            .update(&ctx.service_name, replica, |r| r.restarts = restarts);
     }
 
     /// The replica will not be restarted: `failed`, its container kept (stopped, with its
@@ -392,7 +396,6 @@ impl SupervisorState {
         }
         match decision {
             Decision::RestartNow => {
-                Self::restart(&ctx, replica, slot);
                 let shown = if running {
                     ReplicaState::Stopping
                 } else {
@@ -409,6 +412,8 @@ impl SupervisorState {
                     delay_ms: 0,
                     restarts: slot.tracker.total(),
                 });
+                // Last: see `restart`.
+                Self::restart(&ctx, replica, slot);
             }
             Decision::RestartAfter(delay) => {
                 slot.state = SlotState::Backoff;
