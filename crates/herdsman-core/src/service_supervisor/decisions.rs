@@ -144,7 +144,7 @@ impl SupervisorState {
             r.state = shown;
             r.backoff_ms = None;
         });
-        Self::restart(&ctx, replica, slot);
+        Self::restart(&ctx, replica, slot, &mut self.restarts);
         let generation = slot.generation;
         // A service failed by this replica's give-up runs again once no replica is failed.
         let still_failed = self.slots.values().any(|s| s.state == SlotState::Failed);
@@ -160,7 +160,7 @@ impl SupervisorState {
         let ctx = self.ctx.clone();
         if let Some(slot) = self.slots.get_mut(&replica) {
             if slot.generation == generation && slot.state == SlotState::Booting {
-                Self::restart(&ctx, replica, slot);
+                Self::restart(&ctx, replica, slot, &mut self.restarts);
             }
         }
     }
@@ -296,12 +296,19 @@ impl SupervisorState {
         let ctx = self.ctx.clone();
         if let Some(slot) = self.slots.get_mut(&replica) {
             if slot.token == token && slot.state == SlotState::Backoff {
-                Self::restart(&ctx, replica, slot);
+                Self::restart(&ctx, replica, slot, &mut self.restarts);
             }
         }
     }
 
-    pub(super) fn restart(ctx: &ServiceContext, replica: u32, slot: &mut Slot) {
+    /// Start the slot's next generation: the container actor's command goes to `commands`,
+    /// sent when the message has been handled (`send_restarts`).
+    pub(super) fn restart(
+        ctx: &ServiceContext,
+        replica: u32,
+        slot: &mut Slot,
+        commands: &mut Vec<(ActorRef<ContainerMsg>, ContainerMsg)>,
+    ) {
         slot.generation = ctx
             .generations
             .issue(&ctx.service_name, replica, slot.generation + 1);
@@ -312,14 +319,16 @@ impl SupervisorState {
         let restarts = slot.tracker.total();
         ctx.board
             .update(&ctx.service_name, replica, |r| r.restarts = restarts);
-        // The command goes last, after the board and the events: the container actor may
-        // run at once on another worker, and then never has the state it shows overwritten
-        // by this older one, nor its `ReplicaStarted` told before the events of this
-        // decision.
-        let _ = slot.actor.cast(ContainerMsg::Restart {
-            generation: slot.generation,
-            service: None,
-        });
+        // The command goes after the board and the events: the container actor may run at
+        // once on another worker, and then never has the state it shows overwritten by
+        // this older one, nor its `ReplicaStarted` told before the events of this decision.
+        commands.push((
+            slot.actor.clone(),
+            ContainerMsg::Restart {
+                generation: slot.generation,
+                service: None,
+            },
+        ));
     }
 
     /// The replica will not be restarted: `failed`, its container kept (stopped, with its
@@ -413,7 +422,7 @@ impl SupervisorState {
                     restarts: slot.tracker.total(),
                 });
                 // Last: see `restart`.
-                Self::restart(&ctx, replica, slot);
+                Self::restart(&ctx, replica, slot, &mut self.restarts);
             }
             Decision::RestartAfter(delay) => {
                 slot.state = SlotState::Backoff;
