@@ -329,84 +329,148 @@ fn floor_spawn(cgroup: Option<&herdsman::probe::Cgroup>, entry: CgroupEntry) -> 
     FloorChild::Tokio(cmd.spawn().expect("sleep can be spawned"))
 }
 
-/// The tokio floor for a process restart: spawn `sleep 1000`, wait for it, respawn it at
-/// once when it dies; from SIGKILL of the running one to its replacement spawned. With
-/// `cgroups` (the directory herdsman makes its cgroups in, when containment is on), it does
-/// the same kernel work as herdsman: each process is put in a fresh cgroup (`entry`
-/// says how), and the cgroup is watched empty (inotify) before the respawn and removed
-/// after it.
+/// The tokio floor for a process restart: a task that spawns `sleep 1000`, waits for it
+/// and respawns it at once when it dies. With `cgroups` (the directory herdsman makes its
+/// cgroups in, when containment is on), it does the same kernel work as herdsman: each
+/// process is put in a fresh cgroup (`entry` says how); once it has exited, the cgroup is
+/// checked empty (`cgroup.events`, opened while it ran), killed and watched empty
+/// (inotify) only if it is not, and removed after the respawn.
+pub(crate) struct ProcessRespawner {
+    pid: u32,
+    spawned: mpsc::UnboundedReceiver<Spawned>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// (pid, when its predecessor's exit was seen, when the spawn began, when it returned)
+type Spawned = (u32, Option<Instant>, Instant, Instant);
+
+/// One SIGKILL of the floor's process: to its replacement spawned, and the parts.
+pub(crate) struct FloorSample {
+    pub(crate) total: Duration,
+    /// SIGKILL → `wait` returned.
+    pub(crate) detect: Option<Duration>,
+    pub(crate) spawn: Duration,
+}
+
+impl ProcessRespawner {
+    /// Start the task and wait for its first process.
+    pub(crate) async fn start(
+        cgroups: Option<std::path::PathBuf>,
+        entry: CgroupEntry,
+    ) -> ProcessRespawner {
+        let (pid_tx, mut spawned) = mpsc::unbounded_channel::<Spawned>();
+        let (stop, mut stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut exited_at = None;
+            let mut previous: Option<herdsman::probe::Cgroup> = None;
+            for i in 0u64.. {
+                let spawn_at = Instant::now();
+                let cgroup = cgroups.as_ref().map(|base| {
+                    herdsman::probe::Cgroup::at(
+                        base.join(format!("bench-floor-{}-{entry:?}", std::process::id()))
+                            .join(format!("g{i}")),
+                    )
+                });
+                let mut child = floor_spawn(cgroup.as_ref(), entry);
+                let _ = pid_tx.send((child.id(), exited_at, spawn_at, Instant::now()));
+                // Opened while it runs, read once it has exited, as herdsman does.
+                let events = cgroup.as_ref().and_then(|cg| cg.events().ok());
+                if let Some(old) = previous.take() {
+                    let _ = old.remove();
+                }
+                tokio::select! {
+                    _ = child.wait() => exited_at = Some(Instant::now()),
+                    _ = &mut stop_rx => {
+                        child.kill().await;
+                        if let Some(cg) = &cgroup {
+                            let _ = cg.kill_and_remove(Duration::from_secs(5)).await;
+                            if let Some(dir) = cg.path().parent() {
+                                let _ = std::fs::remove_dir(dir);
+                            }
+                        }
+                        return;
+                    }
+                }
+                if let Some(cg) = cgroup {
+                    // Killed and waited for only if something is left in it.
+                    let populated = match &events {
+                        Some(events) => events.populated(),
+                        None => cg.populated(),
+                    };
+                    if populated.unwrap_or(true) {
+                        cg.kill();
+                        let _ = cg.wait_empty().await;
+                    }
+                    previous = Some(cg);
+                }
+            }
+        });
+        let (pid, ..) = bounded("first spawn", PATIENCE, spawned.recv())
+            .await
+            .expect("a pid");
+        ProcessRespawner {
+            pid,
+            spawned,
+            stop,
+            task,
+        }
+    }
+
+    /// SIGKILL the running process (settled first, see [`SETTLE`]); until its
+    /// replacement is spawned.
+    pub(crate) async fn sample(&mut self) -> FloorSample {
+        // A process killed while still starting up dies faster than a settled one.
+        tokio::time::sleep(SETTLE).await;
+        let t0 = Instant::now();
+        kill9(self.pid);
+        let (next, exited_at, spawn_at, spawned_at) =
+            bounded("tokio respawn", PATIENCE, self.spawned.recv())
+                .await
+                .expect("a new pid");
+        let total = t0.elapsed();
+        self.pid = next;
+        FloorSample {
+            total,
+            detect: exited_at.map(|at| at.saturating_duration_since(t0)),
+            spawn: spawned_at - spawn_at,
+        }
+    }
+
+    /// Stop the task, its last process and its cgroups.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        bounded("floor respawner to stop", PATIENCE, self.task)
+            .await
+            .expect("the floor respawner ends cleanly");
+    }
+}
+
+/// `samples` SIGKILLs of a [`ProcessRespawner`]'s process, one after the other.
 pub(crate) async fn tokio_respawn(
     samples: usize,
     cgroups: Option<std::path::PathBuf>,
     entry: CgroupEntry,
 ) -> (Vec<Duration>, FloorBreakdown) {
-    // (pid, when its predecessor's exit was seen, when the spawn began, when it returned)
-    type Spawned = (u32, Option<Instant>, Instant, Instant);
-    let (pid_tx, mut pid_rx) = mpsc::unbounded_channel::<Spawned>();
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let respawner = tokio::spawn(async move {
-        let mut exited_at = None;
-        let mut previous: Option<herdsman::probe::Cgroup> = None;
-        for i in 0u64.. {
-            let spawn_at = Instant::now();
-            let cgroup = cgroups.as_ref().map(|base| {
-                herdsman::probe::Cgroup::at(
-                    base.join(format!("bench-floor-{}", std::process::id()))
-                        .join(format!("g{i}")),
-                )
-            });
-            let mut child = floor_spawn(cgroup.as_ref(), entry);
-            let spawned = (child.id(), exited_at, spawn_at, Instant::now());
-            let _ = pid_tx.send(spawned);
-            if let Some(old) = previous.take() {
-                let _ = old.remove();
-            }
-            tokio::select! {
-                _ = child.wait() => exited_at = Some(Instant::now()),
-                _ = &mut stop_rx => {
-                    child.kill().await;
-                    if let Some(cg) = &cgroup {
-                        let _ = cg.kill_and_remove(Duration::from_secs(5)).await;
-                        if let Some(dir) = cg.path().parent() {
-                            let _ = std::fs::remove_dir(dir);
-                        }
-                    }
-                    return;
-                }
-            }
-            if let Some(cg) = cgroup {
-                cg.kill();
-                let _ = cg.wait_empty().await;
-                previous = Some(cg);
-            }
-        }
-    });
-    let (mut pid, ..) = bounded("first spawn", PATIENCE, pid_rx.recv())
-        .await
-        .expect("a pid");
+    let mut floor = ProcessRespawner::start(cgroups, entry).await;
     let mut out = Vec::with_capacity(samples);
     let mut parts = FloorBreakdown::default();
     for _ in 0..samples {
-        // A process killed while still starting up dies faster than a settled one.
-        tokio::time::sleep(SETTLE).await;
-        let t0 = Instant::now();
-        kill9(pid);
-        let (next, exited_at, spawn_at, spawned_at) =
-            bounded("tokio respawn", PATIENCE, pid_rx.recv())
-                .await
-                .expect("a new pid");
-        out.push(t0.elapsed());
-        if let Some(exited_at) = exited_at {
-            parts.detect.push(exited_at.saturating_duration_since(t0));
-        }
-        parts.spawn.push(spawned_at - spawn_at);
-        pid = next;
+        parts.record(floor.sample().await, &mut out);
     }
-    let _ = stop_tx.send(());
-    bounded("floor respawner to stop", PATIENCE, respawner)
-        .await
-        .expect("the floor respawner ends cleanly");
+    floor.stop().await;
     (out, parts)
+}
+
+impl FloorBreakdown {
+    /// Keep `sample`: its total in `totals`, its parts here.
+    pub(crate) fn record(&mut self, sample: FloorSample, totals: &mut Vec<Duration>) {
+        totals.push(sample.total);
+        if let Some(detect) = sample.detect {
+            self.detect.push(detect);
+        }
+        self.spawn.push(sample.spawn);
+    }
 }
 
 /// How long a process runs before it is killed for a measurement: long enough to have

@@ -166,8 +166,9 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
 
     if opts.wants("process") {
         let n = sizes.process_samples;
-        let (samples, parts, cgroups) = process_rows::crash_to_running(n).await;
-        let ours = Measure::of_durations(&samples, Unit::Millis);
+        let row = process_rows::crash_to_running(n).await;
+        let (parts, cgroups) = (&row.parts, row.cgroups);
+        let ours = Measure::of_durations(&row.ours, Unit::Millis);
         let part = |d: &[Duration]| Measure::of_durations(d, Unit::Micros).to_string();
         let contained = if cgroups.is_some() {
             "each in a fresh cgroup (containment on)"
@@ -187,9 +188,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
             }
             None => String::new(),
         };
-        let (floor_samples, floor_parts) =
-            floors::tokio_respawn(n, cgroups, floors::CgroupEntry::Born).await;
-        let floor = Measure::of_durations(&floor_samples, Unit::Millis);
+        let floor_parts = &row.floor_parts;
+        let floor = Measure::of_durations(&row.floor, Unit::Millis);
         push(
             Row {
                 what: "real process crash → replacement running".into(),
@@ -202,9 +202,10 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                     "{n} SIGKILLs of `sleep 1000` replicas (4, round robin) on ProcessRuntime, \
                      {contained}, each to the replacement's ReplicaStarted event (new pid) \
                      received; floor: a tokio task that spawns `sleep 1000` (born in a fresh \
-                     cgroup with clone3(CLONE_INTO_CGROUP), watched empty before the respawn, \
+                     cgroup with clone3(CLONE_INTO_CGROUP), checked empty before the respawn, \
                      when containment is on), awaits it and respawns it, to the new pid \
-                     received. Where the time goes (p50 / p99): exit reaped, reported \
+                     received, running alongside and killed once after each of herdsman's \
+                     kills (measured in turns, under the same host load). Where the time goes (p50 / p99): exit reaped, reported \
                      and decided until the container actor tears down {}; old removed and new \
                      created {}; spawn {}; event received {}. The floor's: exit seen {}; \
                      spawn {}.{joined}",

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use herdsman::core::{spawn_deployment, DeploymentHandle, DeploymentOptions, EventKind, Received};
 use herdsman::runtime::{ProcessConfig, ProcessRuntime};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::fixtures::{bounded, deployment, running, service, shutdown, stable};
-use super::floors::{kill9, SETTLE};
+use super::floors::{kill9, CgroupEntry, FloorBreakdown, ProcessRespawner, SETTLE};
 use super::instrumented::Instrumented;
 use super::procfs;
 
@@ -49,14 +48,25 @@ pub(crate) struct Breakdown {
     pub(crate) report: Vec<Duration>,
 }
 
+/// The crash row's measurements: herdsman's and its floor's, taken in turns.
+pub(crate) struct CrashRow {
+    pub(crate) ours: Vec<Duration>,
+    pub(crate) parts: Breakdown,
+    pub(crate) floor: Vec<Duration>,
+    pub(crate) floor_parts: FloorBreakdown,
+    /// The directory the runtime makes its cgroups in (`None`: process groups).
+    pub(crate) cgroups: Option<std::path::PathBuf>,
+}
+
 /// Crash → replacement running: a replica (`sleep 1000`) is SIGKILLed; until the
 /// `ReplicaStarted` event of its replacement (a new pid) is received. Four replicas,
 /// killed round robin.
-/// Also returns the directory the runtime makes its cgroups in (`None`: process groups),
-/// for the floor to do the same kernel work.
-pub(crate) async fn crash_to_running(
-    samples: usize,
-) -> (Vec<Duration>, Breakdown, Option<std::path::PathBuf>) {
+///
+/// The floor ([`ProcessRespawner`], its processes born in fresh cgroups beside herdsman's when
+/// containment is on) runs alongside, and is killed once after each of herdsman's
+/// kills: the two are measured in turns, under the same load from the shared host,
+/// rather than one after the other.
+pub(crate) async fn crash_to_running(samples: usize) -> CrashRow {
     const REPLICAS: u32 = 4;
     let warmup = (samples / 10).max(1);
     let process = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
@@ -70,18 +80,11 @@ pub(crate) async fn crash_to_running(
     )
     .await
     .expect("deployment spawns");
+    // Received here, as the floor's new pid is: one hop from the sender, no relay task.
     let mut events = handle.subscribe();
-    let (tx, mut started) = mpsc::unbounded_channel::<((u32, Option<u32>), Instant)>();
-    let stamper = tokio::spawn(async move {
-        while let Some(received) = events.recv().await {
-            if let Received::Event(e) = received {
-                if let EventKind::ReplicaStarted { replica, pid, .. } = e.kind {
-                    let _ = tx.send(((replica, pid), Instant::now()));
-                }
-            }
-        }
-    });
     stable(&handle, PATIENCE).await;
+    let mut floor = ProcessRespawner::start(cgroups.clone(), CgroupEntry::Born).await;
+    let (mut floor_out, mut floor_parts) = (Vec::new(), FloorBreakdown::default());
     let mut pids = Vec::new();
     let mut out = Vec::with_capacity(samples);
     let mut breakdown = Breakdown::default();
@@ -98,14 +101,23 @@ pub(crate) async fn crash_to_running(
         let t0 = Instant::now();
         kill9(pid);
         let at = loop {
-            let ((r, new), at) = bounded("replacement", PATIENCE, started.recv())
+            let received = bounded("replacement", PATIENCE, events.recv())
                 .await
                 .expect("the event stream goes on");
-            if r == replica && new.is_some_and(|p| p != pid) && at >= t0 {
-                if let Some(p) = new {
-                    pids.push(p);
+            let at = Instant::now();
+            let Received::Event(e) = received else {
+                panic!("the bench fell behind the event stream: {received:?}");
+            };
+            if let EventKind::ReplicaStarted {
+                replica: r,
+                pid: Some(new),
+                ..
+            } = e.kind
+            {
+                if r == replica && new != pid {
+                    pids.push(new);
+                    break at;
                 }
-                break at;
             }
         };
         let trace = rt.take_trace();
@@ -132,10 +144,20 @@ pub(crate) async fn crash_to_running(
             }
         })
         .await;
+        let floor_sample = floor.sample().await;
+        if i >= warmup {
+            floor_parts.record(floor_sample, &mut floor_out);
+        }
     }
-    stamper.abort();
+    floor.stop().await;
     stop_all(&handle, &process, &pids).await;
-    (out, breakdown, cgroups)
+    CrashRow {
+        ours: out,
+        parts: breakdown,
+        floor: floor_out,
+        floor_parts,
+        cgroups,
+    }
 }
 
 /// The supervisor's resident memory with `n` idle real processes (`sleep 1000`), and its
