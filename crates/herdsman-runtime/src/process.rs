@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::containment::{Contained, Containment};
-use crate::launch::{start_error, Launch};
+use crate::launch::{start_error, Launch, RunHashes};
 use crate::log_buffer::{pump, LogBuffer};
 use crate::log_file::{self, registered, Rotator};
 use crate::process_group::{exit_reason, to_signal, ProcessGroup};
@@ -122,6 +122,7 @@ pub struct ProcessRuntime {
     pub(crate) ends: Ends,
     /// Set once a log file could not be opened: said once.
     log_warned: AtomicBool,
+    run_hashes: RunHashes,
 }
 
 /// What the end of an incarnation updates, shared with the tasks that watch them.
@@ -218,6 +219,7 @@ impl ProcessRuntime {
             containment,
             ends,
             log_warned: AtomicBool::new(false),
+            run_hashes: RunHashes::default(),
         }
     }
 
@@ -532,7 +534,7 @@ impl Runtime for ProcessRuntime {
         let launch = Launch::from_spec(id, spec)?;
         let replica = Arc::new(Replica {
             launch,
-            run_hash: spec.service.run_hash(),
+            run_hash: self.run_hashes.of(&spec.service),
             state: Mutex::new(ReplicaState {
                 phase: Phase::Created,
                 output: Output::Ring(Arc::new(LogBuffer::new(0, 0))),
