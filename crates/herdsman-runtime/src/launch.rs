@@ -14,7 +14,7 @@ use herdsman_spec::Service;
 use crate::{ContainerId, ContainerSpec, RuntimeError};
 
 /// Each service spec's [`Service::run_hash`], computed once per spec rather than at every
-/// create: it serializes the spec, which took ~30 µs of each restart on the bench host.
+/// create: it serializes the spec, which took ~20 µs of each restart on the bench host.
 #[derive(Debug, Default)]
 pub(crate) struct RunHashes(Mutex<HashMap<usize, (Weak<Service>, String)>>);
 
