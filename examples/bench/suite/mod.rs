@@ -205,8 +205,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      cgroup with clone3(CLONE_INTO_CGROUP), checked empty before the respawn, \
                      when containment is on), awaits it and respawns it, to the new pid \
                      received, running alongside and killed once after each of herdsman's \
-                     kills (measured in turns, under the same host load). Where the time goes (p50 / p99): exit reaped, reported \
-                     and decided until the container actor tears down {}; old removed and new \
+                     kills (measured in turns, under the same host load). Where the time \
+                     goes (p50 / p99): exit reaped, reported and decided until the container actor tears down {}; old removed and new \
                      created {}; spawn {}; event received {}. The floor's: exit seen {}; \
                      spawn {}.{joined}",
                     part(&parts.detect_and_decide),

@@ -90,11 +90,13 @@ pub(crate) async fn crash_to_running(samples: usize) -> CrashRow {
     let mut breakdown = Breakdown::default();
     for i in 0..warmup + samples {
         let replica = i as u32 % REPLICAS;
-        let pid = handle
+        // The stream replays everything since spawn: only a later generation than the one
+        // killed is its replacement.
+        let (pid, killed) = handle
             .board()
             .replica("sleeper", replica)
-            .and_then(|r| r.pid)
-            .expect("a running replica has a pid");
+            .and_then(|r| Some((r.pid?, r.container?.generation)))
+            .expect("a running replica has a pid and a container");
         pids.push(pid);
         tokio::time::sleep(SETTLE).await;
         rt.arm_trace("sleeper", replica);
@@ -110,11 +112,12 @@ pub(crate) async fn crash_to_running(samples: usize) -> CrashRow {
             };
             if let EventKind::ReplicaStarted {
                 replica: r,
+                generation,
                 pid: Some(new),
                 ..
             } = e.kind
             {
-                if r == replica && new != pid {
+                if r == replica && generation > killed {
                     pids.push(new);
                     break at;
                 }
