@@ -11,6 +11,10 @@ use herdsman_probe::{CheckResult, Outcome};
 use herdsman_runtime::{ContainerId, Exit};
 use serde::{Deserialize, Serialize};
 
+mod probe_log;
+
+pub(crate) use probe_log::{ProbeCounters, ProbeLog};
+
 /// How many probe results each replica keeps for status.
 pub const PROBE_HISTORY: usize = 5;
 
@@ -307,7 +311,44 @@ struct ServiceMeta {
     phase: ServicePhase,
     reason: Option<String>,
     desired: u32,
-    probes: ProbeTotals,
+    probes: Arc<ProbeCounters>,
+}
+
+impl ServiceMeta {
+    fn waiting(desired: u32) -> ServiceMeta {
+        ServiceMeta {
+            phase: ServicePhase::Waiting,
+            reason: None,
+            desired,
+            probes: Arc::default(),
+        }
+    }
+}
+
+/// A replica's row: its status, and the probe history its current probe writes (copied
+/// into the status's `probes` when status is read).
+#[derive(Debug)]
+struct Row {
+    status: ReplicaStatus,
+    probes: Option<Arc<ProbeLog>>,
+}
+
+/// Whether `status` shows the incarnation `generation` (of the row's own replica).
+fn shows(status: &ReplicaStatus, generation: u64) -> bool {
+    status
+        .container
+        .as_ref()
+        .is_some_and(|c| c.generation == generation)
+}
+
+impl Row {
+    fn status(&self) -> ReplicaStatus {
+        let mut status = self.status.clone();
+        if let Some(log) = &self.probes {
+            status.probes = log.records();
+        }
+        status
+    }
 }
 
 #[derive(Debug)]
@@ -317,7 +358,7 @@ struct BoardInner {
     order: RwLock<Vec<Arc<str>>>,
     rollout: RwLock<Option<RolloutStatus>>,
     services: DashMap<Arc<str>, ServiceMeta>,
-    replicas: DashMap<(Arc<str>, u32), ReplicaStatus>,
+    replicas: DashMap<(Arc<str>, u32), Row>,
     stable: AtomicBool,
 }
 
@@ -331,15 +372,7 @@ impl StatusBoard {
     pub(crate) fn new(deployment: Arc<str>, services: &[(Arc<str>, u32)]) -> StatusBoard {
         let map = DashMap::new();
         for (name, desired) in services {
-            map.insert(
-                name.clone(),
-                ServiceMeta {
-                    phase: ServicePhase::Waiting,
-                    reason: None,
-                    desired: *desired,
-                    probes: ProbeTotals::default(),
-                },
-            );
+            map.insert(name.clone(), ServiceMeta::waiting(*desired));
         }
         StatusBoard {
             inner: Arc::new(BoardInner {
@@ -364,8 +397,11 @@ impl StatusBoard {
             .inner
             .replicas
             .entry((service.clone(), replica))
-            .or_insert_with(|| ReplicaStatus::new(replica));
-        f(entry.value_mut());
+            .or_insert_with(|| Row {
+                status: ReplicaStatus::new(replica),
+                probes: None,
+            });
+        f(&mut entry.value_mut().status);
     }
 
     /// Change the status of `container`'s replica if the board still shows that
@@ -377,27 +413,42 @@ impl StatusBoard {
         f: impl FnOnce(&mut ReplicaStatus),
     ) {
         let key = (container.service.clone(), container.replica);
-        self.update_incarnation_at(&key, container.generation, f);
-    }
-
-    /// [`update_incarnation`](Self::update_incarnation) for a caller that keeps the row's
-    /// key: a probe, 100,000 times a second at scale, would otherwise clone the service
-    /// name's `Arc` per check (a reference count every replica of the service shares).
-    pub(crate) fn update_incarnation_at(
-        &self,
-        key: &(Arc<str>, u32),
-        generation: u64,
-        f: impl FnOnce(&mut ReplicaStatus),
-    ) {
-        if let Some(mut row) = self.inner.replicas.get_mut(key) {
-            if row
-                .container
-                .as_ref()
-                .is_some_and(|c| c.generation == generation)
-            {
-                f(row.value_mut());
+        if let Some(mut row) = self.inner.replicas.get_mut(&key) {
+            if shows(&row.status, container.generation) {
+                f(&mut row.value_mut().status);
             }
         }
+    }
+
+    /// The probe history of `container`: the one its replica's row shows if the row shows
+    /// that incarnation (made and shown there if it has none yet, or only an earlier
+    /// incarnation's, which stays visible until then); a log nobody reads if the
+    /// incarnation is gone. A probe keeps it and writes to it without a board lookup.
+    pub(crate) fn probe_log(&self, container: &ContainerId) -> Arc<ProbeLog> {
+        let key = (container.service.clone(), container.replica);
+        if let Some(mut row) = self.inner.replicas.get_mut(&key) {
+            if shows(&row.status, container.generation) {
+                let generation = container.generation;
+                let log = row
+                    .probes
+                    .take()
+                    .filter(|log| log.generation == generation)
+                    .unwrap_or_else(|| Arc::new(ProbeLog::new(generation)));
+                row.probes = Some(log.clone());
+                return log;
+            }
+        }
+        Arc::new(ProbeLog::new(container.generation))
+    }
+
+    /// The health check counters of `service`, which its probes keep and count into; a
+    /// detached set for a service the deployment no longer has.
+    pub(crate) fn probe_counters(&self, service: &Arc<str>) -> Arc<ProbeCounters> {
+        self.inner
+            .services
+            .get(service)
+            .map(|m| m.probes.clone())
+            .unwrap_or_default()
     }
 
     /// Forget a replica that was scaled away.
@@ -413,12 +464,7 @@ impl StatusBoard {
             self.inner
                 .services
                 .entry(name.clone())
-                .or_insert_with(|| ServiceMeta {
-                    phase: ServicePhase::Waiting,
-                    reason: None,
-                    desired: *desired,
-                    probes: ProbeTotals::default(),
-                });
+                .or_insert_with(|| ServiceMeta::waiting(*desired));
         }
         self.inner.services.retain(|n, _| names.contains(n));
         self.inner.replicas.retain(|(n, _), _| names.contains(n));
@@ -471,7 +517,7 @@ impl StatusBoard {
         self.inner
             .replicas
             .get(&(Arc::from(service), replica))
-            .map(|r| r.value().clone())
+            .map(|r| r.value().status())
     }
 
     pub(crate) fn set_service(
@@ -497,7 +543,10 @@ impl StatusBoard {
         self.inner.replicas.retain(|(s, replica), r| {
             s != service
                 || *replica < from
-                || matches!(r.state, ReplicaState::Running | ReplicaState::Stopping)
+                || matches!(
+                    r.status.state,
+                    ReplicaState::Running | ReplicaState::Stopping
+                )
         });
     }
 
@@ -507,23 +556,10 @@ impl StatusBoard {
         }
     }
 
-    /// Count one health check result of `service`.
-    pub(crate) fn record_probe(&self, service: &Arc<str>, outcome: &Outcome, took: Duration) {
-        if let Some(mut m) = self.inner.services.get_mut(service) {
-            let totals = &mut m.probes;
-            match outcome {
-                Outcome::Success => totals.success += 1,
-                Outcome::Failure(_) => totals.failure += 1,
-                Outcome::Unknown(_) => totals.unknown += 1,
-            }
-            totals.duration += took;
-        }
-    }
-
     /// Every health check result of `service` since the deployment started; `None` for a
     /// service the deployment does not have.
     pub fn probe_totals(&self, service: &str) -> Option<ProbeTotals> {
-        self.inner.services.get(service).map(|m| m.probes)
+        self.inner.services.get(service).map(|m| m.probes.totals())
     }
 
     pub(crate) fn set_stable(&self, stable: bool) {
@@ -545,7 +581,11 @@ impl StatusBoard {
     /// # let _ = ready; }
     /// ```
     pub fn count_replicas(&self, mut f: impl FnMut(&ReplicaStatus) -> bool) -> usize {
-        self.inner.replicas.iter().filter(|r| f(r.value())).count()
+        self.inner
+            .replicas
+            .iter()
+            .filter(|r| f(&r.value().status))
+            .count()
     }
 
     /// A copy of everything, services in spec order, replicas by index. Its `stable` never
@@ -588,7 +628,7 @@ impl StatusBoard {
         for r in self.inner.replicas.iter() {
             let (svc, _) = r.key();
             if let Some(&i) = index.get(&**svc) {
-                services[i].replicas.push(r.value().clone());
+                services[i].replicas.push(r.value().status());
             }
         }
         for s in &mut services {
@@ -628,15 +668,14 @@ mod tests {
     fn probe_totals_count_each_outcome_and_add_up_durations() {
         let api: Arc<str> = Arc::from("api");
         let board = StatusBoard::new("shop".into(), &[(api.clone(), 2)]);
-        board.record_probe(&api, &Outcome::Success, Duration::from_millis(2));
-        board.record_probe(&api, &Outcome::Success, Duration::from_millis(3));
-        board.record_probe(
-            &api,
-            &Outcome::Failure("503".into()),
-            Duration::from_millis(5),
-        );
-        board.record_probe(&api, &Outcome::Unknown("spawn".into()), Duration::ZERO);
-        board.record_probe(&"ghost".into(), &Outcome::Success, Duration::from_secs(1));
+        let counters = board.probe_counters(&api);
+        counters.record(&Outcome::Success, Duration::from_millis(2));
+        counters.record(&Outcome::Success, Duration::from_millis(3));
+        counters.record(&Outcome::Failure("503".into()), Duration::from_millis(5));
+        counters.record(&Outcome::Unknown("spawn".into()), Duration::ZERO);
+        board
+            .probe_counters(&"ghost".into())
+            .record(&Outcome::Success, Duration::from_secs(1));
         let totals = board.probe_totals("api").expect("api is a service");
         assert_eq!(
             (
@@ -649,6 +688,46 @@ mod tests {
         );
         assert_eq!(totals.duration, Duration::from_millis(10));
         assert_eq!(board.probe_totals("ghost"), None);
+    }
+
+    fn probed(board: &StatusBoard, id: &ContainerId, at_ms: u64) {
+        let result = CheckResult::new(Outcome::Failure("503".into()), Duration::ZERO, "");
+        board.probe_log(id).push(ProbeRecord::new(at_ms, &result));
+    }
+
+    fn probes_shown(board: &StatusBoard) -> Vec<u64> {
+        let shown = board.replica("api", 0).expect("the row exists");
+        let snap = board.snapshot().services[0].replicas[0].probes.clone();
+        assert_eq!(shown.probes, snap, "replica() and snapshot() agree");
+        shown.probes.iter().map(|p| p.at_ms).collect()
+    }
+
+    #[test]
+    fn a_row_shows_the_probe_history_of_its_current_incarnation_only() {
+        let api: Arc<str> = Arc::from("api");
+        let board = StatusBoard::new("shop".into(), &[(api.clone(), 1)]);
+        let first = ContainerId::new("shop", "api", 0, 1);
+        let second = ContainerId::new("shop", "api", 0, 2);
+        board.update(&api, 0, |r| r.container = Some(first.clone()));
+        probed(&board, &first, 10);
+        probed(&board, &first, 20);
+        assert_eq!(probes_shown(&board), vec![10, 20]);
+
+        // Restarted: the last incarnation's results stay shown until its probe starts.
+        board.update(&api, 0, |r| r.container = Some(second.clone()));
+        assert_eq!(probes_shown(&board), vec![10, 20]);
+        probed(&board, &first, 30);
+        assert_eq!(
+            probes_shown(&board),
+            vec![10, 20],
+            "a stale probe's result is not shown"
+        );
+        probed(&board, &second, 40);
+        assert_eq!(probes_shown(&board), vec![40]);
+        assert!(
+            Arc::ptr_eq(&board.probe_log(&second), &board.probe_log(&second)),
+            "a probe started again keeps its incarnation's history"
+        );
     }
 
     #[test]

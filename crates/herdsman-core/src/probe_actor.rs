@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::board::{ProbeRecord, PROBE_HISTORY};
+use crate::board::{ProbeCounters, ProbeLog, ProbeRecord};
 use crate::container_actor::ContainerMsg;
 use crate::event::EventKind;
 use crate::service_supervisor::ServiceContext;
@@ -46,8 +46,11 @@ pub(crate) struct ProbeState {
     args: ProbeArgs,
     tracker: HealthTracker,
     started_at: Instant,
-    /// The replica's row on the board, kept rather than built per check.
-    row: (Arc<str>, u32),
+    /// This incarnation's probe history, which its row on the board shows: written
+    /// without a board lookup per check.
+    log: Arc<ProbeLog>,
+    /// The service's check counters, likewise.
+    counters: Arc<ProbeCounters>,
 }
 
 /// The actor owns one long-lived task that sleeps, checks and records, in a loop: a
@@ -80,12 +83,14 @@ impl Actor for ProbeActor {
             return Err(format!("service {} has no health check to probe", args.id.service).into());
         };
         let tracker = HealthTracker::new(health);
-        let row = (args.id.service.clone(), args.id.replica);
+        let log = args.ctx.board.probe_log(&args.id);
+        let counters = args.ctx.board.probe_counters(&args.ctx.service_name);
         let state = ProbeState {
             args,
             tracker,
             started_at: Instant::now(),
-            row,
+            log,
+            counters,
         };
         // A combinator, not an `async move` block awaiting `run`: such a block keeps the
         // captured future and the awaited one side by side, doubling the task (2.5 KiB
@@ -174,20 +179,10 @@ impl ProbeState {
         let now = Instant::now();
         let at_ms = ctx.events.since_epoch_at(now).as_millis() as u64;
         let record = ProbeRecord::new(at_ms, &result);
-        ctx.board
-            .record_probe(&ctx.service_name, &result.outcome, result.duration);
+        self.counters.record(&result.outcome, result.duration);
         // An abort lands only at an await: a check that finished just as this probe was
-        // dropped still records, but only on its own incarnation's row.
-        ctx.board
-            .update_incarnation_at(&self.row, a.id.generation, |r| {
-                if r.probes.len() >= PROBE_HISTORY {
-                    r.probes.remove(0);
-                } else if r.probes.capacity() == 0 {
-                    // Exactly the history's size: growing by doubling would leave room for 8.
-                    r.probes.reserve_exact(PROBE_HISTORY);
-                }
-                r.probes.push(record);
-            });
+        // dropped still records, but only in its own incarnation's log.
+        self.log.push(record);
         if let Outcome::Failure(reason) | Outcome::Unknown(reason) = &result.outcome {
             ctx.events.emit(EventKind::ProbeFailed {
                 service: ctx.service_name.clone(),
