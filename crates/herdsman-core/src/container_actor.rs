@@ -47,8 +47,6 @@ pub(crate) enum ContainerMsg {
         index: usize,
         report: StepReport,
     },
-    /// The probe actor saw a health transition.
-    Health { generation: u64, healthy: bool },
     // Self-sent.
     /// Start `generation` if it is still the current one: init steps, then create and
     /// start. Sent to itself once a new actor has cleared what a predecessor left; a
@@ -286,21 +284,6 @@ async fn dispatch(
                 let ctx = &state.ctx;
                 ctx.init_runs.finished(&ctx.service_name, state.id.replica);
                 state.init_step_done(&myself, index, report).await;
-            }
-        }
-        ContainerMsg::Health {
-            generation,
-            healthy,
-        } => {
-            if generation == state.id.generation && state.phase == Phase::Running {
-                let ctx = &state.ctx;
-                ctx.board
-                    .update(&ctx.service_name, state.id.replica, |r| r.healthy = healthy);
-                let _ = ctx.supervisor.cast(SupervisorMsg::Health {
-                    replica: state.id.replica,
-                    generation,
-                    healthy,
-                });
             }
         }
     }
@@ -562,7 +545,6 @@ impl ContainerState {
             id: self.id.clone(),
             vars: self.vars.clone(),
             service: self.service.clone(),
-            parent: myself.clone(),
         };
         match Actor::spawn_linked(None, ProbeActor, args, myself.get_cell()).await {
             Ok((probe, _)) => self.probe = Some(probe),

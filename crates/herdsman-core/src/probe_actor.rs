@@ -1,6 +1,6 @@
 //! `ProbeActor`: schedules a replica's health checks, applies the thresholds and start
 //! period (through the pure `HealthTracker`), keeps the last results on the status board
-//! and reports transitions to its container actor.
+//! and reports transitions to its service supervisor.
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -19,9 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::board::{ProbeCounters, ProbeLog, ProbeRecord};
-use crate::container_actor::ContainerMsg;
 use crate::event::EventKind;
-use crate::service_supervisor::ServiceContext;
+use crate::service_supervisor::{ServiceContext, SupervisorMsg};
 
 /// Messages of a probe actor.
 pub(crate) enum ProbeMsg {
@@ -39,7 +38,6 @@ pub(crate) struct ProbeArgs {
     pub(crate) vars: Arc<ReplicaVars>,
     /// The service's spec, shared: its health check is what this probe runs.
     pub(crate) service: Arc<Service>,
-    pub(crate) parent: ActorRef<ContainerMsg>,
 }
 
 pub(crate) struct ProbeState {
@@ -192,7 +190,12 @@ impl ProbeState {
         }
         if let Some(t) = self.tracker.record(result, now, self.started_at) {
             let healthy = matches!(t, Transition::BecameHealthy);
-            let _ = a.parent.cast(ContainerMsg::Health {
+            // Straight to the supervisor, which decides on it and shows it on the board:
+            // one actor hop from the check to the decision. A report that overtakes its
+            // incarnation's start (told by the exit watcher) is kept until the start is
+            // heard of; one that comes after the incarnation ended is dropped there.
+            let _ = ctx.supervisor.cast(SupervisorMsg::Health {
+                replica: a.id.replica,
                 generation: a.id.generation,
                 healthy,
             });

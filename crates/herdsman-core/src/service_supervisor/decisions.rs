@@ -251,6 +251,10 @@ impl SupervisorState {
             return;
         }
         slot.healthy = healthy;
+        // Shown by the one who decides on it: a report this supervisor drops (of an
+        // incarnation that ended) never shows on the row.
+        ctx.board
+            .update(&ctx.service_name, replica, |r| r.healthy = healthy);
         ctx.events.emit(EventKind::HealthChanged {
             service: ctx.service_name.clone(),
             replica,

@@ -409,6 +409,18 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
                 continue;
             };
             let slot = format!("{}/{r}", s.name);
+            if rs.healthy
+                && matches!(
+                    rs.state,
+                    ReplicaState::Backoff | ReplicaState::Failed | ReplicaState::Completed
+                )
+            {
+                // A health report that came after its incarnation ended must not show.
+                found.push(breach(
+                    Invariant::ExitsActedOn,
+                    format!("{slot} is {} but shown healthy", rs.state.as_str()),
+                ));
+            }
             match rs.state {
                 ReplicaState::Running => {
                     if model.has_health && !rs.healthy {
