@@ -142,6 +142,112 @@ pub(crate) async fn ractor_burst(n: usize, rounds: usize) -> Vec<Duration> {
     out
 }
 
+/// One link of a relay of bare actors: the first is armed, waits out a timer (as a probe
+/// waits for its next check), stamps the moment and passes it on; each next link passes
+/// it on; the last publishes it on a broadcast channel, as the deployment actor emits.
+struct Link;
+
+enum RelayMsg {
+    /// Wait `after`, stamp, tell the stamp to `fired` and pass it on.
+    Arm(Duration, oneshot::Sender<Instant>),
+    Pass(Instant),
+}
+
+// Local only: never sent to another node, so it is not serializable.
+herdsman::core::local_message!(RelayMsg);
+
+enum Next {
+    Link(ActorRef<RelayMsg>),
+    Bus(tokio::sync::broadcast::Sender<Instant>),
+}
+
+impl Actor for Link {
+    type Msg = RelayMsg;
+    type State = Next;
+    type Arguments = Next;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<RelayMsg>,
+        next: Next,
+    ) -> Result<Next, ActorProcessingErr> {
+        Ok(next)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RelayMsg>,
+        msg: RelayMsg,
+        next: &mut Next,
+    ) -> Result<(), ActorProcessingErr> {
+        let at = match msg {
+            RelayMsg::Arm(after, fired) => {
+                tokio::time::sleep(after).await;
+                let at = Instant::now();
+                let _ = fired.send(at);
+                at
+            }
+            RelayMsg::Pass(at) => at,
+        };
+        match next {
+            Next::Link(link) => {
+                let _ = link.cast(RelayMsg::Pass(at));
+            }
+            Next::Bus(bus) => {
+                let _ = bus.send(at);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ractor relay: the path of "last replica healthy → deployment stable" with nothing of
+/// herdsman in it. Three bare actors in a row (probe, service supervisor and deployment
+/// actor stand-ins) and a task parked on a broadcast channel that stamps what it
+/// receives; per sample, the first actor is armed with a 2 ms timer, and the sample is
+/// from its stamp to the parked task's.
+pub(crate) async fn ractor_relay(samples: usize) -> Vec<Duration> {
+    let (bus, mut published) = tokio::sync::broadcast::channel::<Instant>(16);
+    let (stamped_tx, mut stamped) = mpsc::unbounded_channel();
+    let listener = tokio::spawn(async move {
+        while let Ok(at) = published.recv().await {
+            if stamped_tx.send(Instant::now() - at).is_err() {
+                return;
+            }
+        }
+    });
+    let mut next = Next::Bus(bus);
+    let mut links = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let (link, _) = Actor::spawn(None, Link, next)
+            .await
+            .expect("a relay link spawns");
+        next = Next::Link(link.clone());
+        links.push(link);
+    }
+    let first = links.last().expect("three links").clone();
+    let warmup = samples / 10;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let (fired_tx, fired) = oneshot::channel();
+        let _ = first.cast(RelayMsg::Arm(Duration::from_millis(2), fired_tx));
+        bounded("relay armed", PATIENCE, fired)
+            .await
+            .expect("the first link fires");
+        let took = bounded("relay end", PATIENCE, stamped.recv())
+            .await
+            .expect("the parked task stamps the end");
+        if i >= warmup {
+            out.push(took);
+        }
+    }
+    for link in links {
+        let _ = link.stop_and_wait(None, Some(PATIENCE)).await;
+    }
+    listener.abort();
+    out
+}
+
 /// An actor that does nothing.
 struct Bare;
 
