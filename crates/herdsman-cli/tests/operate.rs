@@ -414,17 +414,26 @@ async fn v1_logs_serves_a_replicas_tail_under_the_api_token_rule() {
         text.starts_with("web[1] listening on http://127.0.0.1:"),
         "{text}"
     );
-    let all = client()
-        .get(format!("http://{api}/v1/logs?service=web"))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    // Replica 0 may not have written its first line yet when replica 1 has: the
+    // service-wide tail is asked for until both are in it, each under its own prefix.
+    let all_url = format!("http://{api}/v1/logs?service=web");
+    let all = eventually(LIMIT, "both replicas in the service's logs", || async {
+        let r = client()
+            .get(&all_url)
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .ok()?;
+        let text = r.text().await.ok()?;
+        text.contains("web/0 | ").then_some(text)
+    })
+    .await;
     assert!(
         all.lines().any(|l| l.starts_with("web/0 | web[0] pid ")),
+        "{all}"
+    );
+    assert!(
+        all.lines().any(|l| l.starts_with("web/1 | web[1] pid ")),
         "{all}"
     );
     let missing = client()
