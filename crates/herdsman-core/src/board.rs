@@ -573,7 +573,9 @@ impl StatusBoard {
 
     /// How many replicas, over every service, satisfy `f`, counted in place: nothing is
     /// copied, so it is cheap enough to poll every second at 100,000 replicas (where a
-    /// [`snapshot`](Self::snapshot) copies every status and its probe history).
+    /// [`snapshot`](Self::snapshot) copies every status and its probe history). `f` sees
+    /// each status without its probe history (`probes` is empty): the history is kept by
+    /// the replica's probe and copied only by [`replica`](Self::replica) and `snapshot`.
     ///
     /// ```
     /// # fn demo(board: &herdsman_core::StatusBoard) {
@@ -709,21 +711,33 @@ mod tests {
         let first = ContainerId::new("shop", "api", 0, 1);
         let second = ContainerId::new("shop", "api", 0, 2);
         board.update(&api, 0, |r| r.container = Some(first.clone()));
+        // A probe takes its log once, when it starts, and writes through it.
+        let first_probe = board.probe_log(&first);
         probed(&board, &first, 10);
         probed(&board, &first, 20);
         assert_eq!(probes_shown(&board), vec![10, 20]);
 
-        // Restarted: the last incarnation's results stay shown until its probe starts.
+        // Restarted: the last incarnation's results stay shown until its probe starts,
+        // and a last check of the old probe, finishing as it is stopped, joins them.
         board.update(&api, 0, |r| r.container = Some(second.clone()));
         assert_eq!(probes_shown(&board), vec![10, 20]);
+        let result = CheckResult::new(Outcome::Failure("503".into()), Duration::ZERO, "");
+        first_probe.push(ProbeRecord::new(25, &result));
+        assert_eq!(probes_shown(&board), vec![10, 20, 25]);
         probed(&board, &first, 30);
         assert_eq!(
             probes_shown(&board),
-            vec![10, 20],
-            "a stale probe's result is not shown"
+            vec![10, 20, 25],
+            "a probe of an ended incarnation that starts now writes to a log no row shows"
         );
         probed(&board, &second, 40);
         assert_eq!(probes_shown(&board), vec![40]);
+        first_probe.push(ProbeRecord::new(45, &result));
+        assert_eq!(
+            probes_shown(&board),
+            vec![40],
+            "once the new probe started, the old one's writes are not shown"
+        );
         assert!(
             Arc::ptr_eq(&board.probe_log(&second), &board.probe_log(&second)),
             "a probe started again keeps its incarnation's history"

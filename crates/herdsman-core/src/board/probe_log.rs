@@ -59,7 +59,9 @@ pub(crate) struct ProbeCounters {
     success: AtomicU64,
     failure: AtomicU64,
     unknown: AtomicU64,
-    nanos: AtomicU64,
+    /// Microseconds, not nanoseconds: a sum of nanoseconds could wrap within days at
+    /// 100,000 replicas whose checks all wait out a 5 s timeout; this takes a decade.
+    micros: AtomicU64,
 }
 
 impl ProbeCounters {
@@ -72,8 +74,8 @@ impl ProbeCounters {
         };
         count.fetch_add(1, Ordering::Relaxed);
         if !took.is_zero() {
-            let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-            self.nanos.fetch_add(nanos, Ordering::Relaxed);
+            let micros = u64::try_from(took.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
+            self.micros.fetch_add(micros, Ordering::Relaxed);
         }
     }
 
@@ -82,7 +84,7 @@ impl ProbeCounters {
             success: self.success.load(Ordering::Relaxed),
             failure: self.failure.load(Ordering::Relaxed),
             unknown: self.unknown.load(Ordering::Relaxed),
-            duration: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+            duration: Duration::from_micros(self.micros.load(Ordering::Relaxed)),
         }
     }
 }

@@ -43,10 +43,10 @@ pub(super) struct Slot {
     /// The spec its current incarnation runs (old and new differ during a rollout).
     pub(super) spec: Arc<Service>,
     /// A health report that overtook its incarnation's start report, by generation. The
-    /// probe reports through the container actor and the start comes from the exit
-    /// watcher: two senders, so under load a first check can be heard of before the
-    /// start. A probe reports transitions only; dropping this one would leave the replica
-    /// healthy on the board and never ready to its service.
+    /// probe reports to the supervisor itself and the start comes from the exit watcher:
+    /// two senders, so under load a first check can be heard of before the start. A probe
+    /// reports transitions only; dropping this one would leave the replica never healthy,
+    /// on the board or to its service, while its checks pass.
     pub(super) early_health: Option<(u64, bool)>,
 }
 
