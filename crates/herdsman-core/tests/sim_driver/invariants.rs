@@ -259,6 +259,22 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
                 }
                 _ => {}
             }
+            // An ended incarnation is never shown healthy: a health report that comes
+            // after its incarnation ended must not show (nor one of a given-up service).
+            if r.healthy
+                && matches!(
+                    r.state,
+                    ReplicaState::Stopped
+                        | ReplicaState::Failed
+                        | ReplicaState::Completed
+                        | ReplicaState::Backoff
+                )
+            {
+                found.push(breach(
+                    Invariant::BoardTruth,
+                    format!("{slot} is {} but shown healthy", r.state.as_str()),
+                ));
+            }
             // Whatever the state, a running container is the one the board names.
             for id in ids.iter().filter(|id| r.container.as_ref() != Some(*id)) {
                 found.push(breach(
@@ -409,18 +425,6 @@ pub fn quiescent(world: &mut World) -> Vec<Breach> {
                 continue;
             };
             let slot = format!("{}/{r}", s.name);
-            if rs.healthy
-                && matches!(
-                    rs.state,
-                    ReplicaState::Backoff | ReplicaState::Failed | ReplicaState::Completed
-                )
-            {
-                // A health report that came after its incarnation ended must not show.
-                found.push(breach(
-                    Invariant::ExitsActedOn,
-                    format!("{slot} is {} but shown healthy", rs.state.as_str()),
-                ));
-            }
             match rs.state {
                 ReplicaState::Running => {
                     if model.has_health && !rs.healthy {
