@@ -200,15 +200,15 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 floor: Some(floor),
                 notes: format!(
                     "{n} SIGKILLs of `sleep 1000` replicas (4, round robin) on ProcessRuntime, \
-                     {contained}, each to the replacement's ReplicaStarted event (new pid) \
-                     received; floor: a tokio task that spawns `sleep 1000` (born in a fresh \
+                     {contained}, each to the replacement's ReplicaStarted event (a later \
+                     generation than the one killed) received; floor: a tokio task that spawns `sleep 1000` (born in a fresh \
                      cgroup with clone3(CLONE_INTO_CGROUP), checked empty before the respawn, \
                      when containment is on), awaits it and respawns it, to the new pid \
                      received, running alongside and killed once after each of herdsman's \
                      kills (measured in turns, under the same host load). Where the time \
-                     goes (p50 / p99): exit reaped, reported and decided until the container actor tears down {}; old removed and new \
-                     created {}; spawn {}; event received {}. The floor's: exit seen {}; \
-                     spawn {}.{joined}",
+                     goes (p50 / p99): exit reaped, reported and decided until the \
+                     container actor tears down {}; old removed and new created {}; spawn \
+                     {}; event received {}. The floor's: exit seen {}; spawn {}.{joined}",
                     part(&parts.detect_and_decide),
                     part(&parts.replace),
                     part(&parts.spawn),
