@@ -1,6 +1,7 @@
 //! `ProbeActor`: schedules a replica's health checks, applies the thresholds and start
 //! period (through the pure `HealthTracker`), keeps the last results on the status board
-//! and reports transitions to its service supervisor.
+//! (the one history of them: the tracker keeps none) and reports transitions to its
+//! service supervisor.
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -188,7 +189,7 @@ impl ProbeState {
                 reason: reason.clone(),
             });
         }
-        if let Some(t) = self.tracker.record(result, now, self.started_at) {
+        if let Some(t) = self.tracker.record(&result.outcome, now, self.started_at) {
             let healthy = matches!(t, Transition::BecameHealthy);
             // Straight to the supervisor, which decides on it and shows it on the board:
             // one actor hop from the check to the decision. A report that overtakes its

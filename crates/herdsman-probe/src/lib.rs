@@ -47,4 +47,4 @@ pub use sequence::{
     backoff_delay, run_sequence, sequence_outcome, InitRetry, SequenceOutcome, StepVerdict,
 };
 pub use tcp::check_tcp;
-pub use tracker::{HealthRecord, HealthState, HealthTracker, Transition, HISTORY_LEN};
+pub use tracker::{HealthState, HealthTracker, Transition};

@@ -1,17 +1,15 @@
 //! The health state machine of one replica: consecutive-result thresholds, a Docker-style
-//! start period, first-check jitter and the last few results. Pure: time is a parameter.
+//! start period and first-check jitter. Pure: time is a parameter. It keeps no results:
+//! whoever runs the checks keeps the history it shows (herdsman's probe keeps it on the
+//! status board).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use herdsman_spec::Health;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::{CheckResult, Outcome};
-
-/// How many results the history keeps (as Docker does).
-pub const HISTORY_LEN: usize = 5;
+use crate::Outcome;
 
 /// A replica's health as the tracker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,20 +34,6 @@ pub enum Transition {
     BecameUnhealthy,
 }
 
-/// One check in the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthRecord {
-    /// When the check ended, as the time since the container started (the `started_at`
-    /// passed to [`HealthTracker::record`]): monotonic and meaningful without a wall clock.
-    pub at: Duration,
-    /// The verdict.
-    pub outcome: Outcome,
-    /// How long the check took.
-    pub duration: Duration,
-    /// Its output, capped at [`OUTPUT_CAP`](crate::OUTPUT_CAP) bytes.
-    pub output: String,
-}
-
 /// Consecutive-threshold health state machine.
 ///
 /// - `retries` consecutive failures make a replica unhealthy, `success_threshold`
@@ -57,8 +41,7 @@ pub struct HealthRecord {
 /// - Start period (Docker semantics): until the first success, failures within
 ///   `start_grace` of the container's start are not counted, and checks run every
 ///   `start_interval`. The first success, or the end of `start_grace`, ends it.
-/// - `Unknown` results (the probe could not run) are kept in the history but neither count
-///   nor break a streak.
+/// - `Unknown` results (the probe could not run) neither count nor break a streak.
 ///
 /// Every method that depends on time takes `now` (and the container's `started_at`), so the
 /// tracker never reads a clock.
@@ -73,7 +56,6 @@ pub struct HealthTracker {
     successes: u32,
     failures: u32,
     seen_success: bool,
-    history: VecDeque<HealthRecord>,
 }
 
 impl Default for HealthTracker {
@@ -121,20 +103,19 @@ impl HealthTracker {
             successes: 0,
             failures: 0,
             seen_success: false,
-            history: VecDeque::with_capacity(HISTORY_LEN),
         }
     }
 
-    /// Take one check result that ended at `now`, for a container started at `started_at`.
-    /// Returns the transition it caused, if any.
+    /// Take the outcome of one check that ended at `now`, for a container started at
+    /// `started_at`. Returns the transition it caused, if any.
     pub fn record(
         &mut self,
-        result: CheckResult,
+        outcome: &Outcome,
         now: Instant,
         started_at: Instant,
     ) -> Option<Transition> {
         let in_start_period = self.in_start_period(now, started_at);
-        let transition = match &result.outcome {
+        match outcome {
             Outcome::Success => {
                 self.seen_success = true;
                 self.failures = 0;
@@ -160,17 +141,7 @@ impl HealthTracker {
                 }
             }
             Outcome::Unknown(_) => None,
-        };
-        if self.history.len() == HISTORY_LEN {
-            self.history.pop_front();
         }
-        self.history.push_back(HealthRecord {
-            at: now.saturating_duration_since(started_at),
-            outcome: result.outcome,
-            duration: result.duration,
-            output: result.output,
-        });
-        transition
     }
 
     /// True while failures are not counted: no success yet and `start_grace` not over.
@@ -227,23 +198,13 @@ impl HealthTracker {
     pub fn consecutive_successes(&self) -> u32 {
         self.successes
     }
-
-    /// The last [`HISTORY_LEN`] results, oldest first.
-    pub fn history(&self) -> &VecDeque<HealthRecord> {
-        &self.history
-    }
-
-    /// The most recent result.
-    pub fn last(&self) -> Option<&HealthRecord> {
-        self.history.back()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use herdsman_spec::{Check, OnUnhealthy, Template};
-    use tokio::time::{advance, sleep};
+    use tokio::time::sleep;
 
     fn health(start_grace: u64, retries: u32, success_threshold: u32) -> Health {
         Health {
@@ -261,32 +222,28 @@ mod tests {
         }
     }
 
-    fn ok() -> CheckResult {
-        CheckResult::new(Outcome::Success, Duration::from_millis(1), "ok")
+    fn ok() -> Outcome {
+        Outcome::Success
     }
 
-    fn bad() -> CheckResult {
-        CheckResult::new(
-            Outcome::Failure("refused".into()),
-            Duration::from_millis(1),
-            "",
-        )
+    fn bad() -> Outcome {
+        Outcome::Failure("refused".into())
     }
 
-    fn unknown() -> CheckResult {
-        CheckResult::new(Outcome::Unknown("cannot spawn".into()), Duration::ZERO, "")
+    fn unknown() -> Outcome {
+        Outcome::Unknown("cannot spawn".into())
     }
 
     /// Feed `results` one per `next_interval`, from `started_at`, returning the transitions.
     async fn drive(
         t: &mut HealthTracker,
         started_at: Instant,
-        results: Vec<CheckResult>,
+        results: Vec<Outcome>,
     ) -> Vec<Option<Transition>> {
         let mut out = Vec::new();
         for r in results {
             sleep(t.next_interval(Instant::now(), started_at)).await;
-            out.push(t.record(r, Instant::now(), started_at));
+            out.push(t.record(&r, Instant::now(), started_at));
         }
         out
     }
@@ -356,7 +313,6 @@ mod tests {
         );
         let got = drive(&mut t, start, vec![ok(), unknown(), ok()]).await;
         assert_eq!(got, vec![None, None, Some(Transition::BecameHealthy)]);
-        assert_eq!(t.history().len(), HISTORY_LEN);
     }
 
     #[tokio::test(start_paused = true)]
@@ -427,37 +383,16 @@ mod tests {
         assert_eq!(Instant::now() - start, Duration::from_millis(2500));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn history_keeps_the_last_five_with_time_since_start() {
-        let start = Instant::now();
-        let mut t = HealthTracker::new(&health(0, 100, 1));
-        for i in 0..7u64 {
-            advance(Duration::from_secs(1)).await;
-            let r = CheckResult::new(
-                Outcome::Failure(format!("n{i}")),
-                Duration::from_millis(i),
-                "",
-            );
-            t.record(r, Instant::now(), start);
-        }
-        let h = t.history();
-        assert_eq!(h.len(), HISTORY_LEN);
-        assert_eq!(h[0].outcome, Outcome::Failure("n2".into()));
-        assert_eq!(h[0].at, Duration::from_secs(3));
-        assert_eq!(h[0].duration, Duration::from_millis(2));
-        assert_eq!(t.last().map(|r| r.at), Some(Duration::from_secs(7)));
-    }
-
     #[test]
     fn zero_thresholds_behave_as_one() {
         let start = Instant::now();
         let mut t = HealthTracker::new(&health(0, 0, 0));
         assert_eq!(
-            t.record(bad(), start, start),
+            t.record(&bad(), start, start),
             Some(Transition::BecameUnhealthy)
         );
         assert_eq!(
-            t.record(ok(), start, start),
+            t.record(&ok(), start, start),
             Some(Transition::BecameHealthy)
         );
     }
