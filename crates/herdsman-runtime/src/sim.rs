@@ -89,7 +89,7 @@ impl SimRuntime {
 
     /// The profile `service` currently follows.
     pub fn profile(&self, service: &str) -> FaultProfile {
-        (*self.state().profile(service)).clone()
+        (**self.state().profile(service)).clone()
     }
 
     /// Make the next `n` starts of `service` fail (on top of any already pending).
@@ -277,7 +277,7 @@ impl Runtime for SimRuntime {
         let seed = self.shared.seed;
         let mut guard = self.state();
         let st = &mut *guard;
-        let profile = st.profile(&id.service);
+        let profile = st.profile(&id.service).clone();
         let c = st
             .containers
             .get_mut(id)
@@ -580,7 +580,7 @@ impl Runtime for SimRuntime {
                 .entry(id.deployment.clone())
                 .or_insert_with(|| tokio::sync::watch::channel(0).0)
                 .subscribe();
-            let profile = st.profile(&id.service);
+            let profile = st.profile(&id.service).clone();
             st.audit.init_began(id, &step.id);
             let in_flight = InitInFlight {
                 shared: self.shared.clone(),

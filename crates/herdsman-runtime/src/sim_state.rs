@@ -212,11 +212,11 @@ impl Ending {
 }
 
 impl SimState {
-    pub(crate) fn profile(&self, service: &str) -> Arc<FaultProfile> {
-        self.profiles
-            .get(service)
-            .unwrap_or(&self.default_profile)
-            .clone()
+    /// The fault profile of `service`'s containers, borrowed: a health check reads one
+    /// field of it, and cloning the shared `Arc` per check would be two atomic writes on a
+    /// line every core touches.
+    pub(crate) fn profile(&self, service: &str) -> &Arc<FaultProfile> {
+        self.profiles.get(service).unwrap_or(&self.default_profile)
     }
 
     pub(crate) fn count(&mut self, service: &Arc<str>, f: impl Fn(&mut SimStats)) {
