@@ -13,30 +13,22 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::task::JoinHandle;
 
 use crate::apply::ApplyPlan;
-use crate::board::ReplicaState;
 use crate::board::{ServicePhase, StatusBoard};
 use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
 use crate::revision::{Revisions, RolloutTrack};
 use crate::service_supervisor::RolloutReport;
-use crate::service_supervisor::{
-    shutdown_budget, ServiceSupervisor, SupervisorArgs, SupervisorMsg,
-};
-use crate::stabilization::{
-    is_stable, replica_reason, service_reason, FailingReplica, FailingService, ServiceCounts,
-    Stabilization,
-};
+use crate::service_supervisor::SupervisorMsg;
+use crate::stabilization::{ServiceCounts, Stabilization};
 use crate::CoreError;
 
 mod rollouts;
+mod shutdown;
+mod stability;
+mod supervisors;
 mod survivors;
 
 pub(crate) use survivors::discard_one;
-
-/// A service supervisor that failed this often within `SUPERVISOR_PERIOD` is not
-/// replaced again: the service is failed (OTP's restart intensity).
-const SUPERVISOR_RESTARTS: usize = 3;
-const SUPERVISOR_PERIOD: Duration = Duration::from_secs(60);
 
 /// Messages of the deployment actor.
 pub(crate) enum DeploymentMsg {
@@ -415,37 +407,6 @@ impl Actor for DeploymentActor {
 }
 
 impl DeploymentState {
-    fn is_stable(&self) -> bool {
-        self.services.values().all(|e| e.acked >= e.asked)
-            && is_stable(self.services.values().map(|e| &e.counts))
-    }
-
-    /// Recompute stability; the moment it becomes true, answer every waiter. A deployment
-    /// in the middle of a rollout (or of its rollback) has not converged on the spec in
-    /// force, whatever its counts say: the counts of a service the rollout is about to
-    /// replace may still be its old replicas'.
-    fn check_stable(&mut self) {
-        let rolling = self.rollout.as_ref().is_some_and(|t| t.in_progress());
-        let stable = !self.stopping && !rolling && self.is_stable();
-        self.args.board.set_stable(stable);
-        if stable && !self.was_stable {
-            let after = self.args.events.since_epoch();
-            self.stable_after = Some(after);
-            self.args.events.emit(EventKind::DeploymentStable {
-                after_ms: after.as_millis() as u64,
-            });
-        }
-        if !stable && self.was_stable && !self.stopping {
-            self.args.events.emit(EventKind::DeploymentUnstable);
-        }
-        self.was_stable = stable;
-        if let Some(after) = self.stable_after.filter(|_| stable) {
-            for (_, reply) in self.waiters.drain() {
-                let _ = reply.send(Stabilization::Ready { after });
-            }
-        }
-    }
-
     fn dependency_met(&self, dep: &Dependency) -> bool {
         self.services
             .get(dep.service.as_str())
@@ -531,119 +492,6 @@ impl DeploymentState {
             self.spawn_supervisor(myself, &name, false).await?;
         }
         Ok(())
-    }
-
-    /// Spawn `name`'s supervisor; with `recover`, in place of one that failed.
-    async fn spawn_supervisor(
-        &mut self,
-        myself: &ActorRef<DeploymentMsg>,
-        name: &Arc<str>,
-        recover: bool,
-    ) -> Result<(), ActorProcessingErr> {
-        let spec = self.args.spec.clone();
-        let (Some(svc), Some(entry)) = (spec.service(name), self.services.get(name)) else {
-            return Ok(());
-        };
-        let args = SupervisorArgs {
-            deployment: spec.clone(),
-            service: Arc::new(svc.clone()),
-            runtime: self.args.runtime.clone(),
-            board: self.args.board.clone(),
-            events: self.args.events.clone(),
-            parent: myself.clone(),
-            seed: self.args.seed ^ hash_name(name),
-            init_runs: self.args.init_runs.clone(),
-            generations: self.args.generations.clone(),
-            desired: entry.desired,
-            recover,
-            survivors: self.survivors.remove(name).unwrap_or_default(),
-            discards: self.discards.remove(name).unwrap_or_default(),
-            resume_at: self.resume_at.remove(name).unwrap_or_default(),
-        };
-        let (sup, _) =
-            Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
-        if let Some(e) = self.services.get_mut(name) {
-            e.supervisor = Some(sup);
-            // A request its failed predecessor never answered is not this one's to
-            // answer: it reports its own counts from scratch.
-            e.acked = e.asked;
-        }
-        Ok(())
-    }
-
-    /// A supervisor failed: replace it, as an OTP supervisor would, unless it failed
-    /// `SUPERVISOR_RESTARTS` times within `SUPERVISOR_PERIOD` already; then the service fails.
-    async fn supervisor_failed(
-        &mut self,
-        myself: &ActorRef<DeploymentMsg>,
-        name: &Arc<str>,
-        err: String,
-    ) -> Result<(), ActorProcessingErr> {
-        let now = tokio::time::Instant::now();
-        let stopping = self.stopping;
-        let Some(entry) = self.services.get_mut(name) else {
-            return Ok(());
-        };
-        entry.supervisor = None;
-        entry
-            .respawns
-            .retain(|t| now.saturating_duration_since(*t) < SUPERVISOR_PERIOD);
-        if stopping || entry.respawns.len() >= SUPERVISOR_RESTARTS {
-            self.fail_service(name, format!("service supervisor failed: {err}"));
-            self.stop_orphans(name);
-            return Ok(());
-        }
-        entry.respawns.push(now);
-        tracing::error!(service = %name, error = %err, "service supervisor failed; replacing it");
-        self.spawn_supervisor(myself, name, true).await?;
-        self.resume_rollout(name);
-        Ok(())
-    }
-
-    /// Stop and remove every container a failed, not replaced supervisor left unwatched,
-    /// all at once and off this actor's handler (shutdown waits for it): one by one, or
-    /// awaited here, a minute of grace periods would block stabilization and scaling.
-    fn stop_orphans(&mut self, name: &Arc<str>) {
-        let Some(svc) = self.args.spec.service(name).cloned() else {
-            return;
-        };
-        let snapshot = self.args.board.snapshot();
-        let orphans: Vec<herdsman_runtime::ContainerId> = snapshot
-            .services
-            .into_iter()
-            .filter(|s| s.name == **name)
-            .flat_map(|s| s.replicas)
-            .filter_map(|r| r.container)
-            .collect();
-        for id in &orphans {
-            self.args.board.update(name, id.replica, |r| {
-                r.state = ReplicaState::Stopping;
-                r.healthy = false;
-            });
-        }
-        let (rt, board, name) = (
-            self.args.runtime.clone(),
-            self.args.board.clone(),
-            name.clone(),
-        );
-        self.orphan_stops.retain(|t| !t.is_finished());
-        self.orphan_stops.push(tokio::spawn(async move {
-            futures::future::join_all(orphans.iter().map(|id| async {
-                let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
-                // The count in force now: the service may have been scaled meanwhile.
-                if id.replica >= board.desired_of(&name).unwrap_or(0) {
-                    // A rollout's surge stand-in (or a replica being scaled away): not one
-                    // of the service's replicas, so not kept on the board as failed.
-                    board.remove(&name, id.replica);
-                } else {
-                    board.update(&name, id.replica, |r| {
-                        r.state = ReplicaState::Failed;
-                        r.pid = None;
-                    });
-                }
-            }))
-            .await;
-        }));
     }
 
     fn dependency_deadline(&mut self, service: &Arc<str>, dependency: &str) {
@@ -733,122 +581,6 @@ impl DeploymentState {
         }
         Ok(())
     }
-
-    /// Stop services in reverse start order, each replica with its stop signal and grace.
-    async fn shutdown(&mut self) {
-        self.stopping = true;
-        for name in self.order.clone().iter().rev() {
-            let Some(sup) = self
-                .services
-                .get_mut(name)
-                .and_then(|e| e.supervisor.take())
-            else {
-                self.args
-                    .board
-                    .set_service(name, ServicePhase::Stopped, None);
-                continue;
-            };
-            // The supervisor may be inside a long handler of its own (a panic action
-            // `shutdown` stopping every replica) before it takes this request.
-            let budget = self
-                .args
-                .spec
-                .service(name)
-                .map(shutdown_budget)
-                .unwrap_or(Duration::from_secs(15))
-                * 2;
-            if let Err(e) = sup.call(SupervisorMsg::Shutdown, Some(budget)).await {
-                tracing::warn!(service = %name, error = %e, "service shutdown");
-            }
-            // Its replicas are stopped; stop the actors too, children first.
-            sup.stop_children_and_wait(None, Some(Duration::from_secs(5)))
-                .await;
-            let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
-        }
-        for task in std::mem::take(&mut self.orphan_stops) {
-            let _ = task.await;
-        }
-        self.sweep().await;
-        self.args.board.set_stable(false);
-        self.args.events.emit(EventKind::DeploymentStopped);
-        let failing = self.failing_services();
-        for (_, reply) in self.waiters.drain() {
-            let _ = reply.send(Stabilization::TimedOut {
-                failing: failing.clone(),
-            });
-        }
-    }
-
-    /// The last line of shutdown's totality: any replica whose container an actor did not
-    /// report stopped (its actor was killed mid-stop, or a supervisor never answered) is
-    /// stopped here with its signal and grace. Normally there is none.
-    async fn sweep(&self) {
-        let spec = &self.args.spec;
-        let left: Vec<(herdsman_runtime::ContainerId, &herdsman_spec::Service)> = self
-            .args
-            .board
-            .snapshot()
-            .services
-            .into_iter()
-            .flat_map(|s| s.replicas)
-            .filter(|r| r.state != ReplicaState::Stopped)
-            .filter_map(|r| {
-                let id = r.container?;
-                let svc = spec.service(&id.service)?;
-                Some((id, svc))
-            })
-            .collect();
-        let (rt, board) = (&self.args.runtime, &self.args.board);
-        futures::future::join_all(left.iter().map(|(id, svc)| async move {
-            let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
-            let _ = rt.remove(id).await;
-            board.update(&id.service, id.replica, |r| {
-                r.state = ReplicaState::Stopped;
-                r.pid = None;
-                r.healthy = false;
-            });
-        }))
-        .await;
-        // Init steps of actors that died without ending them (a supervisor failed mid-
-        // shutdown) end here too.
-        self.args.init_runs.end_all().await;
-    }
-
-    /// Each service that is not ready, with counts, reason and log tails.
-    fn failing_services(&self) -> Vec<FailingService> {
-        let snapshot = self.args.board.snapshot();
-        snapshot
-            .services
-            .iter()
-            .filter(|s| {
-                self.services
-                    .get(s.name.as_str())
-                    .is_some_and(|e| !e.counts.is_ready())
-            })
-            .map(|s| FailingService {
-                service: s.name.clone(),
-                desired: s.desired,
-                running: s.running,
-                healthy: s.healthy,
-                reason: service_reason(s),
-                replicas: s
-                    .replicas
-                    .iter()
-                    .filter(|r| !r.is_ready())
-                    .map(|r| FailingReplica {
-                        replica: r.replica,
-                        state: r.state,
-                        reason: replica_reason(r),
-                        log_tail: r
-                            .container
-                            .as_ref()
-                            .map(|c| self.args.runtime.logs(c, self.args.log_tail_lines))
-                            .unwrap_or_default(),
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
 }
 
 /// Fail `svc` if a dependency is not met within its timeout.
@@ -861,11 +593,4 @@ fn arm_dependency_deadlines(myself: &ActorRef<DeploymentMsg>, svc: &herdsman_spe
             dependency,
         });
     }
-}
-
-fn hash_name(name: &str) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    name.hash(&mut h);
-    h.finish()
 }
