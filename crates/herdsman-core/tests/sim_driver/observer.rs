@@ -39,6 +39,9 @@ pub struct Observed {
     pub baseline: HashSet<Unmet>,
     /// Counts of tree events by kind, for the summary.
     pub counts: HashMap<&'static str, u64>,
+    /// The latest generation of each replica whose `ReplicaStarted` has been seen: a
+    /// `DeploymentStable` emitted before an incarnation's start was told did not count it.
+    pub started: HashMap<(String, u32), u64>,
 }
 
 pub type Shared = Arc<Mutex<Observed>>;
@@ -115,6 +118,15 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
             EventKind::ServiceShutdown { service, .. } => {
                 o.shut_down.insert(service.to_string());
             }
+            EventKind::ReplicaStarted {
+                service,
+                replica,
+                generation,
+                ..
+            } => {
+                o.started
+                    .insert((service.to_string(), *replica), *generation);
+            }
             EventKind::Scaled { .. } => {
                 o.scaled_at.insert(event.at_ms);
             }
@@ -128,12 +140,17 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
             let now = unmet(&status, &sim);
             for u in now {
                 // Unmet since the last drained check point, or a container that died at
-                // the instant it started: the tree counted an exit it had been told of.
-                let died_at_start = u
-                    .container
-                    .as_ref()
-                    .and_then(|c| sim.exit_of(c))
-                    .is_some_and(|e| e.ran_for.is_zero());
+                // the instant it started, whose start was told before this announcement:
+                // the tree counted an exit it had been told of (with its start). An
+                // incarnation started after the announcement was not counted by it; the
+                // exit of the one before is a fresh change, as any other.
+                let died_at_start = u.container.as_ref().is_some_and(|c| {
+                    let told = u
+                        .replica
+                        .and_then(|r| o.started.get(&(u.service.clone(), r)));
+                    told.is_some_and(|g| *g >= c.generation)
+                        && sim.exit_of(c).is_some_and(|e| e.ran_for.is_zero())
+                });
                 if o.baseline.contains(&u) || died_at_start {
                     let why = if died_at_start {
                         "its container exited at the instant it started"
