@@ -1,6 +1,7 @@
 //! `ContainerActor`: one per replica. Runs the init steps, creates and starts the
-//! container, hands its exit notification to a watcher that reports straight to the
-//! service supervisor, runs the probe actor, and carries out the supervisor's decisions.
+//! container, tells the service supervisor it started and hands the runtime's exit
+//! notification a callback that reports the exit straight to the supervisor, runs the
+//! probe actor, and carries out the supervisor's decisions.
 //! It never decides whether it restarts.
 
 use std::sync::Arc;
@@ -487,11 +488,13 @@ impl ContainerState {
             r.healthy = !has_health;
             r.last_error = None;
         });
-        // One sender tells the incarnation's story, in order: that it started, then how it
-        // ended. An exit can come a microsecond after the start; sent by two parties, it
-        // could overtake the start and be taken for a stale report. The watcher reports
-        // to the supervisor, not to this actor, so an exit is never lost if this actor
-        // fails and is replaced.
+        // The incarnation's story is told in order: that it started, then how it ended. An
+        // exit can come a microsecond after the start; told out of order, it would be
+        // taken for a stale report. The start is sent here, and only then is the exit's
+        // callback handed to the watch: the runtime runs it where it learns of the exit
+        // (its reaper, Docker's wait, the simulator's timer), after the start's send in
+        // every case. It reports to the supervisor, not to this actor, so an exit is
+        // never lost if this actor fails and is replaced; and no task waits per replica.
         // An incarnation that ended at the instant it started (its watch resolved already)
         // is told in the same message as its start: between two, the supervisor could
         // count it running, and a deployment call itself stable on it.
@@ -507,13 +510,12 @@ impl ContainerState {
             });
             return;
         }
-        tokio::spawn(async move {
-            let _ = supervisor.cast(SupervisorMsg::Started {
-                replica,
-                generation,
-                ended: None,
-            });
-            let exit = exit.await;
+        let _ = supervisor.cast(SupervisorMsg::Started {
+            replica,
+            generation,
+            ended: None,
+        });
+        exit.on_exit(move |exit| {
             let told = supervisor.cast(SupervisorMsg::Exited {
                 replica,
                 generation,

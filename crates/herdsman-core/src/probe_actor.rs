@@ -193,7 +193,7 @@ impl ProbeState {
             let healthy = matches!(t, Transition::BecameHealthy);
             // Straight to the supervisor, which decides on it and shows it on the board:
             // one actor hop from the check to the decision. A report that overtakes its
-            // incarnation's start (told by the exit watcher) is kept until the start is
+            // incarnation's start (told by the container actor) is kept until the start is
             // heard of; one that comes after the incarnation ended is dropped there.
             let _ = ctx.supervisor.cast(SupervisorMsg::Health {
                 replica: a.id.replica,

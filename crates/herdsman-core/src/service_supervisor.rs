@@ -96,7 +96,7 @@ pub(crate) enum SupervisorMsg {
     InjectPanic {
         replica: Option<u32>,
     },
-    // Reports from container actors and their exit watchers.
+    // Reports from container actors and their exits' callbacks.
     Started {
         replica: u32,
         generation: u64,

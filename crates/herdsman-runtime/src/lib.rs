@@ -37,7 +37,9 @@
 //! The example on [`Runtime`] is a minimal, compiled implementation; [`ProcessRuntime`]
 //! and [`SimRuntime`] are complete ones.
 //!
-//! Layout: `runtime` (the trait, container ids, exits), `error` (this crate's error),
+//! Layout: `runtime` (the trait, container ids, exits), `exit_watch` (an exit's
+//! notification: awaited, or a callback run where the runtime learns of it), `error`
+//! (this crate's error),
 //! `process` (the process runtime), `launch` (a replica's argv, env and workdir),
 //! `containment` (finding the cgroup v2 hierarchy; a cgroup or process group per
 //! incarnation), `process_group` (signalling a replica's whole process group),
@@ -51,6 +53,7 @@
 mod adoption;
 mod containment;
 mod error;
+mod exit_watch;
 mod fault;
 mod launch;
 mod log_buffer;
@@ -65,12 +68,11 @@ mod sim_state;
 mod time_slice;
 
 pub use error::RuntimeError;
+pub use exit_watch::{ExitSender, ExitWatch};
 pub use fault::{ExecBehaviour, FaultProfile, HealthBehaviour, Lifetime};
 pub use log_buffer::LogBuffer;
 pub use process::{ProcessConfig, ProcessRuntime};
-pub use runtime::{
-    ContainerId, ContainerSpec, Exit, ExitReason, ExitSender, ExitWatch, Runtime, Started, Survivor,
-};
+pub use runtime::{ContainerId, ContainerSpec, Exit, ExitReason, Runtime, Started, Survivor};
 pub use sim::SimRuntime;
 pub use sim_audit::{Violation, ViolationKind};
 pub use sim_state::SimStats;

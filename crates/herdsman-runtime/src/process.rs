@@ -485,7 +485,7 @@ impl Incarnation {
         // The exit goes out first (a restart waits for nothing else); a `stop` or
         // `shutdown` waiting on `reaped` returns once the cgroup is gone too.
         let _ = self.exit_tx.send(exit);
-        // Let the exit travel (its watcher, the supervisor, the restart) before the
+        // Let the exit travel (the supervisor, the restart) before the
         // cgroup's removal, which nothing of a restart waits for.
         tokio::task::yield_now().await;
         if let Contained::Cgroup(cg) = &self.contained {

@@ -1,19 +1,15 @@
 //! The `Runtime` trait: what the actor tree needs from a container backend.
 
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use herdsman_probe::{CheckResult, CommandOutput, HttpProber, Outcome, StepReport};
 use herdsman_spec::{Check, InitStep, ReplicaVars, Service, StopSignal};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
-use crate::RuntimeError;
+use crate::{ExitWatch, RuntimeError};
 
 /// Identity of one container incarnation: deployment, service, replica index and a
 /// generation that changes every time the replica's container is re-created, so a late
@@ -130,52 +126,6 @@ impl fmt::Display for Exit {
             ExitReason::Unknown => f.write_str("exit status unknown"),
         }?;
         write!(f, " after {}", herdsman_probe::humanize(self.ran_for))
-    }
-}
-
-/// Sender half of an exit notification, held by a runtime until the container exits.
-pub type ExitSender = oneshot::Sender<Exit>;
-
-/// A future that resolves, without polling anything, when the container exits.
-///
-/// If the runtime drops its sender without sending (it lost the container), this resolves
-/// to an exit with [`ExitReason::Lost`].
-#[derive(Debug)]
-pub struct ExitWatch {
-    rx: oneshot::Receiver<Exit>,
-}
-
-impl ExitWatch {
-    /// A new notification pair: the runtime keeps the sender, the caller the watch.
-    pub fn channel() -> (ExitSender, ExitWatch) {
-        let (tx, rx) = oneshot::channel();
-        (tx, ExitWatch { rx })
-    }
-
-    /// The exit, if it has happened already (a container may end at the instant it
-    /// starts); `None` while it runs. Once this returns an exit, the watch is spent.
-    pub fn try_exit(&mut self) -> Option<Exit> {
-        match self.rx.try_recv() {
-            Ok(exit) => Some(exit),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Exit {
-                reason: ExitReason::Lost,
-                ran_for: Duration::ZERO,
-            }),
-        }
-    }
-}
-
-impl Future for ExitWatch {
-    type Output = Exit;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or(Exit {
-                reason: ExitReason::Lost,
-                ran_for: Duration::ZERO,
-            })
-        })
     }
 }
 
@@ -398,29 +348,5 @@ pub trait Runtime: Send + Sync + 'static {
         vars: &ReplicaVars,
     ) -> StepReport {
         herdsman_probe::run_step(step, vars).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_exit_watch_tells_an_exit_that_has_happened_and_nothing_before() {
-        let (tx, mut watch) = ExitWatch::channel();
-        assert_eq!(watch.try_exit(), None, "no exit yet");
-        let exit = Exit {
-            reason: ExitReason::Code(3),
-            ran_for: Duration::ZERO,
-        };
-        assert!(tx.send(exit).is_ok());
-        assert_eq!(watch.try_exit(), Some(exit));
-    }
-
-    #[test]
-    fn an_exit_watch_whose_runtime_dropped_it_tells_a_lost_exit() {
-        let (tx, mut watch) = ExitWatch::channel();
-        drop(tx);
-        assert_eq!(watch.try_exit().map(|e| e.reason), Some(ExitReason::Lost));
     }
 }

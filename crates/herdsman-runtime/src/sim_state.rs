@@ -307,8 +307,6 @@ impl SimState {
 
     /// See [`SimRuntime::approx_memory`](crate::SimRuntime::approx_memory).
     pub(crate) fn approx_memory(&self) -> usize {
-        // A oneshot channel's shared allocation: reference counts, state, value, two wakers.
-        const ONESHOT: usize = 2 * 8 + 8 + std::mem::size_of::<Option<Exit>>() + 2 * 24;
         let st = self;
         // The map's entry and the ordered set's copy of the id.
         let entry = std::mem::size_of::<ContainerId>() + std::mem::size_of::<SimContainer>();
@@ -319,7 +317,9 @@ impl SimState {
             .map(|(id, c)| {
                 let names = id.deployment.len() + id.service.len() + 2 * 16;
                 let notify = match &c.phase {
-                    SimPhase::Running { exit_tx, .. } if exit_tx.is_some() => ONESHOT,
+                    SimPhase::Running { exit_tx, .. } if exit_tx.is_some() => {
+                        crate::exit_watch::EXIT_CELL_BYTES
+                    }
                     _ => 0,
                 };
                 2 * entry + ordered + names + notify
