@@ -17,7 +17,10 @@
 //!   [`ExitSender`] from [`ExitWatch::channel`] and complete it from the backend's own exit
 //!   event (Docker's `wait` endpoint, youki's pidfd or SIGCHLD, the hypervisor's exit
 //!   event). Never poll on a timer: restarts are only as fast as this notification. A
-//!   dropped sender reads as [`ExitReason::Lost`].
+//!   dropped sender reads as [`ExitReason::Lost`]. `send` may run the watcher's callback
+//!   (the supervision tree's report of the exit, a message send) on the calling thread:
+//!   call it from where the exit is learned, not while holding a lock of your own that
+//!   a `Runtime` method takes.
 //! - `stop` sends the stop signal to everything the container runs (for youki, its
 //!   cgroup), waits up to the grace period, kills, and returns once nothing is left.
 //!   Stopping an exited container succeeds. `remove` frees what is left and is idempotent.
