@@ -44,11 +44,10 @@ pub(super) struct Slot {
     pub(super) spec: Arc<Service>,
     /// A health report that overtook its incarnation's start report, by generation. The
     /// probe reports to the supervisor itself and the start comes from the container
-    /// actor: two senders. The start is sent before the probe exists, but the supervisor
-    /// does not rest on that order (an adopted or replaced incarnation's start may come
-    /// later than its first check). A probe
-    /// reports transitions only; dropping this one would leave the replica never healthy,
-    /// on the board or to its service, while its checks pass.
+    /// actor: two senders. As the tree is wired now the start is sent before the probe
+    /// exists, so it is ahead in the mailbox; the supervisor keeps this rather than rest
+    /// on that order. A probe reports transitions only; dropping an early one would leave
+    /// the replica never healthy, on the board or to its service, while its checks pass.
     pub(super) early_health: Option<(u64, bool)>,
 }
 
