@@ -555,7 +555,8 @@ impl Runtime for SimRuntime {
                 SimPhase::Running { since, .. } => {
                     c.checks += 1;
                     let rng = || rng_for(self.shared.seed, id, Stream::Health, "", c.checks.into());
-                    health.verdict(Instant::now().saturating_duration_since(since), rng)
+                    let elapsed = || Instant::now().saturating_duration_since(since);
+                    health.verdict(elapsed, rng)
                 }
                 _ => Outcome::Failure("container is not running".into()),
             },
