@@ -111,6 +111,8 @@ pub(crate) struct DeploymentArgs {
     pub(crate) log_tail_lines: usize,
     pub(crate) init_runs: InitRuns,
     pub(crate) generations: crate::generations::Generations,
+    /// When each probe of the deployment checks next.
+    pub(crate) probe_clock: crate::probe_clock::ProbeClock,
     /// Adopt what an earlier run left running (else stop it).
     pub(crate) adopt: bool,
 }

@@ -136,6 +136,7 @@ async fn spawn_inner(
         log_tail_lines: options.log_tail_lines,
         init_runs: InitRuns::default(),
         generations: crate::generations::Generations::default(),
+        probe_clock: crate::probe_clock::ProbeClock::start(),
         adopt: options.adopt,
     };
     let spawned = match supervisor {

@@ -9,7 +9,7 @@
 //!
 //! Layout: `handle` (spawning and the [`DeploymentHandle`]), `deployment_actor`,
 //! `service_supervisor`, `container_actor`, `probe_actor` (the actors, thin shells over
-//! pure policies), `restart` and `backoff` (restart window and crash-loop delay), `rollout` (which
+//! pure policies), `probe_clock` (one timer for every probe of a deployment), `restart` and `backoff` (restart window and crash-loop delay), `rollout` (which
 //! replicas a rolling update replaces next), `apply` (diffing a new spec into a plan),
 //! `stabilization` (when a deployment is stable and
 //! why not), `init_runs` (each slot's init run in flight, so none overlaps another),
@@ -26,6 +26,7 @@ mod generations;
 mod handle;
 mod init_runs;
 mod probe_actor;
+mod probe_clock;
 mod restart;
 mod revision;
 mod rollout;

@@ -48,6 +48,8 @@ pub(crate) struct ServiceContext {
     pub(crate) init_runs: InitRuns,
     /// Every slot's generations issued, shared likewise.
     pub(crate) generations: crate::generations::Generations,
+    /// When each probe checks next: the deployment's one timer for them.
+    pub(crate) probe_clock: crate::probe_clock::ProbeClock,
     /// Set when the service starts stopping for good: from then on no container actor
     /// boots a new container, so a stop request queued behind a restart has only the
     /// container already there to stop.
@@ -168,6 +170,7 @@ pub(crate) struct SupervisorArgs {
     pub(crate) seed: u64,
     pub(crate) init_runs: InitRuns,
     pub(crate) generations: crate::generations::Generations,
+    pub(crate) probe_clock: crate::probe_clock::ProbeClock,
     /// Desired replicas at start (the spec's count, or the count in force when a failed
     /// supervisor is replaced).
     pub(crate) desired: u32,
@@ -255,6 +258,7 @@ impl Actor for ServiceSupervisor {
             seed: args.seed,
             init_runs: args.init_runs,
             generations: args.generations,
+            probe_clock: args.probe_clock,
             stopping: AtomicBool::new(false),
         });
         let discards = args.discards;

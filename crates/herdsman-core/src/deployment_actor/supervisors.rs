@@ -37,6 +37,7 @@ impl DeploymentState {
             seed: self.args.seed ^ hash_name(name),
             init_runs: self.args.init_runs.clone(),
             generations: self.args.generations.clone(),
+            probe_clock: self.args.probe_clock.clone(),
             desired: entry.desired,
             recover,
             survivors: self.survivors.remove(name).unwrap_or_default(),
