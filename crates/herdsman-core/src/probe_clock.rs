@@ -6,12 +6,16 @@
 //! A timer per probe cost a third of the CPU of 100,000 probed replicas, most of it
 //! writing into each timer entry (in each probe's own memory, cold by then) as the timer
 //! wheel unlinks it. Here a registration is a push onto a vector shared by the probes
-//! due in the same millisecond, and firing a tick wakes them in registration order.
+//! due in the same millisecond, and firing a tick wakes them in registration order: 12%
+//! less CPU at that scale, measured (user time down by a third; the kernel's time up,
+//! as a task waking a hundred others makes the scheduler unpark its idle worker, which
+//! a timer fired inside a worker's park does not).
 //!
 //! Resolution is a millisecond, as a tokio timer's: a sleep ends at the first tick at or
 //! after its deadline. The driver sleeps on `tokio::time`, so paused time advances to it
 //! as to any timer.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -193,28 +197,68 @@ impl Future for ProbeSleep<'_> {
         {
             return Poll::Pending;
         }
-        let mut w = shared.wheel();
+        let mut guard = shared.wheel();
         // Fired while this waited for the lock.
         if this.tick <= shared.fired.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        let spare = w.spare.pop();
-        w.due
-            .entry(this.tick)
-            .or_insert_with(|| spare.unwrap_or_default())
-            .push(cx.waker().clone());
+        let w = &mut *guard;
+        if let Some(old) = this.registered.take() {
+            w.unregister(this.tick, &old);
+        }
+        let waker = cx.waker().clone();
+        match w.due.entry(this.tick) {
+            Entry::Occupied(e) => e.into_mut().push(waker.clone()),
+            Entry::Vacant(e) => {
+                let mut wakers = w.spare.pop().unwrap_or_default();
+                wakers.push(waker.clone());
+                e.insert(wakers);
+            }
+        }
         let earlier = w.armed.is_none_or(|armed| this.tick < armed);
         if earlier {
             w.armed = Some(this.tick);
         }
-        drop(w);
+        drop(guard);
         if earlier {
             shared.rearm.notify_one();
         }
-        // A waker registered for an earlier poll stays in the map: waking its task once
-        // more is harmless, and this sleep ignores it until its own tick.
-        this.registered = Some(cx.waker().clone());
+        this.registered = Some(waker);
         Poll::Pending
+    }
+}
+
+impl Drop for ProbeSleep<'_> {
+    /// A sleep dropped before its tick (its probe stopped) takes its waker out of the
+    /// map: kept there, it would hold the stopped probe's task in memory until the tick,
+    /// which may be an interval of an hour away.
+    fn drop(&mut self) {
+        let Some(waker) = self.registered.take() else {
+            return;
+        };
+        if self.tick <= self.shared.fired.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.wheel().unregister(self.tick, &waker);
+    }
+}
+
+impl Wheel {
+    /// Take `waker` out of `tick`'s list, if it is still there.
+    fn unregister(&mut self, tick: u64, waker: &Waker) {
+        let Entry::Occupied(mut e) = self.due.entry(tick) else {
+            return;
+        };
+        if let Some(at) = e.get().iter().position(|w| w.will_wake(waker)) {
+            // In order: the ones left are woken in registration order.
+            e.get_mut().remove(at);
+        }
+        if e.get().is_empty() {
+            let wakers = e.remove();
+            if self.spare.len() < SPARE_VECTORS {
+                self.spare.push(wakers);
+            }
+        }
     }
 }
 
@@ -301,6 +345,29 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(shared.upgrade().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_dropped_before_its_tick_takes_its_waker_out() {
+        let clock = ProbeClock::start();
+        let origin = clock.shared.origin;
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut first = Box::pin(clock.sleep_until(origin + Duration::from_secs(3600)));
+        let mut second = Box::pin(clock.sleep_until(origin + Duration::from_secs(3600)));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            clock.shared.wheel().due.get(&3_600_000).map(Vec::len),
+            Some(2)
+        );
+        drop(first);
+        assert_eq!(
+            clock.shared.wheel().due.get(&3_600_000).map(Vec::len),
+            Some(1)
+        );
+        drop(second);
+        assert!(clock.shared.wheel().due.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
