@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herdsman_core::{
-    spawn_deployment, DeploymentHandle, DeploymentOptions, ReplicaState, ServicePhase,
-    Stabilization,
+    spawn_deployment, DeploymentHandle, DeploymentOptions, ProbeOutcome, ReplicaState,
+    ServicePhase, Stabilization,
 };
 use herdsman_probe::{CheckResult, CommandOutput, StepReport};
 use herdsman_runtime::{
@@ -40,6 +40,9 @@ struct Audited {
     init_runs: AtomicU64,
     /// How many health checks still panic (a bug in a runtime's check).
     panicking_checks: AtomicU64,
+    /// How many health checks still never answer, ignoring their timeout (a bug in a
+    /// runtime's check).
+    hanging_checks: AtomicU64,
 }
 
 impl Audited {
@@ -51,6 +54,7 @@ impl Audited {
             breaches: Mutex::new(Vec::new()),
             init_runs: AtomicU64::new(0),
             panicking_checks: AtomicU64::new(0),
+            hanging_checks: AtomicU64::new(0),
         })
     }
 
@@ -117,6 +121,13 @@ impl Runtime for Audited {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
         assert!(!panics, "injected: a check panics");
+        let hangs = self
+            .hanging_checks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if hangs {
+            std::future::pending::<()>().await;
+        }
         self.sim.check(id, check, vars, timeout).await
     }
     async fn init_step(&self, id: &ContainerId, step: &InitStep, vars: &ReplicaVars) -> StepReport {
@@ -679,6 +690,39 @@ async fn a_first_health_check_heard_before_the_start_still_makes_the_replica_rea
 /// The probe's check loop runs in a task of its own: a panic there must fail the probe
 /// actor (so its container actor replaces it), not end the checks in silence and leave
 /// the replica never healthy.
+#[tokio::test(start_paused = true)]
+async fn a_check_that_ignores_its_timeout_is_failed_by_the_probes_outer_bound() {
+    let runtime = Audited::new(Arc::new(SimRuntime::new(11)), Duration::ZERO);
+    runtime.hanging_checks.store(1, Ordering::Relaxed);
+    let mut svc = service("api", 1);
+    svc.health = Some(health(OnUnhealthy::Isolate));
+    let handle = spawn(runtime.clone(), vec![svc]).await;
+    // The first check (within the first second) hangs: failed at its timeout (1 s) plus
+    // the outer second; the next ones, a second apart, pass. Five seconds keep the
+    // failure among the last results the board shows.
+    settle(Duration::from_secs(5)).await;
+    assert_eq!(runtime.hanging_checks.load(Ordering::Relaxed), 0);
+    let r = handle.board().replica("api", 0).expect("on the board");
+    let first = r.probes.first().expect("probe results on the board");
+    assert_eq!(first.outcome, ProbeOutcome::Failure, "{first:?}");
+    assert_eq!(first.duration_ms, 1000, "{first:?}");
+    assert!(
+        first
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("check did not finish within 1.0s"),
+        "the hung check was not failed by the outer bound: {first:?}"
+    );
+    assert!(
+        r.is_ready(),
+        "replica not healthy after the hung check: {r:?}"
+    );
+    bounded("shutdown", handle.shutdown())
+        .await
+        .expect("shutdown");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_probe_whose_check_panics_is_replaced_and_its_replica_becomes_healthy() {
     let runtime = Audited::new(Arc::new(SimRuntime::new(11)), Duration::ZERO);
