@@ -63,6 +63,12 @@ impl Audited {
     }
 }
 
+/// Takes one from an injected-fault counter; whether there was one to take.
+fn take_one(left: &AtomicU64) -> bool {
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// Counts an init run in flight for as long as it lives (dropped when aborted too).
 struct InitGuard<'a>(&'a Audited, (String, u32));
 
@@ -116,16 +122,11 @@ impl Runtime for Audited {
         vars: &ReplicaVars,
         timeout: Duration,
     ) -> CheckResult {
-        let panics = self
-            .panicking_checks
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        assert!(!panics, "injected: a check panics");
-        let hangs = self
-            .hanging_checks
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        if hangs {
+        assert!(
+            !take_one(&self.panicking_checks),
+            "injected: a check panics"
+        );
+        if take_one(&self.hanging_checks) {
             std::future::pending::<()>().await;
         }
         self.sim.check(id, check, vars, timeout).await
@@ -687,16 +688,20 @@ async fn a_first_health_check_heard_before_the_start_still_makes_the_replica_rea
         .expect("shutdown");
 }
 
-/// The probe's check loop runs in a task of its own: a panic there must fail the probe
-/// actor (so its container actor replaces it), not end the checks in silence and leave
-/// the replica never healthy.
+/// One replica of a probed service "api" on `runtime`.
+async fn spawn_probed(runtime: &Arc<Audited>) -> DeploymentHandle {
+    let mut svc = service("api", 1);
+    svc.health = Some(health(OnUnhealthy::Isolate));
+    spawn(runtime.clone(), vec![svc]).await
+}
+
+/// A runtime's check that never answers must not stall its probe: the probe's own bound
+/// fails it, and the next check runs.
 #[tokio::test(start_paused = true)]
 async fn a_check_that_ignores_its_timeout_is_failed_by_the_probes_outer_bound() {
     let runtime = Audited::new(Arc::new(SimRuntime::new(11)), Duration::ZERO);
     runtime.hanging_checks.store(1, Ordering::Relaxed);
-    let mut svc = service("api", 1);
-    svc.health = Some(health(OnUnhealthy::Isolate));
-    let handle = spawn(runtime.clone(), vec![svc]).await;
+    let handle = spawn_probed(&runtime).await;
     // The first check (within the first second) hangs: failed at its timeout (1 s) plus
     // the outer second; the next ones, a second apart, pass. Five seconds keep the
     // failure among the last results the board shows.
@@ -723,13 +728,14 @@ async fn a_check_that_ignores_its_timeout_is_failed_by_the_probes_outer_bound() 
         .expect("shutdown");
 }
 
+/// The probe's check loop runs in a task of its own: a panic there must fail the probe
+/// actor (so its container actor replaces it), not end the checks in silence and leave
+/// the replica never healthy.
 #[tokio::test(start_paused = true)]
 async fn a_probe_whose_check_panics_is_replaced_and_its_replica_becomes_healthy() {
     let runtime = Audited::new(Arc::new(SimRuntime::new(11)), Duration::ZERO);
     runtime.panicking_checks.store(2, Ordering::Relaxed);
-    let mut svc = service("api", 1);
-    svc.health = Some(health(OnUnhealthy::Isolate));
-    let handle = spawn(runtime.clone(), vec![svc]).await;
+    let handle = spawn_probed(&runtime).await;
     settle(Duration::from_secs(10)).await;
     assert_eq!(runtime.panicking_checks.load(Ordering::Relaxed), 0);
     let r = handle.board().replica("api", 0).expect("on the board");
