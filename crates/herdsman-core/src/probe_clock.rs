@@ -8,8 +8,9 @@
 //! wheel unlinks it. Here a registration is a push onto a vector shared by the probes
 //! due in the same millisecond, and firing a tick wakes them in registration order: 12%
 //! less CPU at that scale, measured (user time down by a third; the kernel's time up,
-//! as a task waking a hundred others makes the scheduler unpark its idle worker, which
-//! a timer fired inside a worker's park does not).
+//! the idle worker thread being woken several times as often). Firing first asks the CPU
+//! for every woken task's header, then wakes them: the headers' cache misses overlap
+//! instead of queueing one behind the other (the wakes were a fifth of that row's CPU).
 //!
 //! Resolution is a millisecond, as a tokio timer's: a sleep ends at the first tick at or
 //! after its deadline. The driver sleeps on `tokio::time`, so paused time advances to it
@@ -131,6 +132,15 @@ impl Shared {
         }
         if woken.is_empty() {
             return;
+        }
+        // A woken task's header is cold by now (a second since it last ran, at scale),
+        // and a wake writes it: ask for every header before the first wake, so the loads
+        // overlap instead of each wake waiting for its own in turn. (A tokio waker's data
+        // is its task's header; for any other waker this is a useless hint, never a read.)
+        for wakers in &woken {
+            for waker in wakers {
+                prefetch(waker.data());
+            }
         }
         // Outside the lock: a wake may unpark a worker thread.
         for wakers in woken.iter_mut() {
@@ -261,6 +271,20 @@ impl Wheel {
         }
     }
 }
+
+/// Ask the CPU to start loading the cache line at `p`: a hint, never a read, so any
+/// address will do (a prefetch does not fault).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn prefetch(p: *const ()) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch reads nothing and cannot fault, whatever `p` points to; SSE, the
+    // instruction's feature, is part of every x86_64 CPU.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch(_: *const ()) {}
 
 #[cfg(test)]
 mod tests {
