@@ -67,6 +67,7 @@ mod records;
 mod runtime;
 mod sim;
 mod sim_audit;
+mod sim_containers;
 mod sim_state;
 mod time_slice;
 

@@ -2,18 +2,17 @@
 //! the driver task that fires scheduled exits.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::ops::RangeInclusive;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use herdsman_spec::Service;
-use rustc_hash::FxHashMap;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fault::{rng_for, Stream};
 use crate::sim_audit::Audit;
+use crate::sim_containers::Containers;
 use crate::{ContainerId, Exit, ExitReason, ExitSender, FaultProfile};
 
 /// Counters of what a [`SimRuntime`] did, in total or for one service.
@@ -69,63 +68,6 @@ pub(crate) struct SimState {
     /// `survivors` begins a new one, which ends every init step the dead tree left in
     /// flight (as a process runtime kills the commands a dead herdsman left running).
     pub(crate) sessions: HashMap<Arc<str>, tokio::sync::watch::Sender<u64>>,
-}
-
-/// The simulated containers: found by id in a hash map (a health check looks its
-/// container up, 100,000 times a second at scale, and a B-tree search comparing names was
-/// a fifth of that row's CPU), and kept in order in a set beside it, so one replica's
-/// incarnations are a range and listings are sorted. The map hashes with Fx, not SipHash:
-/// its keys are the tree's own ids, never an attacker's, and SipHash over two names was a
-/// sixth of the lookup.
-#[derive(Debug, Default)]
-pub(crate) struct Containers {
-    by_id: FxHashMap<ContainerId, SimContainer>,
-    order: BTreeSet<ContainerId>,
-}
-
-impl Containers {
-    pub(crate) fn get(&self, id: &ContainerId) -> Option<&SimContainer> {
-        self.by_id.get(id)
-    }
-
-    pub(crate) fn get_mut(&mut self, id: &ContainerId) -> Option<&mut SimContainer> {
-        self.by_id.get_mut(id)
-    }
-
-    pub(crate) fn contains_key(&self, id: &ContainerId) -> bool {
-        self.by_id.contains_key(id)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub(crate) fn insert(&mut self, id: ContainerId, c: SimContainer) -> Option<SimContainer> {
-        self.order.insert(id.clone());
-        self.by_id.insert(id, c)
-    }
-
-    pub(crate) fn remove(&mut self, id: &ContainerId) -> Option<SimContainer> {
-        self.order.remove(id);
-        self.by_id.remove(id)
-    }
-
-    /// Every container, in id order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ContainerId, &SimContainer)> {
-        self.order
-            .iter()
-            .filter_map(|id| self.by_id.get(id).map(|c| (id, c)))
-    }
-
-    /// The containers with ids in `range`, in id order.
-    pub(crate) fn range(
-        &self,
-        range: RangeInclusive<ContainerId>,
-    ) -> impl Iterator<Item = (&ContainerId, &SimContainer)> {
-        self.order
-            .range(range)
-            .filter_map(|id| self.by_id.get(id).map(|c| (id, c)))
-    }
 }
 
 /// One simulated container.
@@ -311,8 +253,9 @@ impl SimState {
     /// See [`SimRuntime::approx_memory`](crate::SimRuntime::approx_memory).
     pub(crate) fn approx_memory(&self) -> usize {
         let st = self;
-        // The map's entry and the ordered set's copy of the id.
-        let entry = std::mem::size_of::<ContainerId>() + std::mem::size_of::<SimContainer>();
+        // The replica's slot (its vector grows by doubling, so up to twice over) and the
+        // ordered set's copy of the id.
+        let entry = Containers::SLOT_BYTES;
         let ordered = std::mem::size_of::<ContainerId>();
         let per_container: usize = st
             .containers

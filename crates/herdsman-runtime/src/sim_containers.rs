@@ -1,0 +1,347 @@
+//! The simulated containers, found by deployment, service, replica and generation.
+
+use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::sim_state::SimContainer;
+use crate::ContainerId;
+
+/// The simulated containers, kept twice: by deployment, service and replica index for
+/// lookups, and in id order in a set beside, so one replica's incarnations are a range
+/// and listings are sorted.
+///
+/// A health check looks its container up 100,000 times a second at scale, each a
+/// second after the last, so every memory access it makes is a cache miss. A flat hash
+/// map of ids took two (the slot's control bytes and the entry), and was a fifth of the
+/// CPU row. Here the deployment and service maps are few and stay cached; the replica's
+/// slot is found by index, and its current incarnation is kept in the slot: one miss.
+/// The names hash with Fx, not SipHash: they are the tree's own, never an attacker's.
+#[derive(Debug, Default)]
+pub(crate) struct Containers {
+    by_name: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Replicas>>,
+    order: BTreeSet<ContainerId>,
+}
+
+/// One service's replicas by index. Indexes are small and dense (0 to the replica count),
+/// so a vector; one past [`DENSE_REPLICAS`] (only a caller of the library's own choosing
+/// makes one) goes to a map instead, so no index allocates a vector to its size.
+#[derive(Debug, Default)]
+struct Replicas {
+    dense: Vec<Slot>,
+    sparse: FxHashMap<u32, Slot>,
+}
+
+/// Indexes kept in a service's vector of slots.
+const DENSE_REPLICAS: u32 = 1 << 20;
+
+/// One replica's incarnations: the first kept in place (the only one, but between a
+/// restart's create and the old one's removal), any others beside.
+#[derive(Debug, Default)]
+struct Slot {
+    first: Option<(u64, SimContainer)>,
+    more: Vec<(u64, SimContainer)>,
+}
+
+impl Slot {
+    fn get(&self, generation: u64) -> Option<&SimContainer> {
+        match &self.first {
+            Some((g, c)) if *g == generation => Some(c),
+            _ => self
+                .more
+                .iter()
+                .find(|(g, _)| *g == generation)
+                .map(|(_, c)| c),
+        }
+    }
+
+    fn get_mut(&mut self, generation: u64) -> Option<&mut SimContainer> {
+        match &mut self.first {
+            Some((g, c)) if *g == generation => Some(c),
+            _ => self
+                .more
+                .iter_mut()
+                .find(|(g, _)| *g == generation)
+                .map(|(_, c)| c),
+        }
+    }
+
+    fn insert(&mut self, generation: u64, c: SimContainer) -> Option<SimContainer> {
+        if let Some(old) = self.get_mut(generation) {
+            return Some(std::mem::replace(old, c));
+        }
+        if self.first.is_none() {
+            self.first = Some((generation, c));
+        } else {
+            self.more.push((generation, c));
+        }
+        None
+    }
+
+    fn remove(&mut self, generation: u64) -> Option<SimContainer> {
+        if self.first.as_ref().is_some_and(|(g, _)| *g == generation) {
+            let next = self.more.pop();
+            return std::mem::replace(&mut self.first, next).map(|(_, c)| c);
+        }
+        let at = self.more.iter().position(|(g, _)| *g == generation)?;
+        Some(self.more.swap_remove(at).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.more.is_empty()
+    }
+}
+
+impl Replicas {
+    fn slot(&self, replica: u32) -> Option<&Slot> {
+        if replica < DENSE_REPLICAS {
+            self.dense.get(replica as usize)
+        } else {
+            self.sparse.get(&replica)
+        }
+    }
+
+    fn slot_mut(&mut self, replica: u32) -> Option<&mut Slot> {
+        if replica < DENSE_REPLICAS {
+            self.dense.get_mut(replica as usize)
+        } else {
+            self.sparse.get_mut(&replica)
+        }
+    }
+
+    fn slot_or_new(&mut self, replica: u32) -> &mut Slot {
+        if replica < DENSE_REPLICAS {
+            let at = replica as usize;
+            if self.dense.len() <= at {
+                self.dense.resize_with(at + 1, Slot::default);
+            }
+            &mut self.dense[at]
+        } else {
+            self.sparse.entry(replica).or_default()
+        }
+    }
+
+    /// Forget `replica`'s emptied slot where that frees memory: the tail of the vector
+    /// (a scale-down), or the map's entry.
+    fn trim(&mut self, replica: u32) {
+        if replica >= DENSE_REPLICAS {
+            if self.sparse.get(&replica).is_some_and(Slot::is_empty) {
+                self.sparse.remove(&replica);
+            }
+            return;
+        }
+        while self.dense.last().is_some_and(Slot::is_empty) {
+            self.dense.pop();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.dense.is_empty() && self.sparse.is_empty()
+    }
+}
+
+impl Containers {
+    /// The size of a replica's slot, with its first incarnation in it.
+    pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+    fn replicas(&self, id: &ContainerId) -> Option<&Replicas> {
+        self.by_name.get(&*id.deployment)?.get(&*id.service)
+    }
+
+    pub(crate) fn get(&self, id: &ContainerId) -> Option<&SimContainer> {
+        self.replicas(id)?.slot(id.replica)?.get(id.generation)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &ContainerId) -> Option<&mut SimContainer> {
+        self.by_name
+            .get_mut(&*id.deployment)?
+            .get_mut(&*id.service)?
+            .slot_mut(id.replica)?
+            .get_mut(id.generation)
+    }
+
+    pub(crate) fn contains_key(&self, id: &ContainerId) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub(crate) fn insert(&mut self, id: ContainerId, c: SimContainer) -> Option<SimContainer> {
+        let old = self
+            .by_name
+            .entry(id.deployment.clone())
+            .or_default()
+            .entry(id.service.clone())
+            .or_default()
+            .slot_or_new(id.replica)
+            .insert(id.generation, c);
+        self.order.insert(id);
+        old
+    }
+
+    pub(crate) fn remove(&mut self, id: &ContainerId) -> Option<SimContainer> {
+        let services = self.by_name.get_mut(&*id.deployment)?;
+        let replicas = services.get_mut(&*id.service)?;
+        let removed = replicas.slot_mut(id.replica)?.remove(id.generation)?;
+        replicas.trim(id.replica);
+        if replicas.is_empty() {
+            services.remove(&*id.service);
+            if services.is_empty() {
+                self.by_name.remove(&*id.deployment);
+            }
+        }
+        self.order.remove(id);
+        Some(removed)
+    }
+
+    /// Every container, in id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ContainerId, &SimContainer)> {
+        self.order
+            .iter()
+            .filter_map(|id| self.get(id).map(|c| (id, c)))
+    }
+
+    /// The containers with ids in `range`, in id order.
+    pub(crate) fn range(
+        &self,
+        range: RangeInclusive<ContainerId>,
+    ) -> impl Iterator<Item = (&ContainerId, &SimContainer)> {
+        self.order
+            .range(range)
+            .filter_map(|id| self.get(id).map(|c| (id, c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim_state::SimPhase;
+
+    fn container() -> SimContainer {
+        SimContainer::new(Arc::new(herdsman_spec::Service::new(
+            "web",
+            herdsman_spec::ServiceKind::Service,
+        )))
+    }
+
+    fn id(service: &str, replica: u32, generation: u64) -> ContainerId {
+        ContainerId::new("d", service, replica, generation)
+    }
+
+    fn ids(c: &Containers) -> Vec<String> {
+        c.iter().map(|(id, _)| id.to_string()).collect()
+    }
+
+    #[test]
+    fn a_container_is_found_by_its_id_and_no_other() {
+        let mut c = Containers::default();
+        assert!(c.insert(id("web", 3, 1), container()).is_none());
+        assert!(c.contains_key(&id("web", 3, 1)));
+        for other in [id("web", 3, 2), id("web", 2, 1), id("api", 3, 1)] {
+            assert!(!c.contains_key(&other), "{other}");
+        }
+        assert!(!c.contains_key(&ContainerId::new("e", "web", 3, 1)));
+        c.get_mut(&id("web", 3, 1)).expect("found").checks = 7;
+        assert_eq!(c.get(&id("web", 3, 1)).map(|x| x.checks), Some(7));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_replicas_incarnations_are_kept_apart_and_the_later_one_survives_the_earlier() {
+        let mut c = Containers::default();
+        c.insert(id("web", 0, 1), container());
+        c.insert(id("web", 0, 2), container());
+        c.insert(id("web", 0, 3), container());
+        c.get_mut(&id("web", 0, 2)).expect("found").checks = 2;
+        c.get_mut(&id("web", 0, 3)).expect("found").checks = 3;
+        assert!(c.remove(&id("web", 0, 1)).is_some());
+        assert!(c.remove(&id("web", 0, 1)).is_none());
+        assert_eq!(c.get(&id("web", 0, 2)).map(|x| x.checks), Some(2));
+        assert_eq!(c.get(&id("web", 0, 3)).map(|x| x.checks), Some(3));
+        let lo = id("web", 0, 0);
+        let hi = id("web", 0, u64::MAX);
+        let range: Vec<u64> = c.range(lo..=hi).map(|(id, _)| id.generation).collect();
+        assert_eq!(range, vec![2, 3]);
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn inserting_an_id_again_replaces_its_container_and_returns_the_old_one() {
+        let mut c = Containers::default();
+        c.insert(id("web", 0, 1), container());
+        c.get_mut(&id("web", 0, 1)).expect("found").phase = SimPhase::StartFailed;
+        let old = c.insert(id("web", 0, 1), container()).expect("replaced");
+        assert!(matches!(old.phase, SimPhase::StartFailed));
+        assert!(matches!(
+            c.get(&id("web", 0, 1)).map(|x| &x.phase),
+            Some(SimPhase::Created)
+        ));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn containers_are_listed_in_id_order_whatever_the_order_they_came_in() {
+        let mut c = Containers::default();
+        for (s, r, g) in [
+            ("web", 10, 1),
+            ("api", 0, 2),
+            ("web", 2, 5),
+            ("web", 2, 4),
+            ("api", 0, 1),
+        ] {
+            c.insert(id(s, r, g), container());
+        }
+        let expected: Vec<String> = [
+            id("api", 0, 1),
+            id("api", 0, 2),
+            id("web", 2, 4),
+            id("web", 2, 5),
+            id("web", 10, 1),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(ids(&c), expected);
+    }
+
+    #[test]
+    fn a_huge_replica_index_is_kept_without_a_slot_for_every_index_below_it() {
+        let mut c = Containers::default();
+        let far = id("web", u32::MAX, 1);
+        c.insert(far.clone(), container());
+        c.insert(id("web", 1, 1), container());
+        let replicas = c.replicas(&far).expect("the service is known");
+        assert_eq!(
+            replicas.dense.len(),
+            2,
+            "only indexes up to 1 have slots in the vector"
+        );
+        assert!(c.contains_key(&far));
+        assert!(c.remove(&far).is_some());
+        assert!(!c.contains_key(&far));
+        assert!(c
+            .replicas(&far)
+            .expect("web still has replica 1")
+            .sparse
+            .is_empty());
+    }
+
+    #[test]
+    fn removing_a_services_last_container_forgets_the_service_and_a_scale_downs_tail() {
+        let mut c = Containers::default();
+        for r in 0..4 {
+            c.insert(id("web", r, 1), container());
+        }
+        c.remove(&id("web", 3, 1));
+        c.remove(&id("web", 2, 1));
+        assert_eq!(c.replicas(&id("web", 0, 1)).map(|r| r.dense.len()), Some(2));
+        c.remove(&id("web", 0, 1));
+        c.remove(&id("web", 1, 1));
+        assert!(c.by_name.is_empty());
+        assert_eq!(c.len(), 0);
+    }
+}
