@@ -37,8 +37,9 @@ struct Replicas {
 /// Indexes kept in a service's vector of slots.
 const DENSE_REPLICAS: u32 = 1 << 20;
 
-/// One replica's incarnations: the first kept in place (the only one, but between a
-/// restart's create and the old one's removal), any others beside.
+/// One replica's incarnations: one kept in place, any others beside. A replica has one
+/// at a time but for a moment in a restart (the new one created, the old one not yet
+/// removed), or while a caller keeps exited ones.
 #[derive(Debug, Default)]
 struct Slot {
     first: Option<(u64, SimContainer)>,
@@ -47,25 +48,13 @@ struct Slot {
 
 impl Slot {
     fn get(&self, generation: u64) -> Option<&SimContainer> {
-        match &self.first {
-            Some((g, c)) if *g == generation => Some(c),
-            _ => self
-                .more
-                .iter()
-                .find(|(g, _)| *g == generation)
-                .map(|(_, c)| c),
-        }
+        let mut all = self.first.iter().chain(&self.more);
+        all.find(|(g, _)| *g == generation).map(|(_, c)| c)
     }
 
     fn get_mut(&mut self, generation: u64) -> Option<&mut SimContainer> {
-        match &mut self.first {
-            Some((g, c)) if *g == generation => Some(c),
-            _ => self
-                .more
-                .iter_mut()
-                .find(|(g, _)| *g == generation)
-                .map(|(_, c)| c),
-        }
+        let mut all = self.first.iter_mut().chain(&mut self.more);
+        all.find(|(g, _)| *g == generation).map(|(_, c)| c)
     }
 
     fn insert(&mut self, generation: u64, c: SimContainer) -> Option<SimContainer> {
