@@ -15,8 +15,8 @@ use crate::ContainerId;
 ///
 /// A health check looks its container up 100,000 times a second at scale, each a
 /// second after the last, so every memory access it makes is a cache miss. A flat hash
-/// map of ids took two (the slot's control bytes and the entry), and was a fifth of the
-/// CPU row. Here the deployment and service maps are few and stay cached; the replica's
+/// map of ids took two (the group of control bytes the hash points at, then the entry),
+/// and was a fifth of the CPU row. Here the deployment and service maps are few and stay cached; the replica's
 /// slot is found by index, and its current incarnation is kept in the slot: one miss.
 /// The names hash with Fx, not SipHash: they are the tree's own, never an attacker's.
 #[derive(Debug, Default)]
