@@ -92,10 +92,23 @@ fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) {
     while rx.try_recv().is_ok() {}
 }
 
+/// Exit → restart issued, and where its time goes.
+pub(crate) struct Restarts {
+    /// Kill → the supervisor's `ReplicaRestarting` received by a parked subscriber.
+    pub(crate) issued: Vec<Duration>,
+    /// Kill → the container actor's first runtime call for the restart (the old
+    /// container's removal): the supervisor has decided and its command has arrived.
+    pub(crate) acted: Vec<Duration>,
+    /// Of the kills, how many had their `ReplicaRestarting` received after that call.
+    pub(crate) received_after_acted: usize,
+}
+
 /// Exit → restart issued: a running replica's simulated container is killed (its exit
 /// fired); until the supervisor's `ReplicaRestarting` event for it is received. One
 /// service of 64 replicas, killed round robin, each replacement running before the next.
-pub(crate) async fn restart_latency(samples: usize) -> Vec<Duration> {
+/// The runtime's calls for the replica are traced, to place the event beside the restart
+/// itself.
+pub(crate) async fn restart_latency(samples: usize) -> Restarts {
     const REPLICAS: u32 = 64;
     let warmup = samples / 10;
     let sim = Arc::new(SimRuntime::new(1));
@@ -112,7 +125,11 @@ pub(crate) async fn restart_latency(samples: usize) -> Vec<Duration> {
         _ => None,
     });
     stable(&handle, PATIENCE).await;
-    let mut out = Vec::with_capacity(samples);
+    let mut out = Restarts {
+        issued: Vec::with_capacity(samples),
+        acted: Vec::with_capacity(samples),
+        received_after_acted: 0,
+    };
     for i in 0..warmup + samples {
         let replica = i as u32 % REPLICAS;
         let id = handle
@@ -122,6 +139,7 @@ pub(crate) async fn restart_latency(samples: usize) -> Vec<Duration> {
             .expect("every replica has a container");
         let starts = rt.starts();
         drain(&mut restarting);
+        rt.arm_trace("svc", replica);
         let t0 = Instant::now();
         assert!(sim.kill(&id, 1), "{id} was running");
         let at = loop {
@@ -132,10 +150,16 @@ pub(crate) async fn restart_latency(samples: usize) -> Vec<Duration> {
                 break at;
             }
         };
-        if i >= warmup {
-            out.push(at - t0);
-        }
         bounded("replacement running", PATIENCE, rt.starts_reach(starts + 1)).await;
+        let acted = rt
+            .take_trace()
+            .at("remove")
+            .expect("the restart removes the old container first");
+        if i >= warmup {
+            out.issued.push(at - t0);
+            out.acted.push(acted - t0);
+            out.received_after_acted += usize::from(at > acted);
+        }
     }
     shutdown(&handle).await;
     out
