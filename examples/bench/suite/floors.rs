@@ -148,8 +148,8 @@ pub(crate) async fn ractor_burst(n: usize, rounds: usize) -> Vec<Duration> {
 struct Link;
 
 enum RelayMsg {
-    /// Wait `after`, stamp, tell the stamp to `fired` and pass it on.
-    Arm(Duration, oneshot::Sender<Instant>),
+    /// Wait `after`, stamp and pass the stamp on.
+    Arm(Duration),
     Pass(Instant),
 }
 
@@ -181,11 +181,9 @@ impl Actor for Link {
         next: &mut Next,
     ) -> Result<(), ActorProcessingErr> {
         let at = match msg {
-            RelayMsg::Arm(after, fired) => {
+            RelayMsg::Arm(after) => {
                 tokio::time::sleep(after).await;
-                let at = Instant::now();
-                let _ = fired.send(at);
-                at
+                Instant::now()
             }
             RelayMsg::Pass(at) => at,
         };
@@ -229,11 +227,7 @@ pub(crate) async fn ractor_relay(samples: usize) -> Vec<Duration> {
     let warmup = samples / 10;
     let mut out = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
-        let (fired_tx, fired) = oneshot::channel();
-        let _ = first.cast(RelayMsg::Arm(Duration::from_millis(2), fired_tx));
-        bounded("relay armed", PATIENCE, fired)
-            .await
-            .expect("the first link fires");
+        let _ = first.cast(RelayMsg::Arm(Duration::from_millis(2)));
         let took = bounded("relay end", PATIENCE, stamped.recv())
             .await
             .expect("the parked task stamps the end");

@@ -9,20 +9,23 @@ use std::time::Duration;
 use herdsman::probe::{CheckResult, CommandOutput, Outcome, StepReport};
 use herdsman::runtime::{ContainerId, ContainerSpec, Runtime, RuntimeError, Started};
 use herdsman::spec::{Check, InitStep, ReplicaVars, StopSignal};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// One pending "tell me when" for a replica: the first successful check of any
-/// incarnation of `replica` of `service`.
+/// One armed "note when" for a replica: the first successful check of any incarnation of
+/// `replica` of `service`, and when it returned once it has.
 struct CheckWatch {
     service: String,
     replica: u32,
-    tx: oneshot::Sender<Instant>,
+    at: Option<Instant>,
 }
 
 /// Delegates every call to `inner`, counting successful starts and timestamping the first
 /// successful health check of an armed replica. When nothing is armed the only cost is one
-/// relaxed atomic load per call and a watch update per start.
+/// relaxed atomic load per call and a watch update per start. The check's instant is only
+/// noted, never sent: a task woken there would be one more wake on the measured path (the
+/// probe's report to its supervisor would then push it out of tokio's LIFO slot and wake
+/// the parked worker).
 pub(crate) struct Instrumented<R> {
     inner: Arc<R>,
     starts: watch::Sender<u64>,
@@ -111,18 +114,27 @@ impl<R: Runtime> Instrumented<R> {
         let _ = rx.wait_for(|s| *s >= n).await;
     }
 
-    /// The instant the next successful check of `service`/`replica` returns.
-    pub(crate) fn arm_check(&self, service: &str, replica: u32) -> oneshot::Receiver<Instant> {
-        let (tx, rx) = oneshot::channel();
+    /// Note the instant the next successful check of `service`/`replica` returns (read it
+    /// with [`Instrumented::checked_at`]).
+    pub(crate) fn arm_check(&self, service: &str, replica: u32) {
         if let Ok(mut w) = self.check_watch.lock() {
             *w = Some(CheckWatch {
                 service: service.to_string(),
                 replica,
-                tx,
+                at: None,
             });
         }
         self.check_armed.store(true, Ordering::Release);
-        rx
+    }
+
+    /// When the armed check returned, if it has; disarms.
+    pub(crate) fn checked_at(&self) -> Option<Instant> {
+        self.check_armed.store(false, Ordering::Release);
+        self.check_watch
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take())
+            .and_then(|w| w.at)
     }
 }
 
@@ -184,14 +196,11 @@ impl<R: Runtime> Runtime for Instrumented<R> {
         if self.check_armed.load(Ordering::Acquire) && matches!(result.outcome, Outcome::Success) {
             let now = Instant::now();
             if let Ok(mut w) = self.check_watch.lock() {
-                let hit = w
-                    .as_ref()
-                    .is_some_and(|w| *w.service == *id.service && w.replica == id.replica);
-                if hit {
-                    if let Some(w) = w.take() {
-                        self.check_armed.store(false, Ordering::Release);
-                        let _ = w.tx.send(now);
-                    }
+                if let Some(w) = w.as_mut().filter(|w| {
+                    w.at.is_none() && *w.service == *id.service && w.replica == id.replica
+                }) {
+                    w.at = Some(now);
+                    self.check_armed.store(false, Ordering::Release);
                 }
             }
         }

@@ -446,7 +446,8 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      replica's first successful check returning (it becomes healthy) to the \
                      DeploymentStable event received by a parked task; floor: {n} times, \
                      three bare actors relay a stamp, the first after a 2 ms timer, the \
-                     last onto a broadcast channel a parked task stamps on receipt"
+                     last onto a broadcast channel a parked task stamps on receipt. Both \
+                     start instants are only noted where they are taken, waking nobody"
                 ),
             },
             &mut rows,
