@@ -16,26 +16,31 @@ use crate::ContainerId;
 /// A health check looks its container up 100,000 times a second at scale, each a
 /// second after the last, so every memory access it makes is a cache miss. A flat hash
 /// map of ids took two (the group of control bytes the hash points at, then the entry),
-/// and was a fifth of the CPU row. Here the deployment and service maps are few and stay cached; the replica's
-/// slot is found by index, and its current incarnation is kept in the slot: one miss.
-/// The names hash with Fx, not SipHash: they are the tree's own, never an attacker's.
+/// and was a fifth of the CPU row. Here the deployment and service maps are few and stay
+/// cached; the replica's slot is found by index, and its current incarnation is kept in
+/// the slot: one miss. The names hash with Fx, not SipHash: they are the tree's own,
+/// never an attacker's.
 #[derive(Debug, Default)]
 pub(crate) struct Containers {
     by_name: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Replicas>>,
     order: BTreeSet<ContainerId>,
 }
 
-/// One service's replicas by index. Indexes are small and dense (0 to the replica count),
-/// so a vector; one past [`DENSE_REPLICAS`] (only a caller of the library's own choosing
-/// makes one) goes to a map instead, so no index allocates a vector to its size.
+/// One service's replicas by index. The tree's indexes are dense (0 to the replica count,
+/// then a rollout's stand-ins just above), so a vector; an index far past the slots in use
+/// (only a caller of the library's own choosing makes one) goes to a map instead, so the
+/// vector never holds more than twice the slots in use and [`DENSE_SLACK`] more, whatever
+/// the indexes. Every index in the map is past the vector's end.
 #[derive(Debug, Default)]
 struct Replicas {
     dense: Vec<Slot>,
+    /// The vector's slots that hold an incarnation.
+    used: usize,
     sparse: FxHashMap<u32, Slot>,
 }
 
-/// Indexes kept in a service's vector of slots.
-const DENSE_REPLICAS: u32 = 1 << 20;
+/// How many slots past twice those in use the vector may grow to.
+const DENSE_SLACK: usize = 64;
 
 /// One replica's incarnations: one kept in place, any others beside. A replica has one
 /// at a time but for a moment in a restart (the new one created, the old one not yet
@@ -85,45 +90,70 @@ impl Slot {
 
 impl Replicas {
     fn slot(&self, replica: u32) -> Option<&Slot> {
-        if replica < DENSE_REPLICAS {
-            self.dense.get(replica as usize)
-        } else {
-            self.sparse.get(&replica)
+        match self.dense.get(replica as usize) {
+            Some(slot) => Some(slot),
+            None => self.sparse.get(&replica),
         }
     }
 
     fn slot_mut(&mut self, replica: u32) -> Option<&mut Slot> {
-        if replica < DENSE_REPLICAS {
-            self.dense.get_mut(replica as usize)
-        } else {
-            self.sparse.get_mut(&replica)
+        match self.dense.get_mut(replica as usize) {
+            Some(slot) => Some(slot),
+            None => self.sparse.get_mut(&replica),
         }
     }
 
-    fn slot_or_new(&mut self, replica: u32) -> &mut Slot {
-        if replica < DENSE_REPLICAS {
-            let at = replica as usize;
-            if self.dense.len() <= at {
-                self.dense.resize_with(at + 1, Slot::default);
+    /// Put `c` in `replica`'s slot as `generation`; returns the incarnation it replaced.
+    fn insert(&mut self, replica: u32, generation: u64, c: SimContainer) -> Option<SimContainer> {
+        let at = replica as usize;
+        if at >= self.dense.len() && at <= 2 * self.used + DENSE_SLACK {
+            self.dense.resize_with(at + 1, Slot::default);
+            // The map keeps only indexes past the vector: take in those it now covers.
+            let covered: Vec<u32> = self
+                .sparse
+                .keys()
+                .copied()
+                .filter(|r| (*r as usize) <= at)
+                .collect();
+            for r in covered {
+                if let Some(slot) = self.sparse.remove(&r) {
+                    self.dense[r as usize] = slot;
+                    self.used += 1;
+                }
             }
-            &mut self.dense[at]
-        } else {
-            self.sparse.entry(replica).or_default()
+        }
+        match self.dense.get_mut(at) {
+            Some(slot) => {
+                self.used += usize::from(slot.is_empty());
+                slot.insert(generation, c)
+            }
+            None => self
+                .sparse
+                .entry(replica)
+                .or_default()
+                .insert(generation, c),
         }
     }
 
-    /// Forget `replica`'s emptied slot where that frees memory: the tail of the vector
-    /// (a scale-down), or the map's entry.
-    fn trim(&mut self, replica: u32) {
-        if replica >= DENSE_REPLICAS {
-            if self.sparse.get(&replica).is_some_and(Slot::is_empty) {
+    /// Remove `replica`'s incarnation `generation`, and forget its slot if that frees
+    /// memory: the tail of the vector (a scale-down), or the map's entry.
+    fn remove(&mut self, replica: u32, generation: u64) -> Option<SimContainer> {
+        let at = replica as usize;
+        if at >= self.dense.len() {
+            let slot = self.sparse.get_mut(&replica)?;
+            let removed = slot.remove(generation)?;
+            if slot.is_empty() {
                 self.sparse.remove(&replica);
             }
-            return;
+            return Some(removed);
         }
+        let slot = &mut self.dense[at];
+        let removed = slot.remove(generation)?;
+        self.used -= usize::from(slot.is_empty());
         while self.dense.last().is_some_and(Slot::is_empty) {
             self.dense.pop();
         }
+        Some(removed)
     }
 
     fn is_empty(&self) -> bool {
@@ -166,8 +196,7 @@ impl Containers {
             .or_default()
             .entry(id.service.clone())
             .or_default()
-            .slot_or_new(id.replica)
-            .insert(id.generation, c);
+            .insert(id.replica, id.generation, c);
         self.order.insert(id);
         old
     }
@@ -175,8 +204,7 @@ impl Containers {
     pub(crate) fn remove(&mut self, id: &ContainerId) -> Option<SimContainer> {
         let services = self.by_name.get_mut(&*id.deployment)?;
         let replicas = services.get_mut(&*id.service)?;
-        let removed = replicas.slot_mut(id.replica)?.remove(id.generation)?;
-        replicas.trim(id.replica);
+        let removed = replicas.remove(id.replica, id.generation)?;
         if replicas.is_empty() {
             services.remove(&*id.service);
             if services.is_empty() {
@@ -309,6 +337,7 @@ mod tests {
             2,
             "only indexes up to 1 have slots in the vector"
         );
+        assert_eq!(replicas.sparse.len(), 1);
         assert!(c.contains_key(&far));
         assert!(c.remove(&far).is_some());
         assert!(!c.contains_key(&far));
@@ -317,6 +346,53 @@ mod tests {
             .expect("web still has replica 1")
             .sparse
             .is_empty());
+    }
+
+    #[test]
+    fn a_few_far_apart_indexes_never_grow_the_vector_past_twice_its_use() {
+        let mut c = Containers::default();
+        // Each index just inside what the vector may grow to, were it to follow them.
+        let mut far = 0u32;
+        for _ in 0..20 {
+            c.insert(id("web", far, 1), container());
+            far = far * 2 + 100;
+        }
+        let r = c.replicas(&id("web", 0, 1)).expect("the service is known");
+        assert!(
+            r.dense.len() <= 2 * r.used + DENSE_SLACK,
+            "{} slots for {} in use",
+            r.dense.len(),
+            r.used
+        );
+        assert_eq!(r.used + r.sparse.len(), 20, "every container kept once");
+        let mut far = 0u32;
+        for _ in 0..20 {
+            assert!(c.contains_key(&id("web", far, 1)), "replica {far}");
+            far = far * 2 + 100;
+        }
+    }
+
+    #[test]
+    fn indexes_kept_in_the_map_move_into_the_vector_when_it_grows_over_them() {
+        let mut c = Containers::default();
+        c.insert(id("web", 500, 1), container());
+        c.get_mut(&id("web", 500, 1)).expect("found").checks = 5;
+        for r in 0..600 {
+            if r != 500 {
+                c.insert(id("web", r, 1), container());
+            }
+        }
+        let r = c.replicas(&id("web", 0, 1)).expect("the service is known");
+        assert!(r.sparse.is_empty(), "the vector covers 0..600");
+        assert_eq!((r.dense.len(), r.used), (600, 600));
+        assert_eq!(c.get(&id("web", 500, 1)).map(|x| x.checks), Some(5));
+        assert!(c.insert(id("web", 500, 2), container()).is_none());
+        assert_eq!(c.len(), 601);
+        for r in (0..600).rev() {
+            assert!(c.remove(&id("web", r, 1)).is_some(), "replica {r}");
+        }
+        assert!(c.remove(&id("web", 500, 2)).is_some());
+        assert!(c.by_name.is_empty());
     }
 
     #[test]
