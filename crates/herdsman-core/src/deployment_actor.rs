@@ -376,6 +376,19 @@ impl Actor for DeploymentActor {
             } => state.dependency_deadline(&service, &dependency),
         }
         state.check_stable();
+        // What supervisors told before their reports (see `EventBus`), if this handling
+        // sent nothing that took it along: last, so a subscriber woken for them finds
+        // this handling's own events in too and reads them in the same wake.
+        state.args.events.flush();
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<DeploymentMsg>,
+        state: &mut DeploymentState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.events.flush();
         Ok(())
     }
 
@@ -386,6 +399,8 @@ impl Actor for DeploymentActor {
         evt: SupervisionEvent,
         state: &mut DeploymentState,
     ) -> Result<(), ActorProcessingErr> {
+        // A supervisor that failed mid-handling may have left events told.
+        state.args.events.flush();
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
             let failed: Vec<Arc<str>> = state
                 .services

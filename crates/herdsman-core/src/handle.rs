@@ -22,7 +22,9 @@ use crate::CoreError;
 /// Knobs of a deployment that are not in its spec.
 #[derive(Debug, Clone)]
 pub struct DeploymentOptions {
-    /// Events buffered per subscriber before the oldest are dropped (default 4096).
+    /// Sends buffered per subscriber before the oldest are dropped (default 4096). A send
+    /// is one event, or the events a supervisor told before a report with what the
+    /// deployment actor says on handling it; `Missed` counts events either way.
     pub event_capacity: usize,
     /// Seed for backoff jitter and first-probe jitter (default 0: deterministic).
     pub seed: u64,

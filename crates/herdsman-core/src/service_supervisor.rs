@@ -3,7 +3,7 @@
 //! transition means, and has its container actors carry it out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use herdsman_probe::InitRetry;
@@ -14,7 +14,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use crate::board::{ServicePhase, StatusBoard};
 use crate::container_actor::{ContainerActor, ContainerArgs, ContainerMsg, Mode};
 use crate::deployment_actor::DeploymentMsg;
-use crate::event::EventBus;
+use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
 use crate::restart::RestartTracker;
 use crate::stabilization::ServiceCounts;
@@ -54,9 +54,23 @@ pub(crate) struct ServiceContext {
     /// boots a new container, so a stop request queued behind a restart has only the
     /// container already there to stop.
     stopping: AtomicBool,
+    /// How many events the supervisor has told (`tell`).
+    told: AtomicU64,
 }
 
 impl ServiceContext {
+    /// The supervisor's way to publish: held back, for the deployment actor to send with
+    /// the report it will get (see `EventBus`), or sent when the supervisor's handling
+    /// ends (`SupervisorState::settle_events`). Only the supervisor tells.
+    pub(crate) fn tell(&self, kind: EventKind) {
+        self.events.defer(kind);
+        self.told.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn told(&self) -> u64 {
+        self.told.load(Ordering::Relaxed)
+    }
+
     /// Whether the service is stopping for good (shutdown or panic action `shutdown`).
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -210,6 +224,9 @@ pub(crate) struct SupervisorState {
     acked: u64,
     /// A `Report` is queued.
     report_queued: bool,
+    /// The events told up to the last report the deployment actor was left to send them
+    /// with (`ServiceContext::told`).
+    covered: u64,
     /// Restarts decided while handling a message, sent once its report is out (see
     /// `send_restarts`).
     restarts: Vec<(ActorRef<ContainerMsg>, ContainerMsg)>,
@@ -260,6 +277,7 @@ impl Actor for ServiceSupervisor {
             generations: args.generations,
             probe_clock: args.probe_clock,
             stopping: AtomicBool::new(false),
+            told: AtomicU64::new(0),
         });
         let discards = args.discards;
         Ok(SupervisorState {
@@ -285,6 +303,7 @@ impl Actor for ServiceSupervisor {
             reported: None,
             acked: 0,
             report_queued: false,
+            covered: 0,
             restarts: Vec::new(),
             tally: Share::default(),
         })
@@ -311,6 +330,7 @@ impl Actor for ServiceSupervisor {
         }
         state.recount();
         state.report();
+        state.settle_events();
         Ok(())
     }
 
@@ -321,6 +341,9 @@ impl Actor for ServiceSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         let counts_may_change = !matches!(msg, SupervisorMsg::Report);
+        if counts_may_change {
+            state.flush_uncovered();
+        }
         let about_one = match &msg {
             SupervisorMsg::Started { replica, .. }
             | SupervisorMsg::Exited { replica, .. }
@@ -466,6 +489,17 @@ impl Actor for ServiceSupervisor {
             state.recount();
             state.request_report(&myself);
         }
+        state.settle_events();
+        Ok(())
+    }
+
+    /// Stopped with a `Report` still queued: what it would have covered goes now.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.flush_uncovered();
         Ok(())
     }
 
@@ -476,6 +510,7 @@ impl Actor for ServiceSupervisor {
         evt: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        state.flush_uncovered();
         // Whether a slot may have changed; `ActorStarted` of every new container actor, and
         // `ActorTerminated` of every one at shutdown, must not each cost a recount.
         let changed = match evt {
@@ -519,6 +554,7 @@ impl Actor for ServiceSupervisor {
             state.recount();
             state.request_report(&myself);
         }
+        state.settle_events();
         Ok(())
     }
 }

@@ -13,6 +13,9 @@ impl DeploymentState {
     /// Stop services in reverse start order, each replica with its stop signal and grace.
     pub(super) async fn shutdown(&mut self) {
         self.stopping = true;
+        // Seconds of grace periods: supervisors send their own events meanwhile.
+        let events = self.args.events.clone();
+        let _relay = events.close_relay();
         for name in self.order.clone().iter().rev() {
             let Some(sup) = self
                 .services

@@ -178,7 +178,7 @@ impl SupervisorState {
         if slot.generation != generation || slot.state != SlotState::Booting {
             return;
         }
-        self.ctx.events.emit(EventKind::StartFailed {
+        self.ctx.tell(EventKind::StartFailed {
             service: self.ctx.service_name.clone(),
             replica,
             error,
@@ -219,7 +219,7 @@ impl SupervisorState {
                     r.state = ReplicaState::Backoff;
                     r.backoff_ms = Some(delay.as_millis() as u64);
                 });
-                ctx.events.emit(EventKind::ReplicaRestarting {
+                ctx.tell(EventKind::ReplicaRestarting {
                     service: ctx.service_name.clone(),
                     replica,
                     delay_ms: delay.as_millis() as u64,
@@ -255,7 +255,7 @@ impl SupervisorState {
         // incarnation that ended) never shows on the row.
         ctx.board
             .update(&ctx.service_name, replica, |r| r.healthy = healthy);
-        ctx.events.emit(EventKind::HealthChanged {
+        ctx.tell(EventKind::HealthChanged {
             service: ctx.service_name.clone(),
             replica,
             healthy,
@@ -278,7 +278,7 @@ impl SupervisorState {
                 ctx.board.update(&ctx.service_name, replica, |r| {
                     r.state = ReplicaState::Isolated
                 });
-                ctx.events.emit(EventKind::Isolated {
+                ctx.tell(EventKind::Isolated {
                     service: ctx.service_name.clone(),
                     replica,
                     reason: "health check failing".into(),
@@ -356,7 +356,7 @@ impl SupervisorState {
                 _ => reason.clone(),
             });
         });
-        ctx.events.emit(EventKind::GaveUp {
+        ctx.tell(EventKind::GaveUp {
             service: ctx.service_name.clone(),
             replica,
             reason,
@@ -404,7 +404,7 @@ impl SupervisorState {
         slot.ready = false;
         if !matches!(decision, Decision::RestartNow) {
             if let Some(event) = announce.take() {
-                ctx.events.emit(event);
+                ctx.tell(event);
             }
         }
         match decision {
@@ -417,9 +417,9 @@ impl SupervisorState {
                 ctx.board
                     .update(&ctx.service_name, replica, |r| r.state = shown);
                 if let Some(event) = announce {
-                    ctx.events.emit(event);
+                    ctx.tell(event);
                 }
-                ctx.events.emit(EventKind::ReplicaRestarting {
+                ctx.tell(EventKind::ReplicaRestarting {
                     service: ctx.service_name.clone(),
                     replica,
                     delay_ms: 0,
@@ -439,12 +439,12 @@ impl SupervisorState {
                     r.backoff_ms = Some(delay_ms);
                     r.restarts = restarts.saturating_sub(1);
                 });
-                ctx.events.emit(EventKind::BackOff {
+                ctx.tell(EventKind::BackOff {
                     service: ctx.service_name.clone(),
                     replica,
                     delay_ms,
                 });
-                ctx.events.emit(EventKind::ReplicaRestarting {
+                ctx.tell(EventKind::ReplicaRestarting {
                     service: ctx.service_name.clone(),
                     replica,
                     delay_ms,
@@ -455,7 +455,7 @@ impl SupervisorState {
             Decision::Complete => {
                 slot.state = SlotState::Completed;
                 Self::hold(&ctx, replica, slot, running, ReplicaState::Completed);
-                ctx.events.emit(EventKind::Completed {
+                ctx.tell(EventKind::Completed {
                     service: ctx.service_name.clone(),
                     replica,
                 });
@@ -467,7 +467,7 @@ impl SupervisorState {
                 ctx.board
                     .set_service(&ctx.service_name, ServicePhase::Failed, Some(why.clone()));
                 self.phase = ServicePhase::Failed;
-                ctx.events.emit(EventKind::ServiceFailed {
+                ctx.tell(EventKind::ServiceFailed {
                     service: ctx.service_name.clone(),
                     reason: why,
                 });
@@ -475,7 +475,7 @@ impl SupervisorState {
             Decision::Isolate => {
                 slot.state = SlotState::Isolated;
                 Self::hold(&ctx, replica, slot, running, ReplicaState::Isolated);
-                ctx.events.emit(EventKind::Isolated {
+                ctx.tell(EventKind::Isolated {
                     service: ctx.service_name.clone(),
                     replica,
                     reason: "exited unexpectedly; kept for debugging".into(),
@@ -483,7 +483,7 @@ impl SupervisorState {
             }
             Decision::ShutdownService => {
                 let reason = format!("replica {replica} exited unexpectedly; on_panic is shutdown");
-                ctx.events.emit(EventKind::ServiceShutdown {
+                ctx.tell(EventKind::ServiceShutdown {
                     service: ctx.service_name.clone(),
                     reason: reason.clone(),
                 });

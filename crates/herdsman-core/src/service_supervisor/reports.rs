@@ -1,5 +1,6 @@
 //! A service's counts: each replica's share, the running tally, and the report to the
-//! deployment actor (with the restarts a message decided held back until it is out).
+//! deployment actor (with the restarts a message decided held back until it is out, and
+//! the events told before it left for the deployment actor to send).
 
 use herdsman_spec::ServiceKind;
 use ractor::ActorRef;
@@ -63,12 +64,36 @@ impl SupervisorState {
         };
         if self.reported != Some((c, self.acked)) {
             self.reported = Some((c, self.acked));
-            let _ = self.parent.cast(DeploymentMsg::ServiceHealth {
+            let sent = self.parent.cast(DeploymentMsg::ServiceHealth {
                 service: self.ctx.service_name.clone(),
                 from: self.ctx.supervisor.get_id(),
                 counts: c,
                 acked: self.acked,
             });
+            // The deployment actor sends what was told before this report when it
+            // handles it: this handling then wakes one task, not two.
+            if sent.is_ok() && self.ctx.events.relay_open() {
+                self.covered = self.ctx.told();
+            }
+        }
+    }
+
+    /// At the end of every handling: send the events told since the last report that
+    /// covers them, unless a queued `Report` is still to decide.
+    pub(super) fn settle_events(&mut self) {
+        if !self.report_queued {
+            self.flush_uncovered();
+        }
+    }
+
+    /// Send the events told since the last report that covers them. At the start of
+    /// every handling but a `Report`'s: events wait for the queued `Report` only if it is
+    /// the next message, never behind a long one (a shutdown's grace periods).
+    pub(super) fn flush_uncovered(&mut self) {
+        let told = self.ctx.told();
+        if told != self.covered {
+            self.ctx.events.flush();
+            self.covered = told;
         }
     }
 }

@@ -25,7 +25,7 @@ impl SupervisorState {
         }
         self.desired = replicas;
         self.ctx.board.set_desired(&self.ctx.service_name, replicas);
-        self.ctx.events.emit(EventKind::Scaled {
+        self.ctx.tell(EventKind::Scaled {
             service: self.ctx.service_name.clone(),
             from,
             to: replicas,
