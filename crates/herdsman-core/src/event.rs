@@ -1,7 +1,6 @@
 //! Typed deployment events and the bounded bus that carries them to subscribers without
 //! ever blocking a supervisor.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -254,7 +253,30 @@ pub(crate) struct EventBus {
 #[derive(Debug)]
 struct Batch {
     first: u64,
-    events: Vec<Event>,
+    events: Events,
+}
+
+/// A batch's events: most sends are of one, which needs no vector.
+#[derive(Debug)]
+enum Events {
+    One(Event),
+    Many(Vec<Event>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match &self.events {
+            Events::One(_) => 1,
+            Events::Many(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&Event> {
+        match &self.events {
+            Events::One(e) => (i == 0).then_some(e),
+            Events::Many(v) => v.get(i),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -278,14 +300,21 @@ struct Held {
 impl Held {
     /// Send what is held, then `last`, in one batch.
     fn send(&mut self, tx: &broadcast::Sender<Arc<Batch>>, last: Option<Event>) {
-        let mut events = std::mem::take(&mut self.events);
-        events.extend(last);
-        if events.is_empty() {
-            return;
-        }
-        let first = self.next;
-        self.next += events.len() as u64;
-        let _ = tx.send(Arc::new(Batch { first, events }));
+        let events = match (self.events.is_empty(), last) {
+            (true, None) => return,
+            (true, Some(e)) => Events::One(e),
+            (false, last) => {
+                let mut events = std::mem::take(&mut self.events);
+                events.extend(last);
+                Events::Many(events)
+            }
+        };
+        let batch = Batch {
+            first: self.next,
+            events,
+        };
+        self.next += batch.len() as u64;
+        let _ = tx.send(Arc::new(batch));
     }
 }
 
@@ -382,7 +411,8 @@ impl EventBus {
         let held = self.shared.held();
         EventStream {
             rx: self.shared.tx.subscribe(),
-            rest: VecDeque::new(),
+            batch: None,
+            at: 0,
             next: held.next,
             lagged: None,
         }
@@ -412,8 +442,9 @@ pub enum Received {
 #[derive(Debug)]
 pub struct EventStream {
     rx: broadcast::Receiver<Arc<Batch>>,
-    /// The rest of the batch being read.
-    rest: VecDeque<Event>,
+    /// The batch being read, and the index of its next event.
+    batch: Option<Arc<Batch>>,
+    at: usize,
     /// The number of the next event expected.
     next: u64,
     /// The ring said this many sends were lost; their events are counted from the next
@@ -429,12 +460,12 @@ impl EventStream {
     /// what it returned is kept before the next one).
     pub async fn recv(&mut self) -> Option<Received> {
         loop {
-            if let Some(e) = self.rest.pop_front() {
+            if let Some(e) = self.next_of_batch() {
                 return Some(Received::Event(e));
             }
             match self.rx.recv().await {
                 Ok(batch) => {
-                    if let Some(missed) = self.take(&batch) {
+                    if let Some(missed) = self.take(batch) {
                         return Some(Received::Missed(missed));
                     }
                 }
@@ -449,12 +480,12 @@ impl EventStream {
     /// The next event if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Received> {
         loop {
-            if let Some(e) = self.rest.pop_front() {
+            if let Some(e) = self.next_of_batch() {
                 return Some(Received::Event(e));
             }
             match self.rx.try_recv() {
                 Ok(batch) => {
-                    if let Some(missed) = self.take(&batch) {
+                    if let Some(missed) = self.take(batch) {
                         return Some(Received::Missed(missed));
                     }
                 }
@@ -466,12 +497,23 @@ impl EventStream {
 
     /// Queue a batch's events; how many were lost before it, if any (counted from the
     /// numbers: the ring's own count after a lag is of sends).
-    fn take(&mut self, batch: &Batch) -> Option<u64> {
+    fn take(&mut self, batch: Arc<Batch>) -> Option<u64> {
         self.lagged = None;
         let missed = batch.first.saturating_sub(self.next);
-        self.next = batch.first + batch.events.len() as u64;
-        self.rest.extend(batch.events.iter().cloned());
+        self.next = batch.first + batch.len() as u64;
+        self.batch = Some(batch);
+        self.at = 0;
         (missed > 0).then_some(missed)
+    }
+
+    /// The batch's next event, a copy: the ring keeps its own until the slot is reused.
+    fn next_of_batch(&mut self) -> Option<Event> {
+        let e = self.batch.as_ref()?.get(self.at).cloned();
+        match e {
+            Some(_) => self.at += 1,
+            None => self.batch = None,
+        }
+        e
     }
 }
 

@@ -482,6 +482,13 @@ impl Actor for ServiceSupervisor {
             }
             state.request_report(&myself);
         }
+        if !state.restarts.is_empty() {
+            // Out before the restarts, unless the report just sent carries them: the
+            // container actor, woken last, is the one this worker runs next (see
+            // `send_restarts`); the events' subscriber, woken after it, would take its
+            // place and push it to the run queue (10k crashes at once: 10–15% slower).
+            state.flush_uncovered();
+        }
         state.send_restarts();
         let stepped = state.rollout.is_some() && state.step_rollout(&myself).await?;
         if stepped || state.trim_surplus() {
