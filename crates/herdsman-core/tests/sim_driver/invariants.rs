@@ -319,6 +319,10 @@ pub fn settled(world: &mut World) -> Vec<Breach> {
                 .push_str(&format!(" (on_panic: shutdown is stopping {stopping:?})"));
         }
     }
+    // 7: a replica's story is told in the order it happened.
+    for line in observed.out_of_order.drain(..) {
+        found.push(breach(Invariant::Diagnostics, line));
+    }
     let false_stables: Vec<(u64, String)> = observed.false_stables.drain(..).collect();
     for (at, mut line) in false_stables {
         if observed.scaled_at.contains(&at) {

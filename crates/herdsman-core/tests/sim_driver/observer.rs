@@ -42,6 +42,10 @@ pub struct Observed {
     /// The latest generation of each replica whose `ReplicaStarted` has been seen: a
     /// `DeploymentStable` emitted before an incarnation's start was told did not count it.
     pub started: HashMap<(String, u32), u64>,
+    /// A replica's story told out of order: an incarnation's exit received after a later
+    /// incarnation's start (the supervisor's events go out by the deployment actor, the
+    /// start by the container actor: one bus keeps them in the order they were told).
+    pub out_of_order: Vec<String>,
 }
 
 pub type Shared = Arc<Mutex<Observed>>;
@@ -126,6 +130,21 @@ pub async fn observe(handle: DeploymentHandle, sim: Arc<SimRuntime>, shared: Sha
             } => {
                 o.started
                     .insert((service.to_string(), *replica), *generation);
+            }
+            EventKind::ReplicaExited {
+                service,
+                replica,
+                generation,
+                ..
+            } => {
+                let key = (service.to_string(), *replica);
+                if let Some(&later) = o.started.get(&key).filter(|g| **g > *generation) {
+                    let line = format!(
+                        "{}ms: {service}/{replica} generation {generation}'s exit received after generation {later}'s start",
+                        event.at_ms
+                    );
+                    o.out_of_order.push(line);
+                }
             }
             EventKind::Scaled { .. } => {
                 o.scaled_at.insert(event.at_ms);
