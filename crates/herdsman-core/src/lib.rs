@@ -25,6 +25,7 @@ mod event;
 mod generations;
 mod handle;
 mod init_runs;
+mod prefetch;
 mod probe_actor;
 mod probe_clock;
 mod restart;
