@@ -14,7 +14,7 @@ use crate::{ExitWatch, RuntimeError};
 /// Identity of one container incarnation: deployment, service, replica index and a
 /// generation that changes every time the replica's container is re-created, so a late
 /// exit of an old incarnation is never taken for the new one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ContainerId {
     /// Deployment name.
     pub deployment: Arc<str>,
@@ -48,6 +48,33 @@ impl ContainerId {
             generation: self.generation + 1,
             ..self.clone()
         }
+    }
+}
+
+/// Ordered by deployment, service, replica and generation, as a derived order would be;
+/// a name shared with the other id (the same `Arc`, as every id of one tree's replicas
+/// is made) compares equal without reading its bytes. The simulated runtime keeps its
+/// containers in this order, and comparing the names byte by byte was most of the cost
+/// of inserting one among 10,000.
+impl Ord for ContainerId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn name(a: &Arc<str>, b: &Arc<str>) -> std::cmp::Ordering {
+            if Arc::ptr_eq(a, b) {
+                std::cmp::Ordering::Equal
+            } else {
+                a.cmp(b)
+            }
+        }
+        name(&self.deployment, &other.deployment)
+            .then_with(|| name(&self.service, &other.service))
+            .then(self.replica.cmp(&other.replica))
+            .then(self.generation.cmp(&other.generation))
+    }
+}
+
+impl PartialOrd for ContainerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -348,5 +375,49 @@ pub trait Runtime: Send + Sync + 'static {
         vars: &ReplicaVars,
     ) -> StepReport {
         herdsman_probe::run_step(step, vars).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_order_by_their_fields_whether_or_not_their_names_are_shared() {
+        let shared: Arc<str> = Arc::from("web");
+        let names = [
+            shared.clone(),
+            shared,
+            Arc::from("web"),
+            Arc::from("api"),
+            Arc::from("webs"),
+        ];
+        let mut ids = Vec::new();
+        for (i, service) in names.iter().enumerate() {
+            for deployment in ["shop", "a", "shop2"] {
+                for replica in [2, 0, 10] {
+                    ids.push(ContainerId::new(
+                        deployment,
+                        service.clone(),
+                        replica,
+                        (i % 3) as u64,
+                    ));
+                }
+            }
+        }
+        let key = |c: &ContainerId| {
+            (
+                c.deployment.to_string(),
+                c.service.to_string(),
+                c.replica,
+                c.generation,
+            )
+        };
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(a.cmp(b), key(a).cmp(&key(b)), "{a} against {b}");
+                assert_eq!(a.cmp(b) == std::cmp::Ordering::Equal, a == b);
+            }
+        }
     }
 }
