@@ -54,8 +54,8 @@ impl ContainerId {
 /// Ordered by deployment, service, replica and generation, as a derived order would be;
 /// a name shared with the other id (the same `Arc`, as every id of one tree's replicas
 /// is made) compares equal without reading its bytes. The simulated runtime keeps its
-/// containers in this order, and comparing the names byte by byte was most of the cost
-/// of inserting one among 10,000.
+/// containers in this order: in a burst of 10,000 restarts, the names' byte comparisons
+/// took more samples than the tree's own search (1.5% and 0.8%; 0.4% and 0.3% after).
 impl Ord for ContainerId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         fn name(a: &Arc<str>, b: &Arc<str>) -> std::cmp::Ordering {
