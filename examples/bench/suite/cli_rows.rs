@@ -25,6 +25,19 @@ pub(crate) fn binary() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
+/// The binary, or a line on stderr that the `rows` rows are left out and how to have
+/// them: a table that silently lacks rows would read as if they had been met.
+pub(crate) fn binary_or_say(rows: &str) -> Option<PathBuf> {
+    let bin = binary();
+    if bin.is_none() {
+        eprintln!(
+            "the {rows} rows are left out: no `herdsman` binary next to this bench \
+             (build it with `cargo build --release -p herdsman-cli`, or set HERDSMAN_BIN)"
+        );
+    }
+    bin
+}
+
 /// A `herdsman run` of `n` idle `sleep 1000` replicas with its API on `api` and its
 /// state under `state`.
 fn start(bin: &Path, spec: &Path, state: &Path, api: &str) -> Child {

@@ -260,7 +260,7 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
     }
 
     if opts.wants("cli") && !opts.quick {
-        if let Some(bin) = cli_rows::binary() {
+        if let Some(bin) = cli_rows::binary_or_say("cli (RSS of `herdsman run`, adoption)") {
             let n = sizes.idle_processes;
             let r = cli_rows::measure(&bin, n).await;
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -328,7 +328,7 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
     }
 
     if opts.wants("cluster") && !opts.quick {
-        if let Some(bin) = cli_rows::binary() {
+        if let Some(bin) = cli_rows::binary_or_say("cluster") {
             cluster(&bin, &mut |row| push(row, &mut rows)).await;
         }
     }
