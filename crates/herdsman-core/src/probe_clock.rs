@@ -1,7 +1,7 @@
 //! `ProbeClock`: when the probes of one deployment check next. One timer for the whole
 //! tree, not one per probe: each probe's next check is a millisecond tick, its task's
-//! waker is kept in a map from tick to wakers, and one driver task sleeps until the
-//! earliest tick and wakes every probe due by then.
+//! waker is kept in a map from tick to wakers, and one tokio timer, set for the earliest
+//! tick, wakes every probe due by then.
 //!
 //! A timer per probe cost a third of the CPU of 100,000 probed replicas, most of it
 //! writing into each timer entry (in each probe's own memory, cold by then) as the timer
@@ -14,22 +14,34 @@
 //! wakes were a fifth of that row's CPU; the probe's first poll, waiting for its state,
 //! 6% of its samples after that, 3% once its state was asked for too).
 //!
+//! The timer fires the clock itself: it is polled with a waker that wakes the due probes,
+//! so tokio's timer wakes a probe as directly as if it slept on its own. A task between
+//! them (the clock's driver, as it once was) cost the health report a wake: tokio runs at
+//! most three tasks in a row from its LIFO slot, and timer → driver → probe → supervisor
+//! → deployment actor → subscriber was one too many, so the subscriber waited for the
+//! other worker thread to wake and take it (last replica healthy → stable: 47–61 µs
+//! median with the driver, 36–45 without, same host, same hour). The timer is set again
+//! only from a task, never from its waker (tokio fires every timer as its runtime shuts
+//! down, and polling one then panics): by the first probe the firing woke, as it runs;
+//! by a fallback task when the firing woke none, or a woken probe was dropped unrun.
+//!
 //! Resolution is a millisecond, as a tokio timer's: a sleep ends at the first tick at or
-//! after its deadline. The driver sleeps on `tokio::time`, so paused time advances to it
-//! as to any timer.
+//! after its deadline. The timer is `tokio::time`'s, so paused time advances to it as to
+//! any timer.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::prefetch;
 
@@ -41,12 +53,12 @@ const SPARE_VECTORS: usize = 1024;
 /// that a check reads first.
 const TASK_BYTES: usize = 512;
 
-/// The probes' clock of one deployment; clones share it. The driver task ends when the
+/// The probes' clock of one deployment; clones share it. The fallback task ends when the
 /// last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct ProbeClock {
     shared: Arc<Shared>,
-    _driver: Arc<Driver>,
+    _fallback: Arc<Fallback>,
 }
 
 struct Shared {
@@ -55,41 +67,79 @@ struct Shared {
     /// Every tick up to this one has been fired: a sleep until it is over.
     fired: AtomicU64,
     wheel: Mutex<Wheel>,
-    /// Tells the driver that a tick earlier than the one it sleeps until was registered.
+    /// The one timer, set for `Wheel::armed`. Locked only by a task setting it, never
+    /// by its waker: setting it may call that waker at once (a deadline already past).
+    timer: Mutex<Pin<Box<Sleep>>>,
+    /// What the timer is polled with: it fires the clock ([`Fire`]).
+    fire: Waker,
+    /// A firing has spent the timer: the next probe to run sets it again.
+    owed: AtomicBool,
+    /// Tells the fallback task to set the timer: a firing woke no probe that will.
     rearm: Notify,
+    /// How many times the fallback task set the timer.
+    #[cfg(test)]
+    fallback_runs: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
 struct Wheel {
     /// The wakers of the sleeps ending at each tick, in registration order.
     due: BTreeMap<u64, Vec<Waker>>,
-    /// The tick the driver sleeps until; `None` while it waits for a registration.
+    /// The tick the timer is set for; `None` once it fired, until it is set again.
     armed: Option<u64>,
     spare: Vec<Vec<Waker>>,
 }
 
-/// Aborts the driver when the last clock is dropped.
-struct Driver(JoinHandle<()>);
+/// The timer's waker: fires the clock. Holds the clock weakly, as the timer (which
+/// keeps this waker) is the clock's own.
+struct Fire(Weak<Shared>);
 
-impl Drop for Driver {
+impl Wake for Fire {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        if shared.fire(Instant::now()) == 0 {
+            // No probe woken to set the timer again (each sleep due was dropped, or the
+            // runtime is shutting down): the fallback task does.
+            shared.rearm.notify_one();
+        }
+    }
+}
+
+/// Aborts the fallback task when the last clock is dropped.
+struct Fallback(JoinHandle<()>);
+
+impl Drop for Fallback {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
 impl ProbeClock {
-    /// A clock whose ticks count from now, its driver spawned on the current runtime.
+    /// A clock whose ticks count from now, on the current runtime (its timer and its
+    /// fallback task).
     pub(crate) fn start() -> ProbeClock {
-        let shared = Arc::new(Shared {
-            origin: Instant::now(),
+        let origin = Instant::now();
+        let shared = Arc::new_cyclic(|me| Shared {
+            origin,
             fired: AtomicU64::new(0),
             wheel: Mutex::new(Wheel::default()),
+            timer: Mutex::new(Box::pin(tokio::time::sleep_until(origin))),
+            fire: Waker::from(Arc::new(Fire(me.clone()))),
+            owed: AtomicBool::new(false),
             rearm: Notify::new(),
+            #[cfg(test)]
+            fallback_runs: Default::default(),
         });
-        let driver = Driver(tokio::spawn(drive(shared.clone())));
+        let fallback = Fallback(tokio::spawn(fallback(shared.clone())));
         ProbeClock {
             shared,
-            _driver: Arc::new(driver),
+            _fallback: Arc::new(fallback),
         }
     }
 
@@ -122,8 +172,9 @@ impl Shared {
         self.origin + Duration::from_millis(tick)
     }
 
-    /// Wake every sleep due by `now`.
-    fn fire(&self, now: Instant) {
+    /// Wake every sleep due by `now`; how many were woken. The timer is spent: whoever
+    /// runs next sets it again (see `settle`).
+    fn fire(&self, now: Instant) -> usize {
         let now_tick = self.tick_at(now);
         let mut woken = Vec::new();
         {
@@ -137,9 +188,10 @@ impl Shared {
             // Under the lock: a sleep that registers after this sees its tick fired.
             self.fired.fetch_max(now_tick, Ordering::Release);
             w.armed = None;
+            self.owed.store(true, Ordering::Release);
         }
         if woken.is_empty() {
-            return;
+            return 0;
         }
         // A woken task is cold by now (a second since it last ran, at scale), and a wake
         // writes its header: ask for every task's first lines (the header, then the
@@ -152,7 +204,9 @@ impl Shared {
             }
         }
         // Outside the lock: a wake may unpark a worker thread.
+        let mut count = 0;
         for wakers in woken.iter_mut() {
+            count += wakers.len();
             for waker in wakers.drain(..) {
                 waker.wake();
             }
@@ -160,35 +214,53 @@ impl Shared {
         let mut w = self.wheel();
         let room = SPARE_VECTORS.saturating_sub(w.spare.len());
         w.spare.extend(woken.into_iter().take(room));
+        count
     }
 
-    /// The tick the driver should sleep until next, noted as armed.
-    fn arm(&self) -> Option<u64> {
-        let mut w = self.wheel();
-        let next = w.due.keys().next().copied();
-        w.armed = next;
-        next
+    /// Set the timer again if a firing spent it and no task has set it since.
+    fn settle(&self) {
+        if self.owed.swap(false, Ordering::AcqRel) {
+            self.set_timer();
+        }
+    }
+
+    /// Set the timer for the earliest registered tick (from a task only). A tick already
+    /// due fires here, and the timer is set for the next.
+    fn set_timer(&self) {
+        let mut timer = self.timer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cx = Context::from_waker(&self.fire);
+        loop {
+            let next = {
+                let mut w = self.wheel();
+                let next = w.due.keys().next().copied();
+                w.armed = next;
+                next
+            };
+            let Some(tick) = next else {
+                return;
+            };
+            timer.as_mut().reset(self.instant_of(tick));
+            // Unconstrained: out of its cooperative budget, a task would see the timer
+            // pending without it having been set.
+            if tokio::task::unconstrained(timer.as_mut())
+                .poll_unpin(&mut cx)
+                .is_pending()
+            {
+                return;
+            }
+            self.fire(Instant::now());
+        }
     }
 }
 
-/// The driver: sleep until the earliest registered tick (or until told of an earlier
-/// one), fire, repeat.
-async fn drive(shared: Arc<Shared>) {
-    let sleep = tokio::time::sleep_until(shared.origin);
-    tokio::pin!(sleep);
+/// The fallback task: sets the timer when a firing left it to no probe.
+async fn fallback(shared: Arc<Shared>) {
     loop {
-        match shared.arm() {
-            None => shared.rearm.notified().await,
-            Some(tick) => {
-                sleep.as_mut().reset(shared.instant_of(tick));
-                tokio::select! {
-                    biased;
-                    () = shared.rearm.notified() => {}
-                    () = sleep.as_mut() => {}
-                }
-            }
-        }
-        shared.fire(Instant::now());
+        shared.rearm.notified().await;
+        #[cfg(test)]
+        shared.fallback_runs.fetch_add(1, Ordering::Relaxed);
+        shared.owed.store(false, Ordering::Release);
+        shared.set_timer();
     }
 }
 
@@ -207,6 +279,10 @@ impl Future for ProbeSleep<'_> {
         let this = self.get_mut();
         let shared = this.shared;
         if this.tick <= shared.fired.load(Ordering::Acquire) {
+            // Woken by a firing, perhaps the first: the timer is set again before the
+            // check, so the probes due next are not kept waiting by this one's.
+            this.registered = None;
+            shared.settle();
             return Poll::Ready(());
         }
         if this
@@ -219,6 +295,9 @@ impl Future for ProbeSleep<'_> {
         let mut guard = shared.wheel();
         // Fired while this waited for the lock.
         if this.tick <= shared.fired.load(Ordering::Acquire) {
+            drop(guard);
+            this.registered = None;
+            shared.settle();
             return Poll::Ready(());
         }
         let w = &mut *guard;
@@ -239,10 +318,10 @@ impl Future for ProbeSleep<'_> {
             w.armed = Some(this.tick);
         }
         drop(guard);
-        if earlier {
-            shared.rearm.notify_one();
-        }
         this.registered = Some(waker);
+        if earlier {
+            shared.set_timer();
+        }
         Poll::Pending
     }
 }
@@ -250,12 +329,16 @@ impl Future for ProbeSleep<'_> {
 impl Drop for ProbeSleep<'_> {
     /// A sleep dropped before its tick (its probe stopped) takes its waker out of the
     /// map: kept there, it would hold the stopped probe's task in memory until the tick,
-    /// which may be an interval of an hour away.
+    /// which may be an interval of an hour away. One dropped after a firing woke it, but
+    /// before it ran, leaves the timer to the fallback task if no one has set it since.
     fn drop(&mut self) {
         let Some(waker) = self.registered.take() else {
             return;
         };
         if self.tick <= self.shared.fired.load(Ordering::Acquire) {
+            if self.shared.owed.load(Ordering::Acquire) {
+                self.shared.rearm.notify_one();
+            }
             return;
         }
         self.shared.wheel().unregister(self.tick, &waker);
@@ -286,7 +369,7 @@ mod tests {
     use super::*;
 
     /// How long after the clock's origin a sleep until `deadline` ended. An hour's
-    /// bound makes a sleep the driver never ends fail the test instead of hanging it.
+    /// bound makes a sleep the clock never ends fail the test instead of hanging it.
     async fn woken_at(clock: &ProbeClock, deadline: Instant) -> Duration {
         let start = clock.shared.origin;
         let ended = tokio::time::timeout(Duration::from_secs(3600), clock.sleep_until(deadline));
@@ -314,14 +397,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_earlier_registration_rearms_a_driver_sleeping_until_a_later_tick() {
+    async fn an_earlier_registration_sets_a_timer_set_for_a_later_tick_earlier() {
         let clock = ProbeClock::start();
         let origin = clock.shared.origin;
         let late = {
             let clock = clock.clone();
             tokio::spawn(async move { woken_at(&clock, origin + Duration::from_secs(10)).await })
         };
-        // Let the late sleep register and the driver arm for it.
+        // Let the late sleep register and set the timer for it.
         for _ in 0..100 {
             if clock.shared.wheel().armed.is_some() {
                 break;
@@ -355,11 +438,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_driver_ends_when_the_last_clock_is_dropped() {
+    async fn the_fallback_task_ends_when_the_last_clock_is_dropped() {
         let clock = ProbeClock::start();
         let shared = Arc::downgrade(&clock.shared);
         drop(clock);
-        // The aborted driver drops its share of the state.
+        // The aborted fallback task drops its share of the state.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -402,5 +485,110 @@ mod tests {
         }
         let took = woken_at(&clock, origin + Duration::from_millis(8)).await;
         assert_eq!(took, Duration::from_millis(8));
+    }
+
+    fn fallback_runs(clock: &ProbeClock) -> usize {
+        clock.shared.fallback_runs.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_firing_that_wakes_a_probe_leaves_the_timer_to_it_and_wakes_no_task_of_its_own() {
+        let clock = ProbeClock::start();
+        let origin = clock.shared.origin;
+        let probe = {
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                let mut ended = Vec::new();
+                for ms in [5, 7, 20, 1000] {
+                    ended.push(woken_at(&clock, origin + Duration::from_millis(ms)).await);
+                }
+                ended
+            })
+        };
+        let ended = probe.await.ok();
+        let expected = [5, 7, 20, 1000].map(Duration::from_millis).to_vec();
+        assert_eq!(ended, Some(expected));
+        assert_eq!(fallback_runs(&clock), 0, "the fallback task set the timer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_firing_that_wakes_nobody_has_the_fallback_task_set_the_timer_for_the_next_tick() {
+        let clock = ProbeClock::start();
+        let origin = clock.shared.origin;
+        let later = {
+            let clock = clock.clone();
+            tokio::spawn(async move { woken_at(&clock, origin + Duration::from_millis(10)).await })
+        };
+        tokio::task::yield_now().await;
+        {
+            // Sets the timer for 5 ms, then is dropped: the firing at 5 ms wakes nobody.
+            let early = clock.sleep_until(origin + Duration::from_millis(5));
+            tokio::pin!(early);
+            let waker = futures::task::noop_waker();
+            assert!(early.poll(&mut Context::from_waker(&waker)).is_pending());
+        }
+        assert_eq!(later.await.ok(), Some(Duration::from_millis(10)));
+        assert_eq!(fallback_runs(&clock), 1);
+    }
+
+    /// Counts its wakes.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_after_its_firing_woke_it_but_before_it_ran_leaves_the_timer_to_the_fallback_task(
+    ) {
+        let clock = ProbeClock::start();
+        let origin = clock.shared.origin;
+        let later = {
+            let clock = clock.clone();
+            tokio::spawn(async move { woken_at(&clock, origin + Duration::from_millis(10)).await })
+        };
+        tokio::task::yield_now().await;
+        let count = Arc::new(Counting(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut early = Box::pin(clock.sleep_until(origin + Duration::from_millis(5)));
+        assert!(early
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        tokio::time::sleep_until(origin + Duration::from_millis(6)).await;
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the firing woke the early sleep"
+        );
+        // Never polled again: the timer, spent at 5 ms, is left to the fallback task.
+        drop(early);
+        assert_eq!(later.await.ok(), Some(Duration::from_millis(10)));
+        assert_eq!(fallback_runs(&clock), 1);
+    }
+
+    #[test]
+    fn a_runtime_shutting_down_with_the_timer_set_fires_it_without_a_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime builds");
+        let clock = rt.block_on(async { ProbeClock::start() });
+        // A sleep that outlives the runtime: still registered when its timer fires.
+        let mut sleep = Box::pin(clock.sleep_until(Instant::now() + Duration::from_secs(3600)));
+        let waker = futures::task::noop_waker();
+        rt.block_on(async {
+            assert!(sleep
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        });
+        assert!(clock.shared.wheel().armed.is_some_and(|t| t >= 3_600_000));
+        // Shutting down fires every timer with an error; setting one then would panic.
+        drop(rt);
+        drop(sleep);
+        drop(clock);
     }
 }
