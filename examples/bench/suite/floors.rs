@@ -117,29 +117,47 @@ pub(crate) async fn ractor_fail_respawn(samples: usize) -> Vec<Duration> {
     out
 }
 
-/// ractor respawn burst: `n` children of one supervisor fail at once; until all `n`
-/// replacements are reported. One sample per round.
-pub(crate) async fn ractor_burst(n: usize, rounds: usize) -> Vec<Duration> {
-    let (sup, mut children, mut respawned) = respawner(n).await;
-    let mut out = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+/// ractor respawn burst: `n` children of one supervisor, made to fail at once a round at a
+/// time, in turns with herdsman's burst.
+pub(crate) struct RespawnBurst {
+    sup: ActorRef<()>,
+    children: Vec<ActorRef<ChildMsg>>,
+    respawned: mpsc::UnboundedReceiver<ActorRef<ChildMsg>>,
+}
+
+impl RespawnBurst {
+    pub(crate) async fn spawn(n: usize) -> RespawnBurst {
+        let (sup, children, respawned) = respawner(n).await;
+        RespawnBurst {
+            sup,
+            children,
+            respawned,
+        }
+    }
+
+    /// Every child fails at once; until all the replacements are reported.
+    pub(crate) async fn round(&mut self) -> Duration {
+        let n = self.children.len();
         let t0 = Instant::now();
-        for child in &children {
+        for child in &self.children {
             let _ = child.cast(ChildMsg::Fail);
         }
         let mut next = Vec::with_capacity(n);
         while next.len() < n {
-            let child = bounded("ractor burst", PATIENCE, respawned.recv())
+            let child = bounded("ractor burst", PATIENCE, self.respawned.recv())
                 .await
                 .expect("the supervisor reports every replacement");
             next.push(child);
         }
-        out.push(t0.elapsed());
-        children = next;
+        let took = t0.elapsed();
+        self.children = next;
+        took
     }
-    sup.stop_children_and_wait(None, Some(PATIENCE)).await;
-    let _ = sup.stop_and_wait(None, Some(PATIENCE)).await;
-    out
+
+    pub(crate) async fn stop(self) {
+        self.sup.stop_children_and_wait(None, Some(PATIENCE)).await;
+        let _ = self.sup.stop_and_wait(None, Some(PATIENCE)).await;
+    }
 }
 
 /// One link of a relay of bare actors: the first is armed, waits out a timer (as a probe
@@ -256,22 +274,19 @@ impl Actor for Bare {
 }
 
 /// Raw spawn: `n` bare actors, one after the other, each awaited (as a supervisor spawns
-/// its replicas). One sample per round; the actors are stopped between rounds.
-pub(crate) async fn ractor_spawn(n: usize, rounds: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let (parent, _) = Actor::spawn(None, Bare, ()).await.expect("a parent spawns");
-        let t0 = Instant::now();
-        for _ in 0..n {
-            Actor::spawn_linked(None, Bare, (), parent.get_cell())
-                .await
-                .expect("a bare actor spawns");
-        }
-        out.push(t0.elapsed());
-        parent.stop_children_and_wait(None, Some(PATIENCE)).await;
-        let _ = parent.stop_and_wait(None, Some(PATIENCE)).await;
+/// its replicas); how long that took. The actors are stopped before it returns.
+pub(crate) async fn ractor_spawn(n: usize) -> Duration {
+    let (parent, _) = Actor::spawn(None, Bare, ()).await.expect("a parent spawns");
+    let t0 = Instant::now();
+    for _ in 0..n {
+        Actor::spawn_linked(None, Bare, (), parent.get_cell())
+            .await
+            .expect("a bare actor spawns");
     }
-    out
+    let took = t0.elapsed();
+    parent.stop_children_and_wait(None, Some(PATIENCE)).await;
+    let _ = parent.stop_and_wait(None, Some(PATIENCE)).await;
+    took
 }
 
 /// Bare actors held for a memory measurement: `n` pairs, a parent and its linked child,

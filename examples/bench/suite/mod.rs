@@ -335,10 +335,26 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
 
     if opts.wants("burst") {
         let n = sizes.burst;
-        let burst = sim_rows::burst(n, sizes.burst_rounds).await;
-        let ours = Measure::of_durations(&burst.running, Unit::Millis);
-        let stable = Measure::of_durations(&burst.stable, Unit::Millis);
-        let floor_samples = floors::ractor_burst(n as usize, sizes.burst_rounds).await;
+        // In turns with the floor, which goes first every other round: both see the same
+        // moments of a shared host, and neither always follows the other.
+        let mut burst = sim_rows::Burst::spawn(n).await;
+        let mut respawns = floors::RespawnBurst::spawn(n as usize).await;
+        let (mut running, mut stable, mut floor_samples) = (vec![], vec![], vec![]);
+        for round in 0..sizes.burst_rounds {
+            if round % 2 == 1 {
+                floor_samples.push(respawns.round().await);
+            }
+            let r = burst.round().await;
+            running.push(r.running);
+            stable.push(r.stable);
+            if round % 2 == 0 {
+                floor_samples.push(respawns.round().await);
+            }
+        }
+        burst.shutdown().await;
+        respawns.stop().await;
+        let ours = Measure::of_durations(&running, Unit::Millis);
+        let stable = Measure::of_durations(&stable, Unit::Millis);
         let floor = Measure::of_durations(&floor_samples, Unit::Millis);
         push(
             Row {
@@ -349,11 +365,11 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 floor_what: format!("ractor {} respawn burst", label(n)),
                 floor: Some(floor),
                 notes: format!(
-                    "{} rounds: every simulated container of one {n}-replica service killed in \
-                     one loop, until the runtime has started every replacement (the worst \
-                     round is the p99); the deployment reported itself stable again after \
-                     {stable}; floor: {n} children of one supervisor fail at once and are \
-                     respawned",
+                    "{} rounds, in turns with the floor's: every simulated container of one \
+                     {n}-replica service killed in one loop, until the runtime has started \
+                     every replacement (the worst round is the p99); the deployment reported \
+                     itself stable again after {stable}; floor: {n} children of one \
+                     supervisor fail at once and are respawned",
                     sizes.burst_rounds
                 ),
             },
@@ -456,10 +472,21 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
 
     if opts.wants("spec") {
         let n = sizes.spec;
-        let (to_stable, shutdowns) = sim_rows::spec_to_stable(n, sizes.spec_rounds).await;
+        // In turns with the floor, as the burst's rounds.
+        let (mut to_stable, mut shutdowns, mut floor_samples) = (vec![], vec![], vec![]);
+        for round in 0..sizes.spec_rounds {
+            if round % 2 == 1 {
+                floor_samples.push(floors::ractor_spawn(2 * n as usize).await);
+            }
+            let (up, down) = sim_rows::spec_to_stable(n, round as u64).await;
+            to_stable.push(up);
+            shutdowns.push(down);
+            if round % 2 == 0 {
+                floor_samples.push(floors::ractor_spawn(2 * n as usize).await);
+            }
+        }
         let ours = Measure::of_durations(&to_stable, Unit::Millis);
         let shut = Measure::of_durations(&shutdowns, Unit::Millis);
-        let floor_samples = floors::ractor_spawn(2 * n as usize, sizes.spec_rounds).await;
         let floor = Measure::of_durations(&floor_samples, Unit::Millis);
         push(
             Row {
@@ -470,9 +497,10 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 floor_what: format!("raw spawn of {} ractor actors", label(2 * n)),
                 floor: Some(floor),
                 notes: format!(
-                    "{} rounds: spawn_deployment of one unprobed {n}-replica service until \
-                     wait_stable answers (worst round is the p99); shutdown took {shut}; \
-                     floor: {} bare actors spawned one after another, each awaited",
+                    "{} rounds, in turns with the floor's: spawn_deployment of one unprobed \
+                     {n}-replica service until wait_stable answers (worst round is the p99); \
+                     shutdown took {shut}; floor: {} bare actors spawned one after another, \
+                     each awaited",
                     sizes.spec_rounds,
                     2 * n
                 ),

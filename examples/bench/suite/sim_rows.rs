@@ -165,53 +165,78 @@ pub(crate) async fn restart_latency(samples: usize) -> Restarts {
     out
 }
 
-/// What a burst of simultaneous crashes costs.
+/// One service of `n` replicas whose containers all crash at once, a round at a time (in
+/// turns with the floor's burst, so both see the same moment of a shared host).
 pub(crate) struct Burst {
-    /// From the first kill to every replacement running (the runtime has started all).
-    pub(crate) running: Vec<Duration>,
-    /// From the first kill to the deployment reporting itself stable again.
-    pub(crate) stable: Vec<Duration>,
+    sim: Arc<SimRuntime>,
+    rt: Arc<Instrumented<SimRuntime>>,
+    handle: DeploymentHandle,
+    stability: mpsc::UnboundedReceiver<(bool, Instant)>,
+    n: u32,
 }
 
-/// `n` replicas of one service crash at once (every simulated container killed in one
-/// loop), `rounds` times.
-pub(crate) async fn burst(n: u32, rounds: usize) -> Burst {
-    let sim = Arc::new(SimRuntime::new(2));
-    let rt = Arc::new(Instrumented::new(sim.clone()));
-    let handle = spawn_deployment(deployment(vec![service("svc", n)]), rt.clone(), options())
-        .await
-        .expect("deployment spawns");
-    let mut stability = stamp_stability(&handle);
-    stable(&handle, PATIENCE).await;
-    let mut out = Burst {
-        running: Vec::with_capacity(rounds),
-        stable: Vec::with_capacity(rounds),
-    };
-    for _ in 0..rounds {
-        let ids = sim.running();
-        assert_eq!(ids.len(), n as usize, "every replica runs before the burst");
-        let starts = rt.starts();
+/// What one burst cost.
+pub(crate) struct BurstRound {
+    /// From the first kill to every replacement running (the runtime has started all).
+    pub(crate) running: Duration,
+    /// From the first kill to the deployment reporting itself stable again.
+    pub(crate) stable: Duration,
+}
+
+impl Burst {
+    pub(crate) async fn spawn(n: u32) -> Burst {
+        let sim = Arc::new(SimRuntime::new(2));
+        let rt = Arc::new(Instrumented::new(sim.clone()));
+        let handle = spawn_deployment(deployment(vec![service("svc", n)]), rt.clone(), options())
+            .await
+            .expect("deployment spawns");
+        let stability = stamp_stability(&handle);
+        stable(&handle, PATIENCE).await;
+        Burst {
+            sim,
+            rt,
+            handle,
+            stability,
+            n,
+        }
+    }
+
+    /// Every simulated container killed in one loop; until every replacement runs, and
+    /// then until the deployment is stable again.
+    pub(crate) async fn round(&mut self) -> BurstRound {
+        let ids = self.sim.running();
+        assert_eq!(
+            ids.len(),
+            self.n as usize,
+            "every replica runs before the burst"
+        );
+        let starts = self.rt.starts();
         let t0 = Instant::now();
         for id in &ids {
-            sim.kill(id, 1);
+            self.sim.kill(id, 1);
         }
         bounded(
             "every replacement running",
             PATIENCE,
-            rt.starts_reach(starts + u64::from(n)),
+            self.rt.starts_reach(starts + u64::from(self.n)),
         )
         .await;
-        out.running.push(t0.elapsed());
+        let running = t0.elapsed();
         let at = bounded(
             "stable again",
             PATIENCE,
-            finally_stable(&handle, &mut stability, t0),
+            finally_stable(&self.handle, &mut self.stability, t0),
         )
         .await;
-        out.stable.push(at - t0);
+        BurstRound {
+            running,
+            stable: at - t0,
+        }
     }
-    shutdown(&handle).await;
-    out
+
+    pub(crate) async fn shutdown(self) {
+        shutdown(&self.handle).await;
+    }
 }
 
 /// Last replica healthy → deployment stable: a stable service is scaled up by one; from
@@ -255,26 +280,22 @@ pub(crate) async fn healthy_to_stable(samples: usize) -> Vec<Duration> {
 }
 
 /// Spec → stable: `n` replicas of one unprobed service, from `spawn_deployment` to
-/// `wait_stable` answering, `rounds` times; also how long each shutdown took.
-pub(crate) async fn spec_to_stable(n: u32, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let mut to_stable = Vec::with_capacity(rounds);
-    let mut shutdowns = Vec::with_capacity(rounds);
-    for round in 0..rounds {
-        let sim = Arc::new(SimRuntime::new(round as u64));
-        let t0 = Instant::now();
-        let handle = spawn_deployment(
-            deployment(vec![service("svc", n)]),
-            sim.clone(),
-            DeploymentOptions::default(),
-        )
-        .await
-        .expect("deployment spawns");
-        stable(&handle, PATIENCE).await;
-        to_stable.push(t0.elapsed());
-        let t1 = Instant::now();
-        shutdown(&handle).await;
-        shutdowns.push(t1.elapsed());
-        assert!(sim.running().is_empty(), "containers left after shutdown");
-    }
-    (to_stable, shutdowns)
+/// `wait_stable` answering; also how long its shutdown took.
+pub(crate) async fn spec_to_stable(n: u32, seed: u64) -> (Duration, Duration) {
+    let sim = Arc::new(SimRuntime::new(seed));
+    let t0 = Instant::now();
+    let handle = spawn_deployment(
+        deployment(vec![service("svc", n)]),
+        sim.clone(),
+        DeploymentOptions::default(),
+    )
+    .await
+    .expect("deployment spawns");
+    stable(&handle, PATIENCE).await;
+    let to_stable = t0.elapsed();
+    let t1 = Instant::now();
+    shutdown(&handle).await;
+    let shut = t1.elapsed();
+    assert!(sim.running().is_empty(), "containers left after shutdown");
+    (to_stable, shut)
 }
