@@ -231,27 +231,40 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
 
     if opts.wants("idle") {
         let n = sizes.idle_processes;
-        let (before, with) = match &opts.isolate_with {
+        let rss = match &opts.isolate_with {
             Some(exe) => {
                 let v = child_process(exe, "idle", n, Duration::ZERO).await;
                 let get = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-                (get("rss_before"), get("rss_after"))
+                process_rows::IdleRss {
+                    before: (get("anon_before"), get("file_before")),
+                    with: (get("anon_with"), get("file_with")),
+                }
             }
             None => process_rows::idle_processes(n).await,
         };
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let ours = Measure::single(mib(with), Unit::MiB);
+        let (before, with) = (rss.before.0 + rss.before.1, rss.with.0 + rss.with.1);
         push(
             Row {
                 what: format!("supervisor RSS with {n} idle real processes"),
-                target: "≤ 10 MiB RSS",
-                met: judge(ours.p50 <= 10.0),
-                ours,
+                // DESIGN.md's target is the `herdsman run` row's, measured from outside the
+                // CLI. Here the library shares a process with the bench, whose own code
+                // paged in (a 60 MB binary, not laid out as the CLI is) is most of the
+                // figure and moves with the host: no verdict.
+                target: "— (the `herdsman run` row holds the target)",
+                met: None,
+                ours: Measure::single(mib(with), Unit::MiB),
                 floor_what: "same process before any".into(),
                 floor: Some(Measure::single(mib(before), Unit::MiB)),
                 notes: format!(
-                    "VmRSS of a fresh bench process supervising {n} `sleep 1000` replicas, \
-                     stable, 0.5 s later; {:.1} KiB per process over the baseline",
+                    "RSS (RssAnon + RssFile) of a fresh bench process supervising {n} \
+                     `sleep 1000` replicas, stable, 0.5 s later: {:.2} MiB anonymous (heap, stacks; {:.2} before \
+                     any), {:.2} MiB file-backed (the bench binary's code paged in; {:.2} \
+                     before); {:.1} KiB per process over the baseline",
+                    mib(rss.with.0),
+                    mib(rss.before.0),
+                    mib(rss.with.1),
+                    mib(rss.before.1),
                     with.saturating_sub(before) as f64 / 1024.0 / f64::from(n)
                 ),
             },
@@ -684,8 +697,13 @@ pub(crate) async fn child(kind: &str, n: u32, window: Duration) -> serde_json::V
         "ours" => scale_rows::ours(n, cpu).await.to_json(),
         "floor" => scale_rows::floor(n, cpu).await.to_json(),
         "idle" => {
-            let (before, after) = process_rows::idle_processes(n).await;
-            serde_json::json!({"rss_before": before, "rss_after": after})
+            let rss = process_rows::idle_processes(n).await;
+            serde_json::json!({
+                "anon_before": rss.before.0,
+                "file_before": rss.before.1,
+                "anon_with": rss.with.0,
+                "file_with": rss.with.1,
+            })
         }
         other => panic!("unknown child measurement {other:?}"),
     }

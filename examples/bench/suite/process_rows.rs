@@ -165,8 +165,8 @@ pub(crate) async fn crash_to_running(samples: usize) -> CrashRow {
 
 /// The supervisor's resident memory with `n` idle real processes (`sleep 1000`), and its
 /// resident memory before: (before, with them).
-pub(crate) async fn idle_processes(n: u32) -> (u64, u64) {
-    let before = procfs::rss_bytes();
+pub(crate) async fn idle_processes(n: u32) -> IdleRss {
+    let before = procfs::rss_split();
     let rt = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
     let svc = running(service("idle", n), &["sleep", "1000"]);
     let handle = spawn_deployment(
@@ -178,7 +178,7 @@ pub(crate) async fn idle_processes(n: u32) -> (u64, u64) {
     .expect("deployment spawns");
     stable(&handle, PATIENCE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let with = procfs::rss_bytes();
+    let with = procfs::rss_split();
     let pids: Vec<u32> = handle
         .status()
         .services
@@ -188,5 +188,12 @@ pub(crate) async fn idle_processes(n: u32) -> (u64, u64) {
         .collect();
     assert_eq!(pids.len(), n as usize, "every replica runs");
     stop_all(&handle, &rt, &pids).await;
-    (before, with)
+    IdleRss { before, with }
+}
+
+/// The bench process's resident set, (anonymous, file-backed) bytes, before the idle
+/// replicas and with them.
+pub(crate) struct IdleRss {
+    pub(crate) before: (u64, u64),
+    pub(crate) with: (u64, u64),
 }

@@ -18,6 +18,16 @@ pub(crate) fn rss_bytes() -> u64 {
     status_bytes("VmRSS:").unwrap_or(0)
 }
 
+/// Of the resident set now, the anonymous part (RssAnon: heap, stacks) and the
+/// file-backed part (RssFile: the executable's code and data paged in, libraries), in
+/// bytes; 0s where /proc is unavailable.
+pub(crate) fn rss_split() -> (u64, u64) {
+    (
+        status_bytes("RssAnon:").unwrap_or(0),
+        status_bytes("RssFile:").unwrap_or(0),
+    )
+}
+
 /// Peak resident set size (VmHWM), in bytes; 0 where /proc is unavailable.
 pub(crate) fn peak_rss_bytes() -> u64 {
     status_bytes("VmHWM:").unwrap_or(0)
