@@ -258,9 +258,10 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                 floor: Some(Measure::single(mib(before), Unit::MiB)),
                 notes: format!(
                     "RSS (RssAnon + RssFile) of a fresh bench process supervising {n} \
-                     `sleep 1000` replicas, stable, 0.5 s later: {:.2} MiB anonymous (heap, stacks; {:.2} before \
-                     any), {:.2} MiB file-backed (the bench binary's code paged in; {:.2} \
-                     before); {:.1} KiB per process over the baseline",
+                     `sleep 1000` replicas, stable, 0.5 s later: {:.2} MiB anonymous \
+                     (heap, stacks; {:.2} before any), {:.2} MiB file-backed (the bench \
+                     binary's code paged in; {:.2} before); {:.1} KiB per process over the \
+                     baseline",
                     mib(rss.with.0),
                     mib(rss.before.0),
                     mib(rss.with.1),

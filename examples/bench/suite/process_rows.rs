@@ -164,7 +164,7 @@ pub(crate) async fn crash_to_running(samples: usize) -> CrashRow {
 }
 
 /// The supervisor's resident memory with `n` idle real processes (`sleep 1000`), and its
-/// resident memory before: (before, with them).
+/// resident memory before them.
 pub(crate) async fn idle_processes(n: u32) -> IdleRss {
     let before = procfs::rss_split();
     let rt = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
