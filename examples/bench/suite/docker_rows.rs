@@ -20,7 +20,7 @@ use herdsman_docker::{DockerConfig, DockerRuntime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::fixtures::{bounded, service, shutdown, stable};
+use super::fixtures::{bounded, service, shutdown, stable, up_then_down};
 use super::floors::{kill9, SETTLE};
 use super::instrumented::Instrumented;
 
@@ -250,19 +250,12 @@ pub(crate) async fn floor_crash_to_running(samples: usize) -> Vec<Duration> {
 /// took. The floor: the same `n` creates and starts issued concurrently with bare bollard.
 pub(crate) async fn fleet(rt: Arc<DockerRuntime>, n: u32) -> (Duration, Duration, Duration) {
     let name = format!("bench-fleet-{}", std::process::id());
-    let t0 = Instant::now();
-    let handle = spawn_deployment(
+    let (to_stable, down) = up_then_down(
         deployment(&name, vec![sleeper("fleet", n)]),
         rt.clone(),
-        DeploymentOptions::default(),
+        PATIENCE,
     )
-    .await
-    .expect("deployment spawns");
-    stable(&handle, PATIENCE).await;
-    let to_stable = t0.elapsed();
-    let t1 = Instant::now();
-    shutdown(&handle).await;
-    let down = t1.elapsed();
+    .await;
     rt.shutdown().await;
 
     let docker = Docker::connect_with_local_defaults()

@@ -2,13 +2,16 @@
 //! shared by the measurements.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use herdsman::core::{DeploymentHandle, Stabilization};
+use herdsman::core::{spawn_deployment, DeploymentHandle, DeploymentOptions, Stabilization};
+use herdsman::runtime::Runtime;
 use herdsman::spec::{
     Backoff, Check, Command, Deployment, Health, OnUnhealthy, RestartPolicy, RestartSpec, Scale,
     Service, ServiceKind, Template,
 };
+use tokio::time::Instant;
 
 /// A service whose restarts are never held back: the window admits a million restarts a
 /// second, so every measured exit is restarted at once (no crash-loop backoff).
@@ -101,6 +104,24 @@ pub(crate) async fn stable(handle: &DeploymentHandle, within: Duration) {
         }
         Err(e) => panic!("wait_stable failed: {e}"),
     }
+}
+
+/// Spec → stable and back: `spec` spawned on `runtime` with default options until
+/// `wait_stable` answers (within `within`), then shut down; how long each took.
+pub(crate) async fn up_then_down(
+    spec: Deployment,
+    runtime: Arc<dyn Runtime>,
+    within: Duration,
+) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let handle = spawn_deployment(spec, runtime, DeploymentOptions::default())
+        .await
+        .expect("deployment spawns");
+    stable(&handle, within).await;
+    let up = t0.elapsed();
+    let t1 = Instant::now();
+    shutdown(&handle).await;
+    (up, t1.elapsed())
 }
 
 /// Shut the deployment down, or fail the benchmark.

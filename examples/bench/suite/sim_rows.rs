@@ -9,7 +9,7 @@ use herdsman::runtime::SimRuntime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::fixtures::{bounded, deployment, probed, service, shutdown, stable};
+use super::fixtures::{bounded, deployment, probed, service, shutdown, stable, up_then_down};
 use super::instrumented::Instrumented;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -283,19 +283,7 @@ pub(crate) async fn healthy_to_stable(samples: usize) -> Vec<Duration> {
 /// `wait_stable` answering; also how long its shutdown took.
 pub(crate) async fn spec_to_stable(n: u32, seed: u64) -> (Duration, Duration) {
     let sim = Arc::new(SimRuntime::new(seed));
-    let t0 = Instant::now();
-    let handle = spawn_deployment(
-        deployment(vec![service("svc", n)]),
-        sim.clone(),
-        DeploymentOptions::default(),
-    )
-    .await
-    .expect("deployment spawns");
-    stable(&handle, PATIENCE).await;
-    let to_stable = t0.elapsed();
-    let t1 = Instant::now();
-    shutdown(&handle).await;
-    let shut = t1.elapsed();
+    let took = up_then_down(deployment(vec![service("svc", n)]), sim.clone(), PATIENCE).await;
     assert!(sim.running().is_empty(), "containers left after shutdown");
-    (to_stable, shut)
+    took
 }
