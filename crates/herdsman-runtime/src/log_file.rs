@@ -311,6 +311,36 @@ mod tests {
         assert_eq!(tail(&path, 10, 10), vec!["third"]);
     }
 
+    /// A replacement may watch its replica's file before its predecessor's watch is
+    /// dropped (the reaper drops it after the exit has gone out): the file is watched,
+    /// and rotated, until the last incarnation lets go.
+    #[tokio::test]
+    async fn a_file_stays_watched_until_the_last_incarnation_lets_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.log");
+        std::fs::write(&path, "").expect("write");
+        let rotator = Rotator::new(100);
+        let replacement = rotator.watch(&path).expect("watch");
+        let predecessor = rotator.watch(&path).expect("watch");
+        assert_eq!(replacement, predecessor, "one inode, one watch");
+        rotator.unwatch(predecessor);
+        std::fs::write(&path, "x\n".repeat(100)).expect("write");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(rotated(&path)).is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replacement's file was not rotated after its predecessor let go"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
+        rotator.unwatch(replacement);
+        assert!(
+            rotator.state().files.is_empty(),
+            "the last one out drops the watch"
+        );
+    }
+
     #[test]
     fn a_symlink_in_place_of_a_log_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
