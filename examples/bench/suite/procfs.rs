@@ -8,6 +8,11 @@ use std::time::Duration;
 /// A `kB` field of /proc/self/status, in bytes.
 fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    kib_field(&status, field)
+}
+
+/// A `kB` field of a status file's text, in bytes.
+fn kib_field(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -20,11 +25,12 @@ pub(crate) fn rss_bytes() -> u64 {
 
 /// Of the resident set now, the anonymous part (RssAnon: heap, stacks) and the
 /// file-backed part (RssFile: the executable's code and data paged in, libraries), in
-/// bytes; 0s where /proc is unavailable.
+/// bytes, from one read of the status file; 0s where /proc is unavailable.
 pub(crate) fn rss_split() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     (
-        status_bytes("RssAnon:").unwrap_or(0),
-        status_bytes("RssFile:").unwrap_or(0),
+        kib_field(&status, "RssAnon:").unwrap_or(0),
+        kib_field(&status, "RssFile:").unwrap_or(0),
     )
 }
 
