@@ -17,8 +17,8 @@ use crate::board::{ServicePhase, StatusBoard};
 use crate::event::{EventBus, EventKind};
 use crate::init_runs::InitRuns;
 use crate::revision::{Revisions, RolloutTrack};
-use crate::service_supervisor::RolloutReport;
 use crate::service_supervisor::SupervisorMsg;
+use crate::service_supervisor::{HeldReports, RolloutReport};
 use crate::stabilization::{ServiceCounts, Stabilization};
 use crate::CoreError;
 
@@ -73,6 +73,8 @@ pub(crate) enum DeploymentMsg {
         counts: ServiceCounts,
         /// The last of this actor's requests the supervisor had handled.
         acked: u64,
+        /// The reports it had held back by then (see `HeldReports`).
+        held: u64,
     },
     /// A supervisor's rollout progress or outcome.
     Rollout {
@@ -134,6 +136,10 @@ struct ServiceEntry {
     /// handled: while one is unanswered, the counts in hand are older than the request.
     asked: u64,
     acked: u64,
+    /// The current supervisor's count of held-back reports, and the count its last report
+    /// covers: while they differ, the counts in hand are older than its knowledge.
+    held: HeldReports,
+    covered_held: u64,
 }
 
 pub(crate) struct DeploymentState {
@@ -197,6 +203,8 @@ impl Actor for DeploymentActor {
                         respawns: Vec::new(),
                         asked: 0,
                         acked: 0,
+                        held: HeldReports::default(),
+                        covered_held: 0,
                     },
                 )
             })
@@ -331,6 +339,7 @@ impl Actor for DeploymentActor {
                 from,
                 counts,
                 acked,
+                held,
             } => {
                 if let Some(e) = state.services.get_mut(&service) {
                     // Only the current supervisor speaks for the service: a failed one's
@@ -339,6 +348,7 @@ impl Actor for DeploymentActor {
                     if current && !e.failed {
                         e.counts = counts;
                         e.acked = e.acked.max(acked);
+                        e.covered_held = e.covered_held.max(held);
                     }
                 }
                 if !state.stopping {

@@ -27,6 +27,8 @@ mod scaling;
 mod shutdown;
 mod slot;
 
+pub(crate) use reports::HeldReports;
+
 use crate::CoreError;
 use rollouts::ActiveRollout;
 pub(crate) use rollouts::RolloutReport;
@@ -202,6 +204,8 @@ pub(crate) struct SupervisorArgs {
     /// The generation each replica index resumes at (after survivors that were stopped
     /// rather than adopted), so no container id of an earlier run is reused.
     pub(crate) resume_at: HashMap<u32, u64>,
+    /// Counts the reports this supervisor holds back; the deployment actor reads it.
+    pub(crate) held: HeldReports,
 }
 
 pub(crate) struct SupervisorState {
@@ -219,7 +223,9 @@ pub(crate) struct SupervisorState {
     /// own).
     resume_generation: HashMap<u32, u64>,
     phase: ServicePhase,
-    reported: Option<(ServiceCounts, u64)>,
+    /// The last report: counts, requests handled, reports held back until then.
+    reported: Option<(ServiceCounts, u64, u64)>,
+    held: HeldReports,
     /// The deployment's last request number handled (see `RestartReplica::seq`).
     acked: u64,
     /// A `Report` is queued.
@@ -227,8 +233,8 @@ pub(crate) struct SupervisorState {
     /// The events told up to the last report the deployment actor was left to send them
     /// with (`ServiceContext::told`).
     covered: u64,
-    /// Restarts decided while handling a message, sent once its report is out (see
-    /// `send_restarts`).
+    /// Restarts decided while handling a message, sent at its end (see
+    /// `restart_then_report`).
     restarts: Vec<(ActorRef<ContainerMsg>, ContainerMsg)>,
     /// The sum of every slot's share. A message about one replica updates it by that
     /// replica's change (O(1)); anything else recounts every slot. Counting every slot per
@@ -284,6 +290,7 @@ impl Actor for ServiceSupervisor {
             discards,
             ctx,
             parent: args.parent,
+            held: args.held,
             desired: args.desired,
             recover: args.recover,
             target: args.service.clone(),
@@ -475,18 +482,17 @@ impl Actor for ServiceSupervisor {
                 _ => state.recount(),
             }
             if !state.restarts.is_empty() && !state.report_queued {
-                // Nothing queued to coalesce with: the deployment hears now, before the
-                // restarts go (see `send_restarts`); the queued `Report` then finds
-                // nothing new.
-                state.report();
+                // Nothing queued to coalesce with: the deployment hears as soon as the
+                // restarts are under way; the queued `Report` then finds nothing new.
+                state.restart_then_report().await;
             }
             state.request_report(&myself);
         }
         if !state.restarts.is_empty() {
-            // Out before the restarts, unless the report just sent carries them: the
-            // container actor, woken last, is the one this worker runs next (see
-            // `send_restarts`); the events' subscriber, woken after it, would take its
-            // place and push it to the run queue (10k crashes at once: 10–15% slower).
+            // Out before the restarts left for the queued `Report`: the container actor,
+            // woken last, is the one this worker runs next (see `restart_then_report`);
+            // the events' subscriber, woken after it, would take its place and push it
+            // to the run queue (10k crashes at once: 10–15% slower).
             state.flush_uncovered();
         }
         state.send_restarts();

@@ -411,6 +411,20 @@ const FIXED: &[(u64, usize, u32, &str)] = &[
          a forwarded restart is now numbered and the service not ready until a report \
          acknowledges it",
     ),
+    (
+        1626,
+        30,
+        2,
+        "a supervisor that sends a crash's restart first and reports after a yield left the \
+         deployment, meanwhile, announcing itself stable on the counts from before the \
+         crash: a held-back report now counts against stability until it arrives",
+    ),
+    (
+        3303,
+        30,
+        2,
+        "the same as 1626, announced while a scale was being applied",
+    ),
 ];
 
 #[test]

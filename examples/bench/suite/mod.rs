@@ -163,8 +163,9 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      Where the time goes (p50 / p99): kill → the container actor's first \
                      runtime call of the restart (the old container's removal) {acted}; the \
                      event was received after that call in {} of the {n} kills (the \
-                     subscriber, woken first, waits in the run queue while the container \
-                     actor, woken last, runs on this worker)",
+                     supervisor sends the restart, then yields before its report, which the \
+                     event goes out with, or with the replacement's start, whichever is \
+                     sent first)",
                     restarts.received_after_acted
                 ),
             },

@@ -14,7 +14,7 @@ use crate::apply::{self, ApplyPlan, Change};
 use crate::board::{DeploymentStatus, RolloutPhase, ServiceRollout};
 use crate::event::EventKind;
 use crate::revision::{RolloutTrack, ServiceOutcome};
-use crate::service_supervisor::{shutdown_budget, RolloutReport, SupervisorMsg};
+use crate::service_supervisor::{shutdown_budget, HeldReports, RolloutReport, SupervisorMsg};
 use crate::stabilization::{FailingReplica, FailingService, ServiceCounts};
 use crate::CoreError;
 
@@ -106,6 +106,8 @@ impl DeploymentState {
                             respawns: Vec::new(),
                             asked: 0,
                             acked: 0,
+                            held: HeldReports::default(),
+                            covered_held: 0,
                         },
                     );
                     if let Some(svc) = new.service(&name) {

@@ -9,7 +9,9 @@ use crate::stabilization::{
 
 impl DeploymentState {
     fn is_stable(&self) -> bool {
-        self.services.values().all(|e| e.acked >= e.asked)
+        self.services
+            .values()
+            .all(|e| e.acked >= e.asked && e.held.count() <= e.covered_held)
             && is_stable(self.services.values().map(|e| &e.counts))
     }
 

@@ -8,7 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::{DeploymentMsg, DeploymentState};
 use crate::board::ReplicaState;
-use crate::service_supervisor::{ServiceSupervisor, SupervisorArgs};
+use crate::service_supervisor::{HeldReports, ServiceSupervisor, SupervisorArgs};
 
 /// A service supervisor that failed this often within `SUPERVISOR_PERIOD` is not
 /// replaced again: the service is failed (OTP's restart intensity).
@@ -27,6 +27,8 @@ impl DeploymentState {
         let (Some(svc), Some(entry)) = (spec.service(name), self.services.get(name)) else {
             return Ok(());
         };
+        // A fresh count for each supervisor: a failed one's held reports never come.
+        let held = HeldReports::default();
         let args = SupervisorArgs {
             deployment: spec.clone(),
             service: Arc::new(svc.clone()),
@@ -43,6 +45,7 @@ impl DeploymentState {
             survivors: self.survivors.remove(name).unwrap_or_default(),
             discards: self.discards.remove(name).unwrap_or_default(),
             resume_at: self.resume_at.remove(name).unwrap_or_default(),
+            held: held.clone(),
         };
         let (sup, _) =
             Actor::spawn_linked(None, ServiceSupervisor, args, myself.get_cell()).await?;
@@ -51,6 +54,8 @@ impl DeploymentState {
             // A request its failed predecessor never answered is not this one's to
             // answer: it reports its own counts from scratch.
             e.acked = e.asked;
+            e.held = held;
+            e.covered_held = 0;
         }
         Ok(())
     }

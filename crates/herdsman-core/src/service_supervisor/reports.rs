@@ -2,6 +2,9 @@
 //! deployment actor (with the restarts a message decided held back until it is out, and
 //! the events told before it left for the deployment actor to send).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use herdsman_spec::ServiceKind;
 use ractor::ActorRef;
 
@@ -11,17 +14,50 @@ use crate::board::ServicePhase;
 use crate::deployment_actor::DeploymentMsg;
 use crate::stabilization::ServiceCounts;
 
+/// The reports a supervisor has held back past the handling that made them, counted (see
+/// [`SupervisorState::restart_then_report`]). The deployment actor counts a service as
+/// settled only once a report covering every held one has arrived: a deployment is never
+/// announced stable on counts its supervisor already knows are stale.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeldReports(Arc<AtomicU64>);
+
+impl HeldReports {
+    fn hold(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many reports have been held back so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 impl SupervisorState {
-    /// Send the restarts this message decided. Last, after the report: tokio runs the task
-    /// woken last first on this worker, and a report sent after a restart would wake the
-    /// deployment actor ahead of the container actor replacing a crashed replica, which
-    /// then waits for the deployment's handler or for the other worker to wake and take
-    /// it (restart sent → container actor running: 60 µs that way, 17 µs this way, on
-    /// the bench host).
+    /// Send the restarts this message decided.
     pub(super) fn send_restarts(&mut self) {
         for (actor, command) in self.restarts.drain(..) {
             let _ = actor.cast(command);
         }
+    }
+
+    /// A crash decided a restart, and no `Report` is queued to coalesce with: send the
+    /// restarts, let the container actors have this worker, then report.
+    ///
+    /// Each message wakes a task. The first task one handling wakes takes tokio's LIFO
+    /// slot, the worker's next turn; a second one pushes it to the run queue and wakes the
+    /// idle worker thread to take it, and on the bench host (a VM) that wake-up cost the
+    /// sender 25–29 µs at the median, ahead of the container actor's restart. Reporting
+    /// first made the restart wait for it; reporting after it, in the same handling, made
+    /// the report pay it. Yielding in between defers this actor until the worker has run
+    /// out of work (the restart done, the replacement spawned): every handling on the path
+    /// wakes one task. Meanwhile the held report counts against the deployment's
+    /// stability. Only the first crash of a burst yields: the next ones find this report's
+    /// `Report` queued and coalesce with it.
+    pub(super) async fn restart_then_report(&mut self) {
+        self.held.hold();
+        self.send_restarts();
+        tokio::task::yield_now().await;
+        self.report();
     }
 
     /// Have the counts reported once the messages queued now are handled.
@@ -62,13 +98,15 @@ impl SupervisorState {
             healthy: self.tally.healthy,
             ready: self.tally.ready,
         };
-        if self.reported != Some((c, self.acked)) {
-            self.reported = Some((c, self.acked));
+        let held = self.held.count();
+        if self.reported != Some((c, self.acked, held)) {
+            self.reported = Some((c, self.acked, held));
             let sent = self.parent.cast(DeploymentMsg::ServiceHealth {
                 service: self.ctx.service_name.clone(),
                 from: self.ctx.supervisor.get_id(),
                 counts: c,
                 acked: self.acked,
+                held,
             });
             // The deployment actor sends what was told before this report when it
             // handles it: this handling then wakes one task, not two.
