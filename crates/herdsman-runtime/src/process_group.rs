@@ -227,6 +227,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // waits for a real pid to be free, on the real clock
     fn a_group_whose_leader_is_reaped_and_members_are_gone_is_never_signalled_again() {
         let mut leader = group_leader("sleep", &["300"]);
         let pgid = leader.id();
@@ -244,9 +245,16 @@ mod tests {
             eprintln!("cannot steer pids here (not root): the reuse itself is not exercised");
             return;
         };
+        // Other tests fork and start threads meanwhile, and one of them may take the pid
+        // first (a tokio blocking thread lingers 10 s): then wait for it to be free again
+        // (bounded: 4,000 tries, at most ~20 s of waiting) rather than give up at once.
         let mut reused = None;
-        for _ in 0..200 {
+        for _ in 0..4000 {
             use std::io::Write;
+            if std::path::Path::new(&format!("/proc/{pgid}")).exists() {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             if (&last_pid)
                 .write_all(format!("{}", pgid - 1).as_bytes())
                 .is_err()
@@ -262,7 +270,7 @@ mod tests {
             let _ = other.wait();
         }
         let Some(mut other) = reused else {
-            panic!("pid {pgid} was not reused in 200 tries");
+            panic!("pid {pgid} was not reused in 4000 tries");
         };
         let alive = group.signal(Signal::SIGKILL);
         // SIGKILL would have ended it at once; a moment's grace covers a loaded machine.
