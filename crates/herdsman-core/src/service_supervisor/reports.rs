@@ -1,6 +1,6 @@
 //! A service's counts: each replica's share, the running tally, and the report to the
-//! deployment actor (with the restarts a message decided held back until it is out, and
-//! the events told before it left for the deployment actor to send).
+//! deployment actor (after a crash's restarts, held back and counted until it is out;
+//! with the events told before it, left for the deployment actor to send).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
