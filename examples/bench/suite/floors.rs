@@ -602,3 +602,64 @@ pub(crate) fn kill9(pid: u32) {
         );
     }
 }
+
+/// The machine's cost of waking a thread parked on the other core, what a tokio worker
+/// pays each time it hands a task to its parked sibling: per sample, one thread spins
+/// 50 µs (its core busy, the other idle, as with one busy worker), then unparks the other
+/// (std's `unpark`, a futex wake); how long that call took the waker, and how long until
+/// the woken thread ran.
+pub(crate) struct CrossCoreWake {
+    /// The waker's `unpark` call.
+    pub(crate) waker: Vec<Duration>,
+    /// From the call until the woken thread runs.
+    pub(crate) woken: Vec<Duration>,
+}
+
+pub(crate) async fn cross_core_wake(samples: usize) -> CrossCoreWake {
+    tokio::task::spawn_blocking(move || cross_core_wake_blocking(samples))
+        .await
+        .expect("the wake measurement does not panic")
+}
+
+fn cross_core_wake_blocking(samples: usize) -> CrossCoreWake {
+    use std::sync::atomic::AtomicBool;
+    const SPIN: Duration = Duration::from_micros(50);
+    let go = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let (go, ran, stop) = (go.clone(), ran.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                if go.swap(false, Ordering::AcqRel) {
+                    ran.store(true, Ordering::Release);
+                } else {
+                    std::thread::park();
+                }
+            }
+        })
+    };
+    let spin_until = |at: Instant| while Instant::now() < at {};
+    let mut out = CrossCoreWake {
+        waker: Vec::with_capacity(samples),
+        woken: Vec::with_capacity(samples),
+    };
+    for _ in 0..samples {
+        spin_until(Instant::now() + SPIN);
+        ran.store(false, Ordering::Release);
+        go.store(true, Ordering::Release);
+        let t0 = Instant::now();
+        waiter.thread().unpark();
+        let t1 = Instant::now();
+        let deadline = t0 + PATIENCE;
+        while !ran.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        out.waker.push(t1 - t0);
+        out.woken.push(Instant::now() - t0);
+    }
+    stop.store(true, Ordering::Release);
+    waiter.thread().unpark();
+    let _ = waiter.join();
+    out
+}

@@ -147,6 +147,11 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         let ours = Measure::of_durations(&restarts.issued, Unit::Micros);
         let acted = Measure::of_durations(&restarts.acted, Unit::Micros);
         let floor = Measure::of_durations(&floors::ractor_fail_respawn(n).await, Unit::Micros);
+        let wake = floors::cross_core_wake(n).await;
+        let (waker, woken) = (
+            Measure::of_durations(&wake.waker, Unit::Micros),
+            Measure::of_durations(&wake.woken, Unit::Micros),
+        );
         push(
             Row {
                 what: "exit seen → restart issued (SimRuntime)".into(),
@@ -165,7 +170,11 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      event was received after that call in {} of the {n} kills (the \
                      supervisor sends the restart, then yields before its report, which the \
                      event goes out with, or with the replacement's start, whichever is \
-                     sent first)",
+                     sent first). The machine's cost of handing work to an idle core, which \
+                     a tokio worker pays when it wakes its parked sibling: a thread parked \
+                     on the other core, woken by std's unpark (a futex wake) after 50 µs \
+                     of spinning: the waker's call {waker}, until the woken thread runs \
+                     {woken}",
                     restarts.received_after_acted
                 ),
             },
