@@ -125,8 +125,12 @@ impl SupervisorState {
     }
 
     /// Send the events told since the last report that covers them. At the start of
-    /// every handling but a `Report`'s: events wait for the queued `Report` only if it is
-    /// the next message, never behind a long one (a shutdown's grace periods).
+    /// every handling but a `Report`'s: events wait for the queued `Report` only behind
+    /// messages whose handling never waits, never behind a long one (a shutdown's grace
+    /// periods). A replica's start or exit with a `Report` queued is such a message and
+    /// sends nothing: in a burst of crashes the events go in a few batches, one per
+    /// report. One batch per message (an allocation each, most freed by another thread)
+    /// made 10k crashes at once ~10% slower with a subscriber.
     pub(super) fn flush_uncovered(&mut self) {
         let told = self.ctx.told();
         if told != self.covered {
