@@ -425,6 +425,17 @@ const FIXED: &[(u64, usize, u32, &str)] = &[
         2,
         "the same as 1626, announced while a scale was being applied",
     ),
+    (
+        24417,
+        30,
+        2,
+        "a supervisor panicked with its report of a crash still on its way to the \
+         deployment actor, which handled the failure first and then dropped the report as \
+         a failed supervisor's: the report before it, from before the crash, stood for the \
+         service until the replacement reported, and the deployment announced itself \
+         stable on it; a replaced supervisor's service now counts nothing running until \
+         its replacement reports",
+    ),
 ];
 
 #[test]

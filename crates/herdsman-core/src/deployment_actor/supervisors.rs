@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::{DeploymentMsg, DeploymentState};
 use crate::board::ReplicaState;
 use crate::service_supervisor::{HeldReports, ServiceSupervisor, SupervisorArgs};
+use crate::stabilization::ServiceCounts;
 
 /// A service supervisor that failed this often within `SUPERVISOR_PERIOD` is not
 /// replaced again: the service is failed (OTP's restart intensity).
@@ -56,6 +57,16 @@ impl DeploymentState {
             e.acked = e.asked;
             e.held = held;
             e.covered_held = 0;
+            // Nor are the predecessor's last counts this one's: a failed supervisor's
+            // report still on its way is dropped (it is not the current one), so its
+            // previous report would otherwise stand for the service, and the deployment
+            // could announce itself stable on replicas the failure left behind. Nothing
+            // counts as running until this one reports.
+            e.counts = ServiceCounts {
+                desired: e.desired,
+                viable: true,
+                ..ServiceCounts::default()
+            };
         }
         Ok(())
     }
