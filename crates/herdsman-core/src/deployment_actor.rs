@@ -10,7 +10,7 @@ use std::time::Duration;
 use herdsman_runtime::{Runtime, Survivor};
 use herdsman_spec::{Dependency, DependencyCondition, Deployment};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::apply::ApplyPlan;
 use crate::board::{ServicePhase, StatusBoard};
@@ -155,7 +155,8 @@ pub(crate) struct DeploymentState {
     stopping: bool,
     /// Stops of containers a failed supervisor left behind, run off this actor's handler
     /// (a minute of grace periods must not block stabilization); shutdown waits for them.
-    orphan_stops: Vec<JoinHandle<()>>,
+    /// Aborted if this actor is killed: a tree started anew adopts what still runs.
+    orphan_stops: Vec<AbortOnDropHandle<()>>,
     /// Services that wait for an earlier run's unwanted survivors to be stopped before
     /// they start (those survivors hold replica indexes the services will boot).
     held: std::collections::HashSet<Arc<str>>,

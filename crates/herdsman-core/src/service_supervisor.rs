@@ -10,6 +10,7 @@ use herdsman_probe::InitRetry;
 use herdsman_runtime::{ContainerId, Exit, Runtime, Survivor};
 use herdsman_spec::{Deployment, Service};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::board::{ServicePhase, StatusBoard};
 use crate::container_actor::{ContainerActor, ContainerArgs, ContainerMsg, Mode};
@@ -249,8 +250,10 @@ pub(crate) struct SupervisorState {
     survivors: HashMap<u32, Survivor>,
     /// Stops of a failed predecessor's replicas beyond the desired count; a shutdown
     /// waits for them.
-    /// By replica index: the index is not booted again until the stop is done.
-    orphan_stops: HashMap<u32, tokio::task::JoinHandle<()>>,
+    /// By replica index: the index is not booted again until the stop is done. Aborted
+    /// if this actor is killed or fails: a supervisor replacing it stops them itself, and
+    /// one of a tree started anew must not lose a container it adopted to them.
+    orphan_stops: HashMap<u32, AbortOnDropHandle<()>>,
     /// Survivors of an earlier run to stop before their indexes boot (taken at start).
     discards: Vec<Survivor>,
     /// The spec new replicas run: the service's spec, or a rollout's target.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use herdsman_spec::Deployment;
 use ractor::{ActorId, ActorRef};
@@ -186,15 +187,16 @@ impl DeploymentState {
             * 2;
         let (board, name) = (self.args.board.clone(), name.clone());
         self.orphan_stops.retain(|t| !t.is_finished());
-        self.orphan_stops.push(tokio::spawn(async move {
-            if let Err(e) = sup.call(SupervisorMsg::Shutdown, Some(budget)).await {
-                tracing::warn!(service = %name, error = %e, "removed service shutdown");
-            }
-            sup.stop_children_and_wait(None, Some(Duration::from_secs(5)))
-                .await;
-            let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
-            board.forget_removed(&name);
-        }));
+        self.orphan_stops
+            .push(AbortOnDropHandle::new(tokio::spawn(async move {
+                if let Err(e) = sup.call(SupervisorMsg::Shutdown, Some(budget)).await {
+                    tracing::warn!(service = %name, error = %e, "removed service shutdown");
+                }
+                sup.stop_children_and_wait(None, Some(Duration::from_secs(5)))
+                    .await;
+                let _ = sup.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+                board.forget_removed(&name);
+            })));
     }
 
     /// A replacement supervisor knows nothing of the rollout its failed predecessor was

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -127,23 +128,24 @@ impl DeploymentState {
             name.clone(),
         );
         self.orphan_stops.retain(|t| !t.is_finished());
-        self.orphan_stops.push(tokio::spawn(async move {
-            futures::future::join_all(orphans.iter().map(|id| async {
-                let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
-                // The count in force now: the service may have been scaled meanwhile.
-                if id.replica >= board.desired_of(&name).unwrap_or(0) {
-                    // A rollout's surge stand-in (or a replica being scaled away): not one
-                    // of the service's replicas, so not kept on the board as failed.
-                    board.remove(&name, id.replica);
-                } else {
-                    board.update(&name, id.replica, |r| {
-                        r.state = ReplicaState::Failed;
-                        r.pid = None;
-                    });
-                }
-            }))
-            .await;
-        }));
+        self.orphan_stops
+            .push(AbortOnDropHandle::new(tokio::spawn(async move {
+                futures::future::join_all(orphans.iter().map(|id| async {
+                    let _ = rt.stop(id, svc.stop_signal, svc.stop_grace_period).await;
+                    // The count in force now: the service may have been scaled meanwhile.
+                    if id.replica >= board.desired_of(&name).unwrap_or(0) {
+                        // A rollout's surge stand-in (or a replica being scaled away): not one
+                        // of the service's replicas, so not kept on the board as failed.
+                        board.remove(&name, id.replica);
+                    } else {
+                        board.update(&name, id.replica, |r| {
+                            r.state = ReplicaState::Failed;
+                            r.pid = None;
+                        });
+                    }
+                }))
+                .await;
+            })));
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use herdsman_runtime::Survivor;
 use herdsman_spec::StopSignal;
@@ -118,15 +119,16 @@ impl DeploymentState {
             }
             let (runtime, board, me) = (runtime.clone(), board.clone(), myself.clone());
             let how = stop_of(&spec, &service);
-            self.orphan_stops.push(tokio::spawn(async move {
-                futures::future::join_all(
-                    stops
-                        .iter()
-                        .map(|s| discard_one(&runtime, &board, s, how, true)),
-                )
-                .await;
-                let _ = me.cast(DeploymentMsg::SurvivorsGone { service });
-            }));
+            self.orphan_stops
+                .push(AbortOnDropHandle::new(tokio::spawn(async move {
+                    futures::future::join_all(
+                        stops
+                            .iter()
+                            .map(|s| discard_one(&runtime, &board, s, how, true)),
+                    )
+                    .await;
+                    let _ = me.cast(DeploymentMsg::SurvivorsGone { service });
+                })));
         }
     }
 }

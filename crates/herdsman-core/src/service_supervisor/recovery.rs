@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use herdsman_runtime::{ContainerId, Survivor};
 use ractor::{ActorProcessingErr, ActorRef};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::slot::SlotState;
 use super::{SupervisorMsg, SupervisorState};
@@ -48,7 +49,8 @@ impl SupervisorState {
                 ctx.board.remove(&ctx.service_name, replica);
                 let _ = ctx.supervisor.cast(SupervisorMsg::OrphanGone { replica });
             });
-            self.orphan_stops.insert(replica, task);
+            self.orphan_stops
+                .insert(replica, AbortOnDropHandle::new(task));
         }
     }
 
@@ -77,7 +79,8 @@ impl SupervisorState {
                 .await;
                 let _ = ctx.supervisor.cast(SupervisorMsg::OrphanGone { replica });
             });
-            self.orphan_stops.insert(replica, task);
+            self.orphan_stops
+                .insert(replica, AbortOnDropHandle::new(task));
         }
     }
 
