@@ -4,11 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use herdsman_runtime::ContainerId;
 use herdsman_spec::Service;
 
 use super::slot::SlotState;
-use super::SupervisorState;
+use super::{ServiceContext, SupervisorState};
 use crate::board::{ReplicaState, ServicePhase};
 use crate::container_actor::{stop_budget, ContainerMsg};
 
@@ -45,6 +44,11 @@ impl SupervisorState {
             )
         });
         let retiring = futures::future::join_all(retiring);
+        // An actor that does not answer (it failed, or its runtime overran a stop) may
+        // have left its container running: it is stopped from here, with its signal and
+        // grace, as soon as the call fails, not after every other replica's stop. Its
+        // exit reports to nobody now, so the board shows it stopping meanwhile.
+        let (ctx, svc) = (self.ctx.clone(), self.target.clone());
         let calls = self.slots.iter_mut().map(|(&replica, slot)| {
             slot.state = SlotState::Stopped;
             slot.ready = false;
@@ -56,45 +60,50 @@ impl SupervisorState {
                 },
                 Some(budget),
             );
-            async move { (replica, call.await) }
+            let (ctx, svc) = (ctx.clone(), svc.clone());
+            async move {
+                match call.await {
+                    Ok(ractor::rpc::CallResult::Success(())) => {}
+                    other => {
+                        tracing::warn!(service = %ctx.service_name, replica, result = ?other.map(|_| ()), "replica stop unanswered; stopping its container directly");
+                        stop_leftover(&ctx, &svc, replica).await;
+                    }
+                }
+            }
         });
         let orphans =
             futures::future::join_all(std::mem::take(&mut self.orphan_stops).into_values());
-        let (results, _, _) =
-            futures::future::join3(futures::future::join_all(calls), retiring, orphans).await;
-        // An actor that did not answer (it failed, or its runtime overran a stop) may
-        // have left its container running: stop it from here, with its signal and grace.
-        let unanswered = results.into_iter().filter_map(|(replica, r)| match r {
-            Ok(ractor::rpc::CallResult::Success(())) => None,
-            other => {
-                tracing::warn!(service = %self.ctx.service_name, replica, result = ?other.map(|_| ()), "replica stop unanswered; stopping its container directly");
-                Some(replica)
-            }
-        });
-        let ctx = self.ctx.clone();
-        let leftovers: Vec<ContainerId> = unanswered
-            .filter_map(|replica| ctx.board.replica(&ctx.service_name, replica)?.container)
-            .collect();
-        futures::future::join_all(leftovers.iter().map(|id| {
-            let (ctx, svc) = (ctx.clone(), self.target.clone());
-            async move {
-                let _ = ctx
-                    .runtime
-                    .stop(id, svc.stop_signal, svc.stop_grace_period)
-                    .await;
-                let _ = ctx.runtime.remove(id).await;
-                ctx.board.update(&ctx.service_name, id.replica, |r| {
-                    r.state = ReplicaState::Stopped;
-                    r.pid = None;
-                    r.healthy = false;
-                });
-            }
-        }))
-        .await;
+        futures::future::join3(futures::future::join_all(calls), retiring, orphans).await;
         self.ctx
             .board
             .set_service(&self.ctx.service_name, phase, reason);
     }
+}
+
+/// Stop and remove the container the board shows for `replica`, whose actor did not
+/// answer its stop, and show it stopping, then stopped.
+async fn stop_leftover(ctx: &ServiceContext, svc: &Service, replica: u32) {
+    let Some(id) = ctx
+        .board
+        .replica(&ctx.service_name, replica)
+        .and_then(|r| r.container)
+    else {
+        return;
+    };
+    ctx.board.update(&ctx.service_name, replica, |r| {
+        r.state = ReplicaState::Stopping;
+        r.healthy = false;
+    });
+    let _ = ctx
+        .runtime
+        .stop(&id, svc.stop_signal, svc.stop_grace_period)
+        .await;
+    let _ = ctx.runtime.remove(&id).await;
+    ctx.board.update(&ctx.service_name, replica, |r| {
+        r.state = ReplicaState::Stopped;
+        r.pid = None;
+        r.healthy = false;
+    });
 }
 
 /// How long a whole service may take to stop.
