@@ -75,6 +75,100 @@ impl SimRuntime {
         self.shared.state()
     }
 
+    /// Start `id` (see `Runtime::start`) once its start latency has passed, under `guard`.
+    fn start_locked(
+        &self,
+        mut guard: MutexGuard<'_, SimState>,
+        id: &ContainerId,
+    ) -> Result<Started, RuntimeError> {
+        let seed = self.shared.seed;
+        let st = &mut *guard;
+        let profile = st.profile(&id.service).clone();
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })?;
+        match c.phase {
+            SimPhase::Created | SimPhase::StartFailed => {}
+            SimPhase::Running { .. } => {
+                return Err(RuntimeError::Start {
+                    id: id.to_string(),
+                    reason: "it is already running".into(),
+                })
+            }
+            SimPhase::Exited(_) => {
+                return Err(RuntimeError::Start {
+                    id: id.to_string(),
+                    reason: "it has already run; create the next generation".into(),
+                })
+            }
+        }
+        c.attempts += 1;
+        let attempt = u64::from(c.attempts);
+        let forced = match st.forced_start_failures.get_mut(&*id.service) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        let mut rng = rng_for(seed, id, Stream::Start, "", attempt);
+        if forced || chance(&mut rng, profile.start_failure) {
+            c.phase = SimPhase::StartFailed;
+            st.count(&id.service, |s| s.start_failures += 1);
+            let what = if forced {
+                "start failure (fail_starts)".to_string()
+            } else {
+                format!("start failure (probability {})", profile.start_failure)
+            };
+            return Err(RuntimeError::Injected {
+                id: id.to_string(),
+                what,
+            });
+        }
+
+        let now = Instant::now();
+        let mut rng = rng_for(seed, id, Stream::Lifetime, "", attempt);
+        let lifetime = profile.lifetime.sample(&mut rng);
+        let deadline = lifetime
+            .filter(|d| !d.is_zero())
+            .and_then(|d| now.checked_add(d));
+        let (exit_tx, exit) = ExitWatch::channel();
+        c.phase = SimPhase::Running {
+            since: now,
+            exit_tx: Some(exit_tx),
+            stop_waiter: None,
+        };
+        c.timer_pending = deadline.is_some();
+        let attempt = c.attempts;
+        st.count(&id.service, |s| s.started += 1);
+        if let Some(running) = running_sibling(st, id) {
+            st.audit
+                .record(id, ViolationKind::DuplicateStart { running });
+        }
+        if lifetime.is_some_and(|d| d.is_zero()) {
+            // It exits at the instant it starts: the watch handed back has resolved already.
+            let mut rng = rng_for(seed, id, Stream::ExitCode, "", attempt.into());
+            let code = profile.exit_code(&mut rng);
+            let ending = st.end(id, Some(attempt), ExitReason::Code(code), Cause::ByItself);
+            drop(guard);
+            ending.into_iter().for_each(Ending::deliver);
+            return Ok(Started { pid: None, exit });
+        }
+        if let Some(deadline) = deadline {
+            let sooner = st.schedule(Timer {
+                deadline,
+                id: id.clone(),
+                attempt,
+            });
+            self.ensure_driver(st);
+            if sooner {
+                self.shared.wake.notify_one();
+            }
+        }
+        Ok(Started { pid: None, exit })
+    }
+
     /// Use `profile` for the containers of `service` from now on.
     pub fn set_profile(&self, service: &str, profile: FaultProfile) {
         self.state()
@@ -264,103 +358,20 @@ impl Runtime for SimRuntime {
 
     async fn start(&self, id: &ContainerId) -> Result<Started, RuntimeError> {
         let latency = {
-            let st = self.state();
-            if !st.containers.contains_key(id) {
+            let guard = self.state();
+            if !guard.containers.contains_key(id) {
                 return Err(RuntimeError::UnknownContainer { id: id.to_string() });
             }
-            st.profile(&id.service).start_latency
+            let latency = guard.profile(&id.service).start_latency;
+            if latency.is_zero() {
+                // One lock for the whole start: in a burst of restarts every container
+                // actor takes this lock, from both cores.
+                return self.start_locked(guard, id);
+            }
+            latency
         };
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-
-        let seed = self.shared.seed;
-        let mut guard = self.state();
-        let st = &mut *guard;
-        let profile = st.profile(&id.service).clone();
-        let c = st
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| RuntimeError::UnknownContainer { id: id.to_string() })?;
-        match c.phase {
-            SimPhase::Created | SimPhase::StartFailed => {}
-            SimPhase::Running { .. } => {
-                return Err(RuntimeError::Start {
-                    id: id.to_string(),
-                    reason: "it is already running".into(),
-                })
-            }
-            SimPhase::Exited(_) => {
-                return Err(RuntimeError::Start {
-                    id: id.to_string(),
-                    reason: "it has already run; create the next generation".into(),
-                })
-            }
-        }
-        c.attempts += 1;
-        let attempt = u64::from(c.attempts);
-        let forced = match st.forced_start_failures.get_mut(&*id.service) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        };
-        let mut rng = rng_for(seed, id, Stream::Start, "", attempt);
-        if forced || chance(&mut rng, profile.start_failure) {
-            c.phase = SimPhase::StartFailed;
-            st.count(&id.service, |s| s.start_failures += 1);
-            let what = if forced {
-                "start failure (fail_starts)".to_string()
-            } else {
-                format!("start failure (probability {})", profile.start_failure)
-            };
-            return Err(RuntimeError::Injected {
-                id: id.to_string(),
-                what,
-            });
-        }
-
-        let now = Instant::now();
-        let mut rng = rng_for(seed, id, Stream::Lifetime, "", attempt);
-        let lifetime = profile.lifetime.sample(&mut rng);
-        let deadline = lifetime
-            .filter(|d| !d.is_zero())
-            .and_then(|d| now.checked_add(d));
-        let (exit_tx, exit) = ExitWatch::channel();
-        c.phase = SimPhase::Running {
-            since: now,
-            exit_tx: Some(exit_tx),
-            stop_waiter: None,
-        };
-        c.timer_pending = deadline.is_some();
-        let attempt = c.attempts;
-        st.count(&id.service, |s| s.started += 1);
-        if let Some(running) = running_sibling(st, id) {
-            st.audit
-                .record(id, ViolationKind::DuplicateStart { running });
-        }
-        if lifetime.is_some_and(|d| d.is_zero()) {
-            // It exits at the instant it starts: the watch handed back has resolved already.
-            let mut rng = rng_for(seed, id, Stream::ExitCode, "", attempt.into());
-            let code = profile.exit_code(&mut rng);
-            let ending = st.end(id, Some(attempt), ExitReason::Code(code), Cause::ByItself);
-            drop(guard);
-            ending.into_iter().for_each(Ending::deliver);
-            return Ok(Started { pid: None, exit });
-        }
-        if let Some(deadline) = deadline {
-            let sooner = st.schedule(Timer {
-                deadline,
-                id: id.clone(),
-                attempt,
-            });
-            self.ensure_driver(st);
-            if sooner {
-                self.shared.wake.notify_one();
-            }
-        }
-        Ok(Started { pid: None, exit })
+        tokio::time::sleep(latency).await;
+        self.start_locked(self.state(), id)
     }
 
     async fn stop(

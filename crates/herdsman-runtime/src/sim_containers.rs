@@ -190,13 +190,22 @@ impl Containers {
     }
 
     pub(crate) fn insert(&mut self, id: ContainerId, c: SimContainer) -> Option<SimContainer> {
-        let old = self
+        // The names are cloned only for a service's first container: every replica shares
+        // their `Arc`s, whose counts both cores write to.
+        let replicas = match self
             .by_name
-            .entry(id.deployment.clone())
-            .or_default()
-            .entry(id.service.clone())
-            .or_default()
-            .insert(id.replica, id.generation, c);
+            .get_mut(&*id.deployment)
+            .and_then(|services| services.get_mut(&*id.service))
+        {
+            Some(replicas) => replicas,
+            None => self
+                .by_name
+                .entry(id.deployment.clone())
+                .or_default()
+                .entry(id.service.clone())
+                .or_default(),
+        };
+        let old = replicas.insert(id.replica, id.generation, c);
         self.order.insert(id);
         old
     }
@@ -213,6 +222,18 @@ impl Containers {
         }
         self.order.remove(id);
         Some(removed)
+    }
+
+    /// The incarnations of `id`'s replica slot (`id` among them if it exists), by
+    /// generation, in no particular order.
+    pub(crate) fn incarnations(
+        &self,
+        id: &ContainerId,
+    ) -> impl Iterator<Item = (u64, &SimContainer)> {
+        let slot = self.replicas(id).and_then(|r| r.slot(id.replica));
+        slot.into_iter()
+            .flat_map(|s| s.first.iter().chain(&s.more))
+            .map(|(generation, c)| (*generation, c))
     }
 
     /// Every container, in id order.

@@ -166,7 +166,12 @@ impl SimState {
 
     pub(crate) fn count(&mut self, service: &Arc<str>, f: impl Fn(&mut SimStats)) {
         f(&mut self.stats);
-        f(self.service_stats.entry(service.clone()).or_default());
+        // The name is cloned only for a service's first count: every replica of a service
+        // shares its `Arc`, whose count both cores write to.
+        match self.service_stats.get_mut(&**service) {
+            Some(stats) => f(stats),
+            None => f(self.service_stats.entry(service.clone()).or_default()),
+        }
     }
 
     /// End the running container `id` (of start attempt `attempt`, if given) with `reason`.
@@ -311,18 +316,13 @@ impl Shared {
 
 /// The running incarnation of `id`'s replica slot other than `id` itself, if any.
 pub(crate) fn running_sibling(st: &SimState, id: &ContainerId) -> Option<ContainerId> {
-    let lo = ContainerId {
-        generation: 0,
-        ..id.clone()
-    };
-    let hi = ContainerId {
-        generation: u64::MAX,
-        ..id.clone()
-    };
     st.containers
-        .range(lo..=hi)
-        .find(|(other, c)| *other != id && c.is_running())
-        .map(|(other, _)| other.clone())
+        .incarnations(id)
+        .find(|(generation, c)| *generation != id.generation && c.is_running())
+        .map(|(generation, _)| ContainerId {
+            generation,
+            ..id.clone()
+        })
 }
 
 /// The running incarnations of `service`'s replica `replica`, across deployments.
