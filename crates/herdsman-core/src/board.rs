@@ -11,6 +11,8 @@ use herdsman_probe::{CheckResult, Outcome};
 use herdsman_runtime::{ContainerId, Exit};
 use serde::{Deserialize, Serialize};
 
+use crate::slot_key::{slot, SlotKey, SlotRef};
+
 mod probe_log;
 
 pub(crate) use probe_log::{ProbeCounters, ProbeLog};
@@ -358,7 +360,7 @@ struct BoardInner {
     order: RwLock<Vec<Arc<str>>>,
     rollout: RwLock<Option<RolloutStatus>>,
     services: DashMap<Arc<str>, ServiceMeta>,
-    replicas: DashMap<(Arc<str>, u32), Row>,
+    replicas: DashMap<SlotKey, Row>,
     stable: AtomicBool,
 }
 
@@ -393,9 +395,13 @@ impl StatusBoard {
         replica: u32,
         f: impl FnOnce(&mut ReplicaStatus),
     ) {
-        let mut entry = self
-            .inner
-            .replicas
+        let replicas = &self.inner.replicas;
+        // The name is cloned only for a row not there yet (see `slot_key`).
+        if let Some(mut row) = replicas.get_mut(&slot(service, replica) as &dyn SlotRef) {
+            f(&mut row.value_mut().status);
+            return;
+        }
+        let mut entry = replicas
             .entry((service.clone(), replica))
             .or_insert_with(|| Row {
                 status: ReplicaStatus::new(replica),
@@ -412,8 +418,8 @@ impl StatusBoard {
         container: &ContainerId,
         f: impl FnOnce(&mut ReplicaStatus),
     ) {
-        let key = (container.service.clone(), container.replica);
-        if let Some(mut row) = self.inner.replicas.get_mut(&key) {
+        let key = slot(&container.service, container.replica);
+        if let Some(mut row) = self.inner.replicas.get_mut(&key as &dyn SlotRef) {
             if shows(&row.status, container.generation) {
                 f(&mut row.value_mut().status);
             }
@@ -425,8 +431,8 @@ impl StatusBoard {
     /// incarnation's, which stays visible until then); a log nobody reads if the
     /// incarnation is gone. A probe keeps it and writes to it without a board lookup.
     pub(crate) fn probe_log(&self, container: &ContainerId) -> Arc<ProbeLog> {
-        let key = (container.service.clone(), container.replica);
-        if let Some(mut row) = self.inner.replicas.get_mut(&key) {
+        let key = slot(&container.service, container.replica);
+        if let Some(mut row) = self.inner.replicas.get_mut(&key as &dyn SlotRef) {
             if shows(&row.status, container.generation) {
                 let generation = container.generation;
                 let log = row
@@ -453,7 +459,9 @@ impl StatusBoard {
 
     /// Forget a replica that was scaled away.
     pub(crate) fn remove(&self, service: &Arc<str>, replica: u32) {
-        self.inner.replicas.remove(&(service.clone(), replica));
+        self.inner
+            .replicas
+            .remove(&slot(service, replica) as &dyn SlotRef);
     }
 
     /// Show the services in `order` (a new spec's), adding those not yet shown as

@@ -299,14 +299,16 @@ impl ContainerState {
         if self.phase != Phase::Empty || self.ctx.is_stopping() {
             return;
         }
-        let ctx = self.ctx.clone();
-        let id = self.id.clone();
+        // Borrowed, not cloned, on the restart path: the context and the names in the id
+        // are shared by every replica of the service (see `slot_key`).
+        let (ctx, id) = (&self.ctx, &self.id);
+        let shown = if self.service.init.is_empty() {
+            ReplicaState::Starting
+        } else {
+            ReplicaState::Initializing
+        };
         ctx.board.update(&ctx.service_name, id.replica, |r| {
-            r.state = if self.service.init.is_empty() {
-                ReplicaState::Starting
-            } else {
-                ReplicaState::Initializing
-            };
+            r.state = shown;
             r.container = Some(id.clone());
             r.pid = None;
             r.healthy = false;
@@ -435,43 +437,48 @@ impl ContainerState {
     }
 
     async fn create_and_start(&mut self, myself: &ActorRef<ContainerMsg>) {
-        let ctx = self.ctx.clone();
-        let id = self.id.clone();
-        ctx.board.update(&ctx.service_name, id.replica, |r| {
-            r.state = ReplicaState::Starting
-        });
-        let spec = ContainerSpec {
-            service: self.service.clone(),
-            vars: ReplicaVars::clone(&self.vars),
-        };
-        let started = match ctx.runtime.create(&id, &spec).await {
-            Ok(()) => {
-                self.created = Some(id.clone());
-                ctx.runtime.start(&id).await
+        let (created, started) = {
+            // Borrowed, not cloned (see `boot`).
+            let (ctx, id) = (&self.ctx, &self.id);
+            ctx.board.update(&ctx.service_name, id.replica, |r| {
+                r.state = ReplicaState::Starting
+            });
+            let spec = ContainerSpec {
+                service: self.service.clone(),
+                vars: ReplicaVars::clone(&self.vars),
+            };
+            match ctx.runtime.create(id, &spec).await {
+                Ok(()) => (true, ctx.runtime.start(id).await),
+                Err(e) => (false, Err(e)),
             }
-            Err(e) => Err(e),
         };
+        if created {
+            self.created = Some(self.id.clone());
+        }
+        let (replica, generation) = (self.id.replica, self.id.generation);
         let started = match started {
             Ok(s) => s,
             Err(e) => {
                 self.discard_created(false).await;
                 self.phase = Phase::Empty;
                 let error = e.to_string();
-                ctx.board.update(&ctx.service_name, id.replica, |r| {
+                let ctx = &self.ctx;
+                ctx.board.update(&ctx.service_name, replica, |r| {
                     r.last_error = Some(format!("start failed: {error}"));
                 });
                 let _ = ctx.supervisor.cast(SupervisorMsg::StartFailed {
-                    replica: id.replica,
-                    generation: id.generation,
+                    replica,
+                    generation,
                     error,
                 });
                 return;
             }
         };
+        let ctx = &self.ctx;
         ctx.events.emit(EventKind::ReplicaStarted {
             service: ctx.service_name.clone(),
-            replica: id.replica,
-            generation: id.generation,
+            replica,
+            generation,
             pid: started.pid,
         });
         self.running(myself, started).await;
@@ -479,9 +486,9 @@ impl ContainerState {
 
     /// The current incarnation runs (started or adopted): show it, watch its exit, probe it.
     async fn running(&mut self, myself: &ActorRef<ContainerMsg>, started: Started) {
-        let ctx = self.ctx.clone();
-        let id = self.id.clone();
         self.phase = Phase::Running;
+        // Borrowed, not cloned (see `boot`); the exit's callback owns what it needs.
+        let (ctx, id) = (&self.ctx, &self.id);
         let has_health = self.service.health.is_some();
         ctx.board.update(&ctx.service_name, id.replica, |r| {
             r.state = ReplicaState::Running;

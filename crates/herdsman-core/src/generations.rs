@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// A replica slot: service and replica index.
-type Slot = (Arc<str>, u32);
+use crate::slot_key::{slot, SlotKey as Slot, SlotRef};
 
 /// The highest generation issued per slot.
 #[derive(Clone, Default)]
@@ -20,12 +19,13 @@ impl Generations {
     /// issued before.
     pub(crate) fn issue(&self, service: &Arc<str>, replica: u32, at_least: u64) -> u64 {
         let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = match issued.get(&(service.clone(), replica)) {
-            Some(last) => at_least.max(last.saturating_add(1)),
-            None => at_least,
-        };
-        issued.insert((service.clone(), replica), next);
-        next
+        // The name is cloned only for a slot's first generation (see `slot_key`).
+        if let Some(last) = issued.get_mut(&slot(service, replica) as &dyn SlotRef) {
+            *last = at_least.max(last.saturating_add(1));
+            return *last;
+        }
+        issued.insert((service.clone(), replica), at_least);
+        at_least
     }
 
     /// `generation` is in use (an adopted survivor's): never issue it again.

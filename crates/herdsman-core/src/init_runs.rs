@@ -15,8 +15,7 @@ use tokio::task::JoinHandle;
 /// blocks a worker thread, which is a bug of that step.
 const UNWIND_WITHIN: Duration = Duration::from_secs(5);
 
-/// A replica slot: service and replica index.
-type Slot = (Arc<str>, u32);
+use crate::slot_key::{slot, SlotKey as Slot, SlotRef};
 
 /// One deployment's in-flight init tasks by slot.
 #[derive(Clone, Default)]
@@ -36,13 +35,13 @@ impl InitRuns {
 
     /// Forget the slot's run once it reported back (it has finished).
     pub(crate) fn finished(&self, service: &Arc<str>, replica: u32) {
-        self.lock().remove(&(service.clone(), replica));
+        self.lock().remove(&slot(service, replica) as &dyn SlotRef);
     }
 
     /// Abort the slot's run, if any, and wait until its task is gone (its step future
     /// dropped, its command killed), so the next run cannot overlap it.
     pub(crate) async fn end(&self, service: &Arc<str>, replica: u32) {
-        let task = self.lock().remove(&(service.clone(), replica));
+        let task = self.lock().remove(&slot(service, replica) as &dyn SlotRef);
         if let Some(task) = task {
             task.abort();
             if tokio::time::timeout(UNWIND_WITHIN, task).await.is_err() {

@@ -32,6 +32,7 @@ mod restart;
 mod revision;
 mod rollout;
 mod service_supervisor;
+mod slot_key;
 mod stabilization;
 
 pub use apply::{ApplyPlan, Change, ServiceChange};

@@ -99,7 +99,9 @@ impl SupervisorState {
         {
             return;
         }
-        let ctx = self.ctx.clone();
+        // Borrowed, not cloned: the context is shared with every container actor of the
+        // service, and its count written from both cores (see `slot_key`).
+        let ctx = &self.ctx;
         ctx.board.update(&ctx.service_name, replica, |r| {
             r.last_exit = Some(exit);
             r.last_exit_code = exit.code();
@@ -397,7 +399,8 @@ impl SupervisorState {
         running: bool,
         mut announce: Option<EventKind>,
     ) {
-        let ctx = self.ctx.clone();
+        // Borrowed, not cloned (see `exited`).
+        let ctx = &self.ctx;
         let Some(slot) = self.slots.get_mut(&replica) else {
             return;
         };
@@ -426,7 +429,7 @@ impl SupervisorState {
                     restarts: slot.tracker.total(),
                 });
                 // Last: see `restart`.
-                Self::restart(&ctx, replica, slot, &mut self.restarts);
+                Self::restart(ctx, replica, slot, &mut self.restarts);
             }
             Decision::RestartAfter(delay) => {
                 slot.state = SlotState::Backoff;
@@ -434,7 +437,7 @@ impl SupervisorState {
                 let token = slot.token;
                 let delay_ms = delay.as_millis() as u64;
                 let restarts = slot.tracker.total();
-                Self::hold(&ctx, replica, slot, running, ReplicaState::Backoff);
+                Self::hold(ctx, replica, slot, running, ReplicaState::Backoff);
                 ctx.board.update(&ctx.service_name, replica, |r| {
                     r.backoff_ms = Some(delay_ms);
                     r.restarts = restarts.saturating_sub(1);
@@ -454,15 +457,15 @@ impl SupervisorState {
             }
             Decision::Complete => {
                 slot.state = SlotState::Completed;
-                Self::hold(&ctx, replica, slot, running, ReplicaState::Completed);
+                Self::hold(ctx, replica, slot, running, ReplicaState::Completed);
                 ctx.tell(EventKind::Completed {
                     service: ctx.service_name.clone(),
                     replica,
                 });
             }
-            Decision::Fail(reason) => Self::fail_slot(&ctx, replica, slot, reason, running),
+            Decision::Fail(reason) => Self::fail_slot(ctx, replica, slot, reason, running),
             Decision::GiveUp(reason) => {
-                Self::fail_slot(&ctx, replica, slot, reason.clone(), running);
+                Self::fail_slot(ctx, replica, slot, reason.clone(), running);
                 let why = format!("replica {replica} {reason}");
                 ctx.board
                     .set_service(&ctx.service_name, ServicePhase::Failed, Some(why.clone()));
@@ -474,7 +477,7 @@ impl SupervisorState {
             }
             Decision::Isolate => {
                 slot.state = SlotState::Isolated;
-                Self::hold(&ctx, replica, slot, running, ReplicaState::Isolated);
+                Self::hold(ctx, replica, slot, running, ReplicaState::Isolated);
                 ctx.tell(EventKind::Isolated {
                     service: ctx.service_name.clone(),
                     replica,
