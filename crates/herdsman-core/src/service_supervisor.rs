@@ -2,7 +2,7 @@
 //! tracker per replica, decides what every exit, start failure, init failure and health
 //! transition means, and has its container actors carry it out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ use crate::CoreError;
 use rollouts::ActiveRollout;
 pub(crate) use rollouts::RolloutReport;
 pub(crate) use shutdown::shutdown_budget;
-use slot::{Share, Slot, SlotState};
+use slot::{Share, Slot, SlotState, Slots};
 
 /// What every actor of one service shares.
 pub(crate) struct ServiceContext {
@@ -213,7 +213,7 @@ pub(crate) struct SupervisorState {
     ctx: Arc<ServiceContext>,
     parent: ActorRef<DeploymentMsg>,
     desired: u32,
-    slots: BTreeMap<u32, Slot>,
+    slots: Slots,
     actors: HashMap<ActorId, u32>,
     /// Container actors of replicas scaled away that are still stopping their container,
     /// by replica index. The index is not booted again until its predecessor is gone: two
@@ -305,7 +305,7 @@ impl Actor for ServiceSupervisor {
                 .into_iter()
                 .map(|s| (s.id.replica, s))
                 .collect(),
-            slots: BTreeMap::new(),
+            slots: Slots::default(),
             actors: HashMap::new(),
             retiring: HashMap::new(),
             resume_generation: args.resume_at,
@@ -331,6 +331,7 @@ impl Actor for ServiceSupervisor {
             state.recover_orphans();
         }
         state.discard_survivors();
+        state.slots.reserve(state.desired);
         for replica in 0..state.desired {
             // An index a survivor being stopped still holds boots once it is gone.
             if state.survivors.contains_key(&replica) || !state.orphan_stops.contains_key(&replica)
