@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::slot_key::{slot, SlotKey as Slot, SlotRef};
+
 /// How long an aborted init task may take to unwind before the boot goes on anyway. An
 /// aborted task is dropped at its next await point; this only guards against a step that
 /// blocks a worker thread, which is a bug of that step.
 const UNWIND_WITHIN: Duration = Duration::from_secs(5);
-
-use crate::slot_key::{slot, SlotKey as Slot, SlotRef};
 
 /// One deployment's in-flight init tasks by slot.
 #[derive(Clone, Default)]

@@ -178,11 +178,14 @@ impl<T> Slots<T> {
     }
 
     /// Take the slot at `replica` out; the vector shrinks past the last slot left (a
-    /// scale-down).
+    /// scale-down), and gives back its memory once it uses under a quarter of it.
     pub(super) fn remove(&mut self, replica: &u32) -> Option<T> {
         let old = self.by_index.get_mut(*replica as usize)?.take()?.1;
         while matches!(self.by_index.last(), Some(None)) {
             self.by_index.pop();
+        }
+        if self.by_index.len() < self.by_index.capacity() / 4 {
+            self.by_index.shrink_to(self.by_index.len() * 2);
         }
         Some(old)
     }
@@ -259,6 +262,16 @@ mod tests {
         assert_eq!(s.get(&1), Some(&"y"));
         assert_eq!(s.remove(&5), Some("x"));
         assert_eq!(s.by_index.len(), 2, "the vector ends at the last slot left");
+        let mut big = slots(&(0..1000).collect::<Vec<u32>>());
+        for i in (10..1000).rev() {
+            big.remove(&i);
+        }
+        assert!(
+            big.by_index.capacity() < 100,
+            "a scale-down from 1,000 to 10 keeps {} entries' memory",
+            big.by_index.capacity()
+        );
+        assert_eq!(big.keys().count(), 10);
         assert_eq!(s.remove(&5), None);
         assert_eq!(s.remove(&9), None);
         if let Some(v) = s.get_mut(&0) {
