@@ -1,5 +1,6 @@
 //! A service supervisor's view of each replica slot, and what each adds to its counts.
 
+use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -134,15 +135,27 @@ impl Slot {
 /// `BTreeMap<u32, Slot>`. The indexes are dense (0 to the desired count, then a rollout's
 /// stand-ins just above it), so a vector indexed by replica: a lookup is one read. In a
 /// burst of 10,000 crashes, the B-tree's searches (two to four per message, each through
-/// four levels) were the supervisor's largest cost after the events.
+/// four levels) were the supervisor's largest cost after the events. An index far past
+/// the slots in use (a stand-in placed above an orphan whose index a container's labels
+/// claimed) goes to a map instead, so the vector never holds more than twice the slots in
+/// use and [`DENSE_SLACK`] more, whatever the indexes. Every index in the map is past the
+/// vector's end.
 pub(super) struct Slots<T = Slot> {
-    by_index: Vec<Option<(u32, T)>>,
+    dense: Vec<Option<(u32, T)>>,
+    /// The vector's entries that hold a slot.
+    used: usize,
+    sparse: BTreeMap<u32, T>,
 }
+
+/// How many entries past twice those in use the vector may grow to.
+const DENSE_SLACK: usize = 64;
 
 impl<T> Default for Slots<T> {
     fn default() -> Self {
         Slots {
-            by_index: Vec::new(),
+            dense: Vec::new(),
+            used: 0,
+            sparse: BTreeMap::new(),
         }
     }
 }
@@ -150,18 +163,22 @@ impl<T> Default for Slots<T> {
 impl<T> Slots<T> {
     /// Make room for slots up to `replicas` (the desired count) at once.
     pub(super) fn reserve(&mut self, replicas: u32) {
-        let wanted = (replicas as usize).saturating_sub(self.by_index.len());
-        self.by_index.reserve_exact(wanted);
+        let wanted = (replicas as usize).saturating_sub(self.dense.len());
+        self.dense.reserve_exact(wanted);
     }
 
     pub(super) fn get(&self, replica: &u32) -> Option<&T> {
-        let entry = self.by_index.get(*replica as usize)?;
-        entry.as_ref().map(|(_, slot)| slot)
+        match self.dense.get(*replica as usize) {
+            Some(entry) => entry.as_ref().map(|(_, slot)| slot),
+            None => self.sparse.get(replica),
+        }
     }
 
     pub(super) fn get_mut(&mut self, replica: &u32) -> Option<&mut T> {
-        let entry = self.by_index.get_mut(*replica as usize)?;
-        entry.as_mut().map(|(_, slot)| slot)
+        match self.dense.get_mut(*replica as usize) {
+            Some(entry) => entry.as_mut().map(|(_, slot)| slot),
+            None => self.sparse.get_mut(replica),
+        }
     }
 
     pub(super) fn contains_key(&self, replica: &u32) -> bool {
@@ -171,31 +188,50 @@ impl<T> Slots<T> {
     /// Put `slot` at `replica`; returns the slot it replaced.
     pub(super) fn insert(&mut self, replica: u32, slot: T) -> Option<T> {
         let at = replica as usize;
-        if at >= self.by_index.len() {
-            self.by_index.resize_with(at + 1, || None);
+        if at >= self.dense.len() && at <= 2 * self.used + DENSE_SLACK {
+            self.dense.resize_with(at + 1, || None);
+            // The map keeps only indexes past the vector: take in those it now covers.
+            let past = self.sparse.split_off(&(replica + 1));
+            for (i, s) in std::mem::replace(&mut self.sparse, past) {
+                self.dense[i as usize] = Some((i, s));
+                self.used += 1;
+            }
         }
-        self.by_index[at].replace((replica, slot)).map(|(_, s)| s)
+        match self.dense.get_mut(at) {
+            Some(entry) => {
+                let old = entry.replace((replica, slot)).map(|(_, s)| s);
+                self.used += usize::from(old.is_none());
+                old
+            }
+            None => self.sparse.insert(replica, slot),
+        }
     }
 
     /// Take the slot at `replica` out; the vector shrinks past the last slot left (a
     /// scale-down), and gives back its memory once it uses under a quarter of it.
     pub(super) fn remove(&mut self, replica: &u32) -> Option<T> {
-        let old = self.by_index.get_mut(*replica as usize)?.take()?.1;
-        while matches!(self.by_index.last(), Some(None)) {
-            self.by_index.pop();
+        let Some(entry) = self.dense.get_mut(*replica as usize) else {
+            return self.sparse.remove(replica);
+        };
+        let old = entry.take()?.1;
+        self.used -= 1;
+        while matches!(self.dense.last(), Some(None)) {
+            self.dense.pop();
         }
-        if self.by_index.len() < self.by_index.capacity() / 4 {
-            self.by_index.shrink_to(self.by_index.len() * 2);
+        if self.dense.len() < self.dense.capacity() / 4 {
+            self.dense.shrink_to(self.dense.len() * 2);
         }
         Some(old)
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&u32, &T)> {
-        self.by_index.iter().flatten().map(|(i, s)| (i, s))
+        let dense = self.dense.iter().flatten().map(|(i, s)| (i, s));
+        dense.chain(&self.sparse)
     }
 
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&u32, &mut T)> {
-        self.by_index.iter_mut().flatten().map(|(i, s)| (&*i, s))
+        let dense = self.dense.iter_mut().flatten().map(|(i, s)| (&*i, s));
+        dense.chain(&mut self.sparse)
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &u32> {
@@ -207,7 +243,10 @@ impl<T> Slots<T> {
     }
 
     /// The slots with indexes in `range`, in index order.
-    pub(super) fn range(&self, range: impl RangeBounds<u32>) -> impl Iterator<Item = (&u32, &T)> {
+    pub(super) fn range<R: RangeBounds<u32> + Clone>(
+        &self,
+        range: R,
+    ) -> impl Iterator<Item = (&u32, &T)> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s as usize,
             Bound::Excluded(&s) => s as usize + 1,
@@ -218,9 +257,10 @@ impl<T> Slots<T> {
             Bound::Excluded(&e) => e as usize,
             Bound::Unbounded => usize::MAX,
         };
-        let end = end.min(self.by_index.len());
-        let entries = self.by_index.get(start.min(end)..end).unwrap_or_default();
-        entries.iter().flatten().map(|(i, s)| (i, s))
+        let end = end.min(self.dense.len());
+        let entries = self.dense.get(start.min(end)..end).unwrap_or_default();
+        let dense = entries.iter().flatten().map(|(i, s)| (i, s));
+        dense.chain(self.sparse.range(range))
     }
 }
 
@@ -261,15 +301,15 @@ mod tests {
         assert_eq!(s.insert(1, "y"), Some("x"));
         assert_eq!(s.get(&1), Some(&"y"));
         assert_eq!(s.remove(&5), Some("x"));
-        assert_eq!(s.by_index.len(), 2, "the vector ends at the last slot left");
+        assert_eq!(s.dense.len(), 2, "the vector ends at the last slot left");
         let mut big = slots(&(0..1000).collect::<Vec<u32>>());
         for i in (10..1000).rev() {
             big.remove(&i);
         }
         assert!(
-            big.by_index.capacity() < 100,
+            big.dense.capacity() < 100,
             "a scale-down from 1,000 to 10 keeps {} entries' memory",
-            big.by_index.capacity()
+            big.dense.capacity()
         );
         assert_eq!(big.keys().count(), 10);
         assert_eq!(s.remove(&5), None);
@@ -279,5 +319,30 @@ mod tests {
         }
         let left: Vec<(u32, &str)> = s.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(left, vec![(0, "z"), (1, "y")]);
+    }
+
+    #[test]
+    fn an_index_far_past_the_others_goes_to_the_map_and_keeps_the_order() {
+        let mut s = slots(&[0, 1, 2]);
+        s.insert(4_000_000_000, "far");
+        s.insert(150, "near");
+        assert!(
+            s.dense.len() <= 2 * 3 + DENSE_SLACK + 1,
+            "{}",
+            s.dense.len()
+        );
+        assert_eq!(s.get(&4_000_000_000), Some(&"far"));
+        let all: Vec<u32> = s.keys().copied().collect();
+        assert_eq!(all, vec![0, 1, 2, 150, 4_000_000_000]);
+        let above: Vec<u32> = s.range(3..).map(|(k, _)| *k).collect();
+        assert_eq!(above, vec![150, 4_000_000_000]);
+        // Filling in below takes the map's covered indexes into the vector.
+        for i in 3..100 {
+            s.insert(i, "x");
+        }
+        assert!(s.sparse.keys().all(|&k| k as usize >= s.dense.len()));
+        assert_eq!(s.keys().count(), 3 + 2 + 97);
+        assert_eq!(s.remove(&4_000_000_000), Some("far"));
+        assert_eq!(s.iter_mut().count(), 3 + 1 + 97);
     }
 }
