@@ -130,3 +130,31 @@ pub(crate) async fn shutdown(handle: &DeploymentHandle) {
         .await
         .expect("the deployment shuts down");
 }
+
+/// Run `work` on a runtime of its own with one worker thread, configured as the bench's
+/// (short scheduler slices), on its worker, from a thread of its own; until it is done. Nothing can then
+/// be handed to an idle second worker, nor run beside the measured path.
+pub(crate) async fn on_one_worker<T, Fut>(work: impl FnOnce() -> Fut + Send + 'static) -> T
+where
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .on_thread_start(|| {
+                herdsman::runtime::request_short_time_slice();
+            })
+            .build()
+            .expect("a one-worker tokio runtime can be built");
+        // Spawned, so that it runs on the worker, as the actors do (`block_on` would poll
+        // it on this thread).
+        let out = runtime.block_on(runtime.spawn(async move { work().await }));
+        let _ = tx.send(out.expect("the one-worker measurement does not panic"));
+    });
+    let out = rx.await.expect("the one-worker measurement completes");
+    let _ = thread.join();
+    out
+}

@@ -131,6 +131,13 @@ fn label(n: u32) -> String {
     }
 }
 
+/// What `work` returned, and the minor page faults the process took meanwhile.
+async fn faulting<T>(work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let before = procfs::minor_faults();
+    let out = work.await;
+    (out, procfs::minor_faults().saturating_sub(before))
+}
+
 /// Run the selected rows, calling `on_row` as each finishes.
 pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row> {
     let sizes = Sizes::for_options(opts);
@@ -147,6 +154,17 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         let ours = Measure::of_durations(&restarts.issued, Unit::Micros);
         let acted = Measure::of_durations(&restarts.acted, Unit::Micros);
         let floor = Measure::of_durations(&floors::ractor_fail_respawn(n).await, Unit::Micros);
+        // The same two measurements on a runtime of one worker: the tail the second
+        // worker adds, to ours and to the floor alike.
+        let (alone, alone_floor) = fixtures::on_one_worker(move || async move {
+            let ours = sim_rows::restart_latency(n).await.issued;
+            (ours, floors::ractor_fail_respawn(n).await)
+        })
+        .await;
+        let (alone, alone_floor) = (
+            Measure::of_durations(&alone, Unit::Micros),
+            Measure::of_durations(&alone_floor, Unit::Micros),
+        );
         let wake = floors::cross_core_wake(n).await;
         let (waker, woken) = (
             Measure::of_durations(&wake.waker, Unit::Micros),
@@ -174,7 +192,9 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                      a tokio worker pays when it wakes its parked sibling: a thread parked \
                      on the other core, woken by std's unpark (a futex wake) after 50 µs \
                      of spinning: the waker's call {waker}, until the woken thread runs \
-                     {woken}",
+                     {woken}. The same kills and the same floor on a second runtime of one \
+                     worker thread (nothing handed to, or run beside the path on, another \
+                     core): ours {alone}, the floor's {alone_floor}",
                     restarts.received_after_acted
                 ),
             },
@@ -498,17 +518,32 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
         let n = sizes.spec;
         // In turns with the floor, as the burst's rounds.
         let (mut to_stable, mut shutdowns, mut floor_samples) = (vec![], vec![], vec![]);
+        // Each round's minor page faults: a round that first touches its memory pays the
+        // kernel for every page, and the slowest rounds are those.
+        let (mut faults, mut floor_faults) = (vec![], vec![]);
         for round in 0..sizes.spec_rounds {
             if round % 2 == 1 {
-                floor_samples.push(floors::ractor_spawn(2 * n as usize).await);
+                let (took, f) = faulting(floors::ractor_spawn(2 * n as usize)).await;
+                floor_samples.push(took);
+                floor_faults.push(f);
             }
-            let (up, down) = sim_rows::spec_to_stable(n, round as u64).await;
+            let ((up, down), f) = faulting(sim_rows::spec_to_stable(n, round as u64)).await;
+            faults.push(f);
             to_stable.push(up);
             shutdowns.push(down);
             if round % 2 == 0 {
-                floor_samples.push(floors::ractor_spawn(2 * n as usize).await);
+                let (took, f) = faulting(floors::ractor_spawn(2 * n as usize)).await;
+                floor_samples.push(took);
+                floor_faults.push(f);
             }
         }
+        let by_round = |took: &[Duration], faults: &[u64]| {
+            took.iter()
+                .zip(faults)
+                .map(|(t, f)| format!("{:.0} ms {f}", t.as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let ours = Measure::of_durations(&to_stable, Unit::Millis);
         let shut = Measure::of_durations(&shutdowns, Unit::Millis);
         let floor = Measure::of_durations(&floor_samples, Unit::Millis);
@@ -524,9 +559,13 @@ pub(crate) async fn run(opts: &Options, mut on_row: impl FnMut(&Row)) -> Vec<Row
                     "{} rounds, in turns with the floor's: spawn_deployment of one unprobed \
                      {n}-replica service until wait_stable answers (worst round is the p99); \
                      shutdown took {shut}; floor: {} bare actors spawned one after another, \
-                     each awaited",
+                     each awaited. Each round and its minor page faults (4 KiB pages touched \
+                     for the first time, or again after the allocator gave them back), in \
+                     order: ours {}; the floor's {}",
                     sizes.spec_rounds,
-                    2 * n
+                    2 * n,
+                    by_round(&to_stable, &faults),
+                    by_round(&floor_samples, &floor_faults),
                 ),
             },
             &mut rows,

@@ -39,25 +39,35 @@ pub(crate) fn peak_rss_bytes() -> u64 {
     status_bytes("VmHWM:").unwrap_or(0)
 }
 
-/// CPU time (user + system) used by this process so far, from /proc/self/stat.
-pub(crate) fn cpu_time() -> Duration {
+/// The numeric fields of /proc/self/stat that follow the command name, by their index
+/// after its ')' (the line's field n is index n - 3); an empty list where /proc is
+/// unavailable, which reads as zeros.
+fn stat_fields() -> Vec<u64> {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
+        return Vec::new();
     };
     // The command name may contain spaces; the fields that follow start after its ')'.
     let Some((_, rest)) = stat.rsplit_once(')') else {
-        return Duration::ZERO;
+        return Vec::new();
     };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: the 12th and 13th after ')'.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    rest.split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .collect()
+}
+
+/// CPU time (user + system) used by this process so far, from /proc/self/stat.
+pub(crate) fn cpu_time() -> Duration {
+    let fields = stat_fields();
+    // utime and stime are fields 14 and 15 of the line.
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0);
     // USER_HZ is 100 on Linux.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Minor page faults of this process so far (field 10 of /proc/self/stat): each is a page
+/// of memory touched for the first time (or again, after it was given back).
+pub(crate) fn minor_faults() -> u64 {
+    stat_fields().get(7).copied().unwrap_or(0)
 }
 
 /// Hardware of this machine, for the record: cores, CPU model, memory.
