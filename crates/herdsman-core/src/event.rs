@@ -585,6 +585,59 @@ mod tests {
         out
     }
 
+    #[test]
+    fn threads_that_tell_and_send_at_once_lose_nothing_and_keep_each_ones_order() {
+        const THREADS: u32 = 4;
+        const EACH: u32 = 3000;
+        let bus = EventBus::new("d".into(), 1 << 16);
+        let mut sub = bus.subscribe();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let bus = bus.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let kind = EventKind::Scaled {
+                            service: "api".into(),
+                            from: t,
+                            to: i,
+                        };
+                        match i % 3 {
+                            0 => bus.emit(kind),
+                            1 => bus.defer(kind),
+                            _ => {
+                                bus.defer(kind);
+                                bus.flush();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a sending thread does not panic");
+        }
+        bus.flush();
+        let mut seen = vec![0u32; THREADS as usize];
+        loop {
+            match sub.try_recv() {
+                Some(Received::Event(e)) => match e.kind {
+                    EventKind::Scaled { from, to, .. } => {
+                        assert_eq!(to, seen[from as usize], "thread {from}'s events in order");
+                        seen[from as usize] += 1;
+                    }
+                    other => panic!("unexpected event {other:?}"),
+                },
+                Some(Received::Missed(n)) => panic!("{n} events reported missed"),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![EACH; THREADS as usize],
+            "every event arrived once"
+        );
+    }
+
     #[tokio::test]
     async fn held_events_go_out_before_a_later_one_in_the_order_they_were_told() {
         let bus = EventBus::new("d".into(), 16);
