@@ -132,8 +132,8 @@ pub(crate) async fn shutdown(handle: &DeploymentHandle) {
 }
 
 /// Run `work` on a runtime of its own with one worker thread, configured as the bench's
-/// (short scheduler slices), on its worker, from a thread of its own; until it is done. Nothing can then
-/// be handed to an idle second worker, nor run beside the measured path.
+/// (short scheduler slices), on its worker, from a thread of its own; until it is done.
+/// Nothing can then be handed to an idle second worker, nor run beside the measured path.
 pub(crate) async fn on_one_worker<T, Fut>(work: impl FnOnce() -> Fut + Send + 'static) -> T
 where
     Fut: Future<Output = T> + Send + 'static,
